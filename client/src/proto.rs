@@ -1,0 +1,232 @@
+//! The native API's types: what a client sends over `scopekeeper-client/1` and what it gets back,
+//! and the operations the server's tree applies. Every type here is serialized with postcard and
+//! is therefore a promise: change it only together with the ALPN version.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// ZooKeeper's 68-byte `Stat`, field for field.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stat {
+    /// zxid of the transaction that created the node.
+    pub czxid: i64,
+    /// zxid of the transaction that last changed the node's data (or created it).
+    pub mzxid: i64,
+    /// Leader-stamped time of creation, ms since the Unix epoch.
+    pub ctime: i64,
+    /// Leader-stamped time of the last data change, ms since the Unix epoch.
+    pub mtime: i64,
+    /// Number of data changes.
+    pub version: i32,
+    /// Number of child creations and deletions.
+    pub cversion: i32,
+    /// Number of ACL changes.
+    pub aversion: i32,
+    /// Session id owning an ephemeral node, 0 otherwise.
+    pub ephemeral_owner: i64,
+    pub data_length: i32,
+    pub num_children: i32,
+    /// zxid of the transaction that last added or removed a child (or created the node).
+    pub pzxid: i64,
+}
+
+/// How a node is created. Ephemeral, container and TTL modes arrive with sessions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CreateMode {
+    Persistent,
+    PersistentSequential,
+}
+
+impl CreateMode {
+    pub fn is_sequential(self) -> bool {
+        matches!(self, CreateMode::PersistentSequential)
+    }
+}
+
+/// `-1` accepts any version, as in ZooKeeper.
+pub const ANY_VERSION: i32 = -1;
+
+/// A mutation. `Check` only makes sense inside a multi, as in ZooKeeper.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Op {
+    Create {
+        path: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        mode: CreateMode,
+    },
+    Delete {
+        path: String,
+        version: i32,
+    },
+    SetData {
+        path: String,
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        version: i32,
+    },
+    Check {
+        path: String,
+        version: i32,
+    },
+}
+
+impl Op {
+    pub fn path(&self) -> &str {
+        match self {
+            Op::Create { path, .. }
+            | Op::Delete { path, .. }
+            | Op::SetData { path, .. }
+            | Op::Check { path, .. } => path,
+        }
+    }
+
+    /// Bytes of payload this op carries, for size limits.
+    pub fn data_len(&self) -> usize {
+        match self {
+            Op::Create { data, .. } | Op::SetData { data, .. } => data.len(),
+            Op::Delete { .. } | Op::Check { .. } => 0,
+        }
+    }
+}
+
+/// The result of one mutation that succeeded.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpResult {
+    Created { path: String, stat: Stat },
+    Deleted,
+    Set { stat: Stat },
+    Checked,
+}
+
+/// One slot of a multi's result. When a multi fails, ZooKeeper reports `Ok` for the ops before
+/// the failing one, the failure itself, and `RuntimeInconsistency` for the ops after it; we do too.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MultiSlot {
+    Done(OpResult),
+    Failed(ErrorCode),
+}
+
+/// ZooKeeper's error codes (`KeeperException.Code`), with the same numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ErrorCode {
+    Ok,
+    SystemError,
+    RuntimeInconsistency,
+    DataInconsistency,
+    ConnectionLoss,
+    MarshallingError,
+    Unimplemented,
+    OperationTimeout,
+    BadArguments,
+    UnknownSession,
+    ApiError,
+    NoNode,
+    NoAuth,
+    BadVersion,
+    NoChildrenForEphemerals,
+    NodeExists,
+    NotEmpty,
+    SessionExpired,
+    InvalidAcl,
+    AuthFailed,
+    SessionMoved,
+    NotReadOnly,
+    QuotaExceeded,
+    Throttled,
+}
+
+impl ErrorCode {
+    /// The number ZooKeeper puts on the wire for this code.
+    pub fn zk_code(self) -> i32 {
+        match self {
+            ErrorCode::Ok => 0,
+            ErrorCode::SystemError => -1,
+            ErrorCode::RuntimeInconsistency => -2,
+            ErrorCode::DataInconsistency => -3,
+            ErrorCode::ConnectionLoss => -4,
+            ErrorCode::MarshallingError => -5,
+            ErrorCode::Unimplemented => -6,
+            ErrorCode::OperationTimeout => -7,
+            ErrorCode::BadArguments => -8,
+            ErrorCode::UnknownSession => -12,
+            ErrorCode::ApiError => -100,
+            ErrorCode::NoNode => -101,
+            ErrorCode::NoAuth => -102,
+            ErrorCode::BadVersion => -103,
+            ErrorCode::NoChildrenForEphemerals => -108,
+            ErrorCode::NodeExists => -110,
+            ErrorCode::NotEmpty => -111,
+            ErrorCode::SessionExpired => -112,
+            ErrorCode::InvalidAcl => -114,
+            ErrorCode::AuthFailed => -115,
+            ErrorCode::SessionMoved => -118,
+            ErrorCode::NotReadOnly => -119,
+            ErrorCode::QuotaExceeded => -125,
+            ErrorCode::Throttled => -127,
+        }
+    }
+}
+
+impl fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self, f)
+    }
+}
+
+/// An error the server reports: a ZooKeeper code and words for a person.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct ApiError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a native client asks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Request {
+    Write(Op),
+    Multi(Vec<Op>),
+    GetData { path: String },
+    Exists { path: String },
+    GetChildren { path: String },
+    /// Waits until the node serving the client has applied every write committed before it.
+    Sync { path: String },
+}
+
+impl Request {
+    pub fn is_write(&self) -> bool {
+        matches!(self, Request::Write(_) | Request::Multi(_))
+    }
+}
+
+/// What a native client gets back for a request that did not fail.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Reply {
+    Write(OpResult),
+    Multi(Vec<MultiSlot>),
+    Data {
+        #[serde(with = "serde_bytes")]
+        data: Vec<u8>,
+        stat: Stat,
+    },
+    Exists(Option<Stat>),
+    Children {
+        children: Vec<String>,
+        stat: Stat,
+    },
+    Synced,
+}
+
+/// One response frame on the native protocol.
+pub type Response = Result<Reply, ApiError>;

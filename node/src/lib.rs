@@ -1,0 +1,4 @@
+//! The Scopekeeper node: the tree, scopes replicated by openraft over fjall, and the services
+//! that clients and peers reach over QUIC.
+
+pub mod tree;

@@ -1,0 +1,280 @@
+//! Applying transactions. Every op validates completely before it changes anything, and records
+//! how to undo each change, so a multi that fails part-way leaves the tree exactly as it was.
+
+use std::collections::BTreeSet;
+
+use scopekeeper_client::proto::{ApiError, ErrorCode, MultiSlot, Op, OpResult, Stat};
+use scopekeeper_client::{limits, path};
+
+use super::{Applied, Outcome, Stamp, Tree, Txn, Znode, check_path_len, checked_path};
+
+/// The inverse of one change, applied in reverse order on rollback.
+enum Undo {
+    RemoveNode(String),
+    RestoreNode(String, Znode),
+    RestoreStat(String, Stat),
+    RestoreData(String, Vec<u8>, Stat),
+    AddChild(String, String),
+    RemoveChild(String, String),
+}
+
+struct Txc<'a> {
+    zxid: i64,
+    time_ms: i64,
+    undo: Vec<Undo>,
+    touched: &'a mut Vec<String>,
+}
+
+impl Tree {
+    /// Applies one transaction. The zxid is `max(hint, last zxid + 1)`: monotone per scope and
+    /// deterministic, whatever clock the leader had.
+    pub fn apply(&mut self, stamp: Stamp, txn: &Txn) -> Applied {
+        let zxid = stamp.zxid_hint.max(self.last_zxid.saturating_add(1));
+        assert!(zxid > self.last_zxid, "zxid must rise: {zxid} after {}", self.last_zxid);
+        self.last_zxid = zxid;
+        let mut touched = Vec::new();
+        let mut txc = Txc {
+            zxid,
+            time_ms: stamp.time_ms,
+            undo: Vec::new(),
+            touched: &mut touched,
+        };
+        let outcome = match txn {
+            Txn::Single(op) => Outcome::Single(self.apply_op(&mut txc, op)),
+            Txn::Multi(ops) => Outcome::Multi(self.apply_multi(&mut txc, ops)),
+        };
+        Applied {
+            zxid,
+            outcome,
+            touched,
+        }
+    }
+
+    fn apply_multi(&mut self, txc: &mut Txc<'_>, ops: &[Op]) -> Vec<MultiSlot> {
+        let mut slots = Vec::with_capacity(ops.len());
+        for (i, op) in ops.iter().enumerate() {
+            match self.apply_op(txc, op) {
+                Ok(result) => slots.push(MultiSlot::Done(result)),
+                Err(err) => {
+                    self.rollback(txc);
+                    // ZooKeeper's encoding: Ok before the failure, RuntimeInconsistency after.
+                    let mut failed: Vec<MultiSlot> =
+                        (0..i).map(|_| MultiSlot::Failed(ErrorCode::Ok)).collect();
+                    failed.push(MultiSlot::Failed(err.code));
+                    failed.extend(
+                        (i + 1..ops.len()).map(|_| MultiSlot::Failed(ErrorCode::RuntimeInconsistency)),
+                    );
+                    return failed;
+                }
+            }
+        }
+        slots
+    }
+
+    fn rollback(&mut self, txc: &mut Txc<'_>) {
+        while let Some(undo) = txc.undo.pop() {
+            match undo {
+                Undo::RemoveNode(p) => {
+                    self.nodes.remove(&p);
+                }
+                Undo::RestoreNode(p, z) => {
+                    self.nodes.insert(p, z);
+                }
+                Undo::RestoreStat(p, stat) => self.node_mut(&p).stat = stat,
+                Undo::RestoreData(p, data, stat) => {
+                    let z = self.node_mut(&p);
+                    z.data = data;
+                    z.stat = stat;
+                }
+                Undo::AddChild(p, name) => {
+                    self.node_mut(&p).children.insert(name);
+                }
+                Undo::RemoveChild(p, name) => {
+                    self.node_mut(&p).children.remove(&name);
+                }
+            }
+        }
+        txc.touched.clear();
+    }
+
+    fn node_mut(&mut self, p: &str) -> &mut Znode {
+        self.nodes.get_mut(p).expect("undo refers to a node the transaction saw")
+    }
+
+    fn apply_op(&mut self, txc: &mut Txc<'_>, op: &Op) -> Result<OpResult, ApiError> {
+        match op {
+            Op::Create { path, data, mode } => self.create(txc, path, data, mode.is_sequential()),
+            Op::Delete { path, version } => self.delete(txc, path, *version),
+            Op::SetData {
+                path,
+                data,
+                version,
+            } => self.set_data(txc, path, data, *version),
+            Op::Check { path, version } => {
+                checked_path(path)?;
+                let z = self.node(path)?;
+                check_version(path, z.stat.version, *version)?;
+                Ok(OpResult::Checked)
+            }
+        }
+    }
+
+    fn create(
+        &mut self,
+        txc: &mut Txc<'_>,
+        requested: &str,
+        data: &[u8],
+        sequential: bool,
+    ) -> Result<OpResult, ApiError> {
+        check_data_len(data)?;
+        check_path_len(requested)?;
+        path::validate(requested, sequential)?;
+        if requested == "/" {
+            return Err(ApiError::new(ErrorCode::NodeExists, "the root node always exists"));
+        }
+        let parent_path = path::parent(requested).unwrap_or("/").to_string();
+        let parent = self.nodes.get(&parent_path).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NoNode,
+                format!("cannot create {requested}: parent {parent_path} does not exist"),
+            )
+        })?;
+        let full = if sequential {
+            format!("{requested}{:010}", parent.stat.cversion)
+        } else {
+            requested.to_string()
+        };
+        if self.nodes.contains_key(&full) {
+            return Err(ApiError::new(ErrorCode::NodeExists, format!("{full} already exists")));
+        }
+        if parent.stat.ephemeral_owner != 0 {
+            return Err(ApiError::new(
+                ErrorCode::NoChildrenForEphemerals,
+                format!("cannot create {full}: parent {parent_path} is ephemeral"),
+            ));
+        }
+        let stat = Stat {
+            czxid: txc.zxid,
+            mzxid: txc.zxid,
+            ctime: txc.time_ms,
+            mtime: txc.time_ms,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner: 0,
+            data_length: data.len() as i32,
+            num_children: 0,
+            pzxid: txc.zxid,
+        };
+        let name = path::name(&full).to_string();
+        self.child_added(txc, &parent_path, name);
+        self.nodes.insert(
+            full.clone(),
+            Znode {
+                data: data.to_vec(),
+                stat,
+                children: BTreeSet::new(),
+            },
+        );
+        txc.undo.push(Undo::RemoveNode(full.clone()));
+        txc.touched.push(full.clone());
+        Ok(OpResult::Created { path: full, stat })
+    }
+
+    fn delete(&mut self, txc: &mut Txc<'_>, p: &str, version: i32) -> Result<OpResult, ApiError> {
+        checked_path(p)?;
+        let Some(parent_path) = path::parent(p) else {
+            return Err(ApiError::new(ErrorCode::BadArguments, "the root node cannot be deleted"));
+        };
+        let z = self.node(p)?;
+        check_version(p, z.stat.version, version)?;
+        if !z.children.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::NotEmpty,
+                format!("{p} has {} children; delete them first", z.children.len()),
+            ));
+        }
+        let parent_path = parent_path.to_string();
+        let removed = self.nodes.remove(p).expect("looked up above");
+        txc.undo.push(Undo::RestoreNode(p.to_string(), removed));
+        txc.touched.push(p.to_string());
+        self.child_removed(txc, &parent_path, path::name(p).to_string());
+        Ok(OpResult::Deleted)
+    }
+
+    fn set_data(
+        &mut self,
+        txc: &mut Txc<'_>,
+        p: &str,
+        data: &[u8],
+        version: i32,
+    ) -> Result<OpResult, ApiError> {
+        check_data_len(data)?;
+        checked_path(p)?;
+        let zxid = txc.zxid;
+        let time_ms = txc.time_ms;
+        let z = self.nodes.get_mut(p).ok_or_else(|| no_node(p))?;
+        check_version(p, z.stat.version, version)?;
+        let old_data = std::mem::replace(&mut z.data, data.to_vec());
+        txc.undo.push(Undo::RestoreData(p.to_string(), old_data, z.stat));
+        z.stat.version = z.stat.version.wrapping_add(1);
+        z.stat.mzxid = zxid;
+        z.stat.mtime = time_ms;
+        z.stat.data_length = data.len() as i32;
+        let stat = z.stat;
+        txc.touched.push(p.to_string());
+        Ok(OpResult::Set { stat })
+    }
+
+    fn child_added(&mut self, txc: &mut Txc<'_>, parent: &str, name: String) {
+        let zxid = txc.zxid;
+        let pz = self.node_mut(parent);
+        txc.undo.push(Undo::RestoreStat(parent.to_string(), pz.stat));
+        pz.stat.cversion = pz.stat.cversion.wrapping_add(1);
+        pz.stat.pzxid = zxid;
+        pz.stat.num_children += 1;
+        pz.children.insert(name.clone());
+        txc.undo.push(Undo::RemoveChild(parent.to_string(), name));
+        txc.touched.push(parent.to_string());
+    }
+
+    fn child_removed(&mut self, txc: &mut Txc<'_>, parent: &str, name: String) {
+        let zxid = txc.zxid;
+        let pz = self.node_mut(parent);
+        txc.undo.push(Undo::RestoreStat(parent.to_string(), pz.stat));
+        pz.stat.cversion = pz.stat.cversion.wrapping_add(1);
+        pz.stat.pzxid = zxid;
+        pz.stat.num_children -= 1;
+        pz.children.remove(&name);
+        txc.undo.push(Undo::AddChild(parent.to_string(), name));
+        txc.touched.push(parent.to_string());
+    }
+}
+
+fn no_node(p: &str) -> ApiError {
+    ApiError::new(ErrorCode::NoNode, format!("no node at {p}"))
+}
+
+fn check_version(p: &str, actual: i32, expected: i32) -> Result<(), ApiError> {
+    if expected == -1 || expected == actual {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::BadVersion,
+        format!("{p} is at version {actual}, not {expected}"),
+    ))
+}
+
+fn check_data_len(data: &[u8]) -> Result<(), ApiError> {
+    if data.len() > limits::ZNODE_DATA_BYTES_MAX {
+        return Err(ApiError::new(
+            ErrorCode::BadArguments,
+            format!(
+                "data of {} bytes exceeds the limit of {} bytes per znode",
+                data.len(),
+                limits::ZNODE_DATA_BYTES_MAX
+            ),
+        ));
+    }
+    Ok(())
+}

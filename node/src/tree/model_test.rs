@@ -1,0 +1,219 @@
+//! The tree against a naive model: a flat map whose children are found by scanning every path,
+//! and whose multi is "clone everything, try, put the clone back on failure". Any disagreement in
+//! a result, a Stat or the final contents is a bug in one of them.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+use scopekeeper_client::path;
+use scopekeeper_client::proto::{CreateMode, ErrorCode, MultiSlot, Op, OpResult, Stat};
+
+use super::{Outcome, Stamp, Tree, Txn};
+
+#[derive(Clone, Default)]
+struct Model {
+    nodes: BTreeMap<String, (Vec<u8>, Stat)>,
+    last_zxid: i64,
+}
+
+impl Model {
+    fn new() -> Self {
+        let mut nodes = BTreeMap::new();
+        nodes.insert("/".to_string(), (Vec::new(), Stat::default()));
+        Model { nodes, last_zxid: 0 }
+    }
+
+    fn children(&self, p: &str) -> Vec<String> {
+        self.nodes
+            .keys()
+            .filter(|c| path::parent(c) == Some(p))
+            .map(|c| path::name(c).to_string())
+            .collect()
+    }
+
+    fn apply(&mut self, stamp: Stamp, txn: &Txn) -> Outcome {
+        let zxid = std::cmp::max(stamp.zxid_hint, self.last_zxid + 1);
+        self.last_zxid = zxid;
+        match txn {
+            Txn::Single(op) => Outcome::Single(
+                self.op(zxid, stamp.time_ms, op)
+                    .map_err(|code| scopekeeper_client::ApiError::new(code, "")),
+            ),
+            Txn::Multi(ops) => {
+                let saved = self.clone();
+                let mut slots = Vec::new();
+                for (i, op) in ops.iter().enumerate() {
+                    match self.op(zxid, stamp.time_ms, op) {
+                        Ok(r) => slots.push(MultiSlot::Done(r)),
+                        Err(code) => {
+                            *self = Model { last_zxid: zxid, ..saved };
+                            let mut out = vec![MultiSlot::Failed(ErrorCode::Ok); i];
+                            out.push(MultiSlot::Failed(code));
+                            out.resize(ops.len(), MultiSlot::Failed(ErrorCode::RuntimeInconsistency));
+                            return Outcome::Multi(out);
+                        }
+                    }
+                }
+                Outcome::Multi(slots)
+            }
+        }
+    }
+
+    fn bump_parent(&mut self, p: &str, zxid: i64, delta: i32) {
+        let parent = path::parent(p).expect("not root").to_string();
+        let stat = &mut self.nodes.get_mut(&parent).expect("parent").1;
+        stat.cversion += 1;
+        stat.pzxid = zxid;
+        stat.num_children += delta;
+    }
+
+    fn op(&mut self, zxid: i64, time: i64, op: &Op) -> Result<OpResult, ErrorCode> {
+        let version_ok = |actual: i32, v: i32| v == -1 || v == actual;
+        match op {
+            Op::Create { path: p, data, mode } => {
+                path::validate(p, mode.is_sequential()).map_err(|e| e.code)?;
+                if p == "/" {
+                    return Err(ErrorCode::NodeExists);
+                }
+                let parent = path::parent(p).expect("not root");
+                let pstat = self.nodes.get(parent).ok_or(ErrorCode::NoNode)?.1;
+                let full = match mode {
+                    CreateMode::PersistentSequential => format!("{p}{:010}", pstat.cversion),
+                    CreateMode::Persistent => p.clone(),
+                };
+                if self.nodes.contains_key(&full) {
+                    return Err(ErrorCode::NodeExists);
+                }
+                let stat = Stat {
+                    czxid: zxid,
+                    mzxid: zxid,
+                    pzxid: zxid,
+                    ctime: time,
+                    mtime: time,
+                    data_length: data.len() as i32,
+                    ..Stat::default()
+                };
+                self.nodes.insert(full.clone(), (data.clone(), stat));
+                self.bump_parent(&full, zxid, 1);
+                Ok(OpResult::Created { path: full, stat })
+            }
+            Op::Delete { path: p, version } => {
+                path::validate(p, false).map_err(|e| e.code)?;
+                if p == "/" {
+                    return Err(ErrorCode::BadArguments);
+                }
+                let stat = self.nodes.get(p).ok_or(ErrorCode::NoNode)?.1;
+                if !version_ok(stat.version, *version) {
+                    return Err(ErrorCode::BadVersion);
+                }
+                if !self.children(p).is_empty() {
+                    return Err(ErrorCode::NotEmpty);
+                }
+                self.nodes.remove(p);
+                self.bump_parent(p, zxid, -1);
+                Ok(OpResult::Deleted)
+            }
+            Op::SetData { path: p, data, version } => {
+                path::validate(p, false).map_err(|e| e.code)?;
+                let (old, stat) = self.nodes.get_mut(p).ok_or(ErrorCode::NoNode)?;
+                if !version_ok(stat.version, *version) {
+                    return Err(ErrorCode::BadVersion);
+                }
+                *old = data.clone();
+                stat.version += 1;
+                stat.mzxid = zxid;
+                stat.mtime = time;
+                stat.data_length = data.len() as i32;
+                Ok(OpResult::Set { stat: *stat })
+            }
+            Op::Check { path: p, version } => {
+                path::validate(p, false).map_err(|e| e.code)?;
+                let stat = self.nodes.get(p).ok_or(ErrorCode::NoNode)?.1;
+                if !version_ok(stat.version, *version) {
+                    return Err(ErrorCode::BadVersion);
+                }
+                Ok(OpResult::Checked)
+            }
+        }
+    }
+}
+
+fn arb_path() -> impl Strategy<Value = String> {
+    prop_oneof![
+        prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..4)
+            .prop_map(|parts| format!("/{}", parts.join("/"))),
+        Just("/".to_string()),
+        Just("/a/".to_string()),
+        Just("/a//b".to_string()),
+    ]
+}
+
+fn arb_op() -> impl Strategy<Value = Op> {
+    let version = prop::sample::select(vec![-1, 0, 1, 2]);
+    let data = prop::collection::vec(any::<u8>(), 0..4);
+    prop_oneof![
+        (arb_path(), data.clone(), any::<bool>()).prop_map(|(path, data, seq)| Op::Create {
+            path,
+            data,
+            mode: if seq { CreateMode::PersistentSequential } else { CreateMode::Persistent },
+        }),
+        (arb_path(), version.clone()).prop_map(|(path, version)| Op::Delete { path, version }),
+        (arb_path(), data, version.clone())
+            .prop_map(|(path, data, version)| Op::SetData { path, data, version }),
+        (arb_path(), version).prop_map(|(path, version)| Op::Check { path, version }),
+    ]
+}
+
+fn arb_txn() -> impl Strategy<Value = (Stamp, Txn)> {
+    let txn = prop_oneof![
+        3 => arb_op().prop_map(Txn::Single),
+        1 => prop::collection::vec(arb_op(), 1..5).prop_map(Txn::Multi),
+    ];
+    (0i64..200, 0i64..1_000_000, txn)
+        .prop_map(|(zxid_hint, time_ms, txn)| (Stamp { zxid_hint, time_ms }, txn))
+}
+
+/// Results compared without messages: the model does not word its errors.
+fn strip(outcome: Outcome) -> Result<Vec<MultiSlot>, ErrorCode> {
+    match outcome {
+        Outcome::Single(r) => r.map(|ok| vec![MultiSlot::Done(ok)]).map_err(|e| e.code),
+        Outcome::Multi(slots) => Ok(slots),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn tree_matches_naive_model(txns in prop::collection::vec(arb_txn(), 1..60)) {
+        let mut tree = Tree::new();
+        let mut model = Model::new();
+        for (stamp, txn) in &txns {
+            let got = tree.apply(*stamp, txn);
+            let want = model.apply(*stamp, txn);
+            prop_assert_eq!(strip(got.outcome), strip(want));
+            prop_assert_eq!(got.zxid, model.last_zxid);
+            tree.check_invariants().map_err(TestCaseError::fail)?;
+        }
+        let contents: BTreeMap<String, (Vec<u8>, Stat)> =
+            tree.iter().map(|(p, z)| (p.clone(), (z.data.clone(), z.stat))).collect();
+        for (p, (_, stat)) in &model.nodes {
+            prop_assert_eq!(stat.num_children as usize, model.children(p).len());
+            let (children, _) = tree.get_children(p).expect("exists");
+            prop_assert_eq!(children, model.children(p));
+        }
+        prop_assert_eq!(contents, model.nodes);
+    }
+
+    #[test]
+    fn same_transactions_same_tree(txns in prop::collection::vec(arb_txn(), 1..40)) {
+        let mut a = Tree::new();
+        let mut b = Tree::new();
+        for (stamp, txn) in &txns {
+            let x = a.apply(*stamp, txn);
+            let y = b.apply(*stamp, txn);
+            prop_assert_eq!(x, y);
+        }
+        prop_assert_eq!(a, b);
+    }
+}
