@@ -197,11 +197,19 @@ impl ApiError {
 pub enum Request {
     Write(Op),
     Multi(Vec<Op>),
-    GetData { path: String },
-    Exists { path: String },
-    GetChildren { path: String },
+    GetData {
+        path: String,
+    },
+    Exists {
+        path: String,
+    },
+    GetChildren {
+        path: String,
+    },
     /// Waits until the node serving the client has applied every write committed before it.
-    Sync { path: String },
+    Sync {
+        path: String,
+    },
 }
 
 impl Request {

@@ -30,7 +30,11 @@ impl Tree {
     /// deterministic, whatever clock the leader had.
     pub fn apply(&mut self, stamp: Stamp, txn: &Txn) -> Applied {
         let zxid = stamp.zxid_hint.max(self.last_zxid.saturating_add(1));
-        assert!(zxid > self.last_zxid, "zxid must rise: {zxid} after {}", self.last_zxid);
+        assert!(
+            zxid > self.last_zxid,
+            "zxid must rise: {zxid} after {}",
+            self.last_zxid
+        );
         self.last_zxid = zxid;
         let mut touched = Vec::new();
         let mut txc = Txc {
@@ -62,7 +66,8 @@ impl Tree {
                         (0..i).map(|_| MultiSlot::Failed(ErrorCode::Ok)).collect();
                     failed.push(MultiSlot::Failed(err.code));
                     failed.extend(
-                        (i + 1..ops.len()).map(|_| MultiSlot::Failed(ErrorCode::RuntimeInconsistency)),
+                        (i + 1..ops.len())
+                            .map(|_| MultiSlot::Failed(ErrorCode::RuntimeInconsistency)),
                     );
                     return failed;
                 }
@@ -98,7 +103,9 @@ impl Tree {
     }
 
     fn node_mut(&mut self, p: &str) -> &mut Znode {
-        self.nodes.get_mut(p).expect("undo refers to a node the transaction saw")
+        self.nodes
+            .get_mut(p)
+            .expect("undo refers to a node the transaction saw")
     }
 
     fn apply_op(&mut self, txc: &mut Txc<'_>, op: &Op) -> Result<OpResult, ApiError> {
@@ -130,7 +137,10 @@ impl Tree {
         check_path_len(requested)?;
         path::validate(requested, sequential)?;
         if requested == "/" {
-            return Err(ApiError::new(ErrorCode::NodeExists, "the root node always exists"));
+            return Err(ApiError::new(
+                ErrorCode::NodeExists,
+                "the root node always exists",
+            ));
         }
         let parent_path = path::parent(requested).unwrap_or("/").to_string();
         let parent = self.nodes.get(&parent_path).ok_or_else(|| {
@@ -145,7 +155,10 @@ impl Tree {
             requested.to_string()
         };
         if self.nodes.contains_key(&full) {
-            return Err(ApiError::new(ErrorCode::NodeExists, format!("{full} already exists")));
+            return Err(ApiError::new(
+                ErrorCode::NodeExists,
+                format!("{full} already exists"),
+            ));
         }
         if parent.stat.ephemeral_owner != 0 {
             return Err(ApiError::new(
@@ -184,7 +197,10 @@ impl Tree {
     fn delete(&mut self, txc: &mut Txc<'_>, p: &str, version: i32) -> Result<OpResult, ApiError> {
         checked_path(p)?;
         let Some(parent_path) = path::parent(p) else {
-            return Err(ApiError::new(ErrorCode::BadArguments, "the root node cannot be deleted"));
+            return Err(ApiError::new(
+                ErrorCode::BadArguments,
+                "the root node cannot be deleted",
+            ));
         };
         let z = self.node(p)?;
         check_version(p, z.stat.version, version)?;
@@ -216,7 +232,8 @@ impl Tree {
         let z = self.nodes.get_mut(p).ok_or_else(|| no_node(p))?;
         check_version(p, z.stat.version, version)?;
         let old_data = std::mem::replace(&mut z.data, data.to_vec());
-        txc.undo.push(Undo::RestoreData(p.to_string(), old_data, z.stat));
+        txc.undo
+            .push(Undo::RestoreData(p.to_string(), old_data, z.stat));
         z.stat.version = z.stat.version.wrapping_add(1);
         z.stat.mzxid = zxid;
         z.stat.mtime = time_ms;
@@ -229,7 +246,8 @@ impl Tree {
     fn child_added(&mut self, txc: &mut Txc<'_>, parent: &str, name: String) {
         let zxid = txc.zxid;
         let pz = self.node_mut(parent);
-        txc.undo.push(Undo::RestoreStat(parent.to_string(), pz.stat));
+        txc.undo
+            .push(Undo::RestoreStat(parent.to_string(), pz.stat));
         pz.stat.cversion = pz.stat.cversion.wrapping_add(1);
         pz.stat.pzxid = zxid;
         pz.stat.num_children += 1;
@@ -241,7 +259,8 @@ impl Tree {
     fn child_removed(&mut self, txc: &mut Txc<'_>, parent: &str, name: String) {
         let zxid = txc.zxid;
         let pz = self.node_mut(parent);
-        txc.undo.push(Undo::RestoreStat(parent.to_string(), pz.stat));
+        txc.undo
+            .push(Undo::RestoreStat(parent.to_string(), pz.stat));
         pz.stat.cversion = pz.stat.cversion.wrapping_add(1);
         pz.stat.pzxid = zxid;
         pz.stat.num_children -= 1;

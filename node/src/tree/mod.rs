@@ -116,7 +116,11 @@ impl Tree {
             stat: Stat::default(),
             children: BTreeSet::new(),
         });
-        let paths: Vec<String> = nodes.keys().filter(|p| p.as_str() != "/").cloned().collect();
+        let paths: Vec<String> = nodes
+            .keys()
+            .filter(|p| p.as_str() != "/")
+            .cloned()
+            .collect();
         for p in paths {
             let parent = path::parent(&p).unwrap_or("/").to_string();
             let Some(parent_node) = nodes.get_mut(&parent) else {
@@ -186,10 +190,18 @@ impl Tree {
     pub fn check_invariants(&self) -> Result<(), String> {
         for (p, z) in &self.nodes {
             if z.stat.num_children as usize != z.children.len() {
-                return Err(format!("{p}: numChildren {} != {}", z.stat.num_children, z.children.len()));
+                return Err(format!(
+                    "{p}: numChildren {} != {}",
+                    z.stat.num_children,
+                    z.children.len()
+                ));
             }
             if z.stat.data_length as usize != z.data.len() {
-                return Err(format!("{p}: dataLength {} != {}", z.stat.data_length, z.data.len()));
+                return Err(format!(
+                    "{p}: dataLength {} != {}",
+                    z.stat.data_length,
+                    z.data.len()
+                ));
             }
             for c in &z.children {
                 let child = path::join(p, c);
@@ -221,7 +233,11 @@ pub(crate) fn check_path_len(p: &str) -> Result<(), ApiError> {
     if p.len() > limits::PATH_BYTES_MAX {
         return Err(ApiError::new(
             ErrorCode::BadArguments,
-            format!("path of {} bytes exceeds the limit of {}", p.len(), limits::PATH_BYTES_MAX),
+            format!(
+                "path of {} bytes exceeds the limit of {}",
+                p.len(),
+                limits::PATH_BYTES_MAX
+            ),
         ));
     }
     Ok(())

@@ -20,7 +20,10 @@ impl Model {
     fn new() -> Self {
         let mut nodes = BTreeMap::new();
         nodes.insert("/".to_string(), (Vec::new(), Stat::default()));
-        Model { nodes, last_zxid: 0 }
+        Model {
+            nodes,
+            last_zxid: 0,
+        }
     }
 
     fn children(&self, p: &str) -> Vec<String> {
@@ -46,10 +49,16 @@ impl Model {
                     match self.op(zxid, stamp.time_ms, op) {
                         Ok(r) => slots.push(MultiSlot::Done(r)),
                         Err(code) => {
-                            *self = Model { last_zxid: zxid, ..saved };
+                            *self = Model {
+                                last_zxid: zxid,
+                                ..saved
+                            };
                             let mut out = vec![MultiSlot::Failed(ErrorCode::Ok); i];
                             out.push(MultiSlot::Failed(code));
-                            out.resize(ops.len(), MultiSlot::Failed(ErrorCode::RuntimeInconsistency));
+                            out.resize(
+                                ops.len(),
+                                MultiSlot::Failed(ErrorCode::RuntimeInconsistency),
+                            );
                             return Outcome::Multi(out);
                         }
                     }
@@ -70,7 +79,11 @@ impl Model {
     fn op(&mut self, zxid: i64, time: i64, op: &Op) -> Result<OpResult, ErrorCode> {
         let version_ok = |actual: i32, v: i32| v == -1 || v == actual;
         match op {
-            Op::Create { path: p, data, mode } => {
+            Op::Create {
+                path: p,
+                data,
+                mode,
+            } => {
                 path::validate(p, mode.is_sequential()).map_err(|e| e.code)?;
                 if p == "/" {
                     return Err(ErrorCode::NodeExists);
@@ -113,7 +126,11 @@ impl Model {
                 self.bump_parent(p, zxid, -1);
                 Ok(OpResult::Deleted)
             }
-            Op::SetData { path: p, data, version } => {
+            Op::SetData {
+                path: p,
+                data,
+                version,
+            } => {
                 path::validate(p, false).map_err(|e| e.code)?;
                 let (old, stat) = self.nodes.get_mut(p).ok_or(ErrorCode::NoNode)?;
                 if !version_ok(stat.version, *version) {
@@ -155,11 +172,18 @@ fn arb_op() -> impl Strategy<Value = Op> {
         (arb_path(), data.clone(), any::<bool>()).prop_map(|(path, data, seq)| Op::Create {
             path,
             data,
-            mode: if seq { CreateMode::PersistentSequential } else { CreateMode::Persistent },
+            mode: if seq {
+                CreateMode::PersistentSequential
+            } else {
+                CreateMode::Persistent
+            },
         }),
         (arb_path(), version.clone()).prop_map(|(path, version)| Op::Delete { path, version }),
-        (arb_path(), data, version.clone())
-            .prop_map(|(path, data, version)| Op::SetData { path, data, version }),
+        (arb_path(), data, version.clone()).prop_map(|(path, data, version)| Op::SetData {
+            path,
+            data,
+            version
+        }),
         (arb_path(), version).prop_map(|(path, version)| Op::Check { path, version }),
     ]
 }

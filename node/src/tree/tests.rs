@@ -32,21 +32,32 @@ fn single(tree: &mut Tree, hint: i64, op: Op) -> Result<OpResult, ErrorCode> {
 fn create_sets_stat_like_zookeeper() {
     let mut t = Tree::new();
     let r = single(&mut t, 5, create("/a", "hello")).expect("created");
-    let OpResult::Created { path, stat } = r else { panic!("{r:?}") };
+    let OpResult::Created { path, stat } = r else {
+        panic!("{r:?}")
+    };
     assert_eq!(path, "/a");
     assert_eq!((stat.czxid, stat.mzxid, stat.pzxid), (5, 5, 5));
     assert_eq!((stat.ctime, stat.mtime), (1005, 1005));
     assert_eq!((stat.version, stat.cversion, stat.aversion), (0, 0, 0));
-    assert_eq!((stat.data_length, stat.num_children, stat.ephemeral_owner), (5, 0, 0));
+    assert_eq!(
+        (stat.data_length, stat.num_children, stat.ephemeral_owner),
+        (5, 0, 0)
+    );
     let root = t.exists("/").expect("valid").expect("root");
     assert_eq!((root.cversion, root.pzxid, root.num_children), (1, 5, 1));
-    assert_eq!(root.mzxid, 0, "a child create does not touch the parent's mzxid");
+    assert_eq!(
+        root.mzxid, 0,
+        "a child create does not touch the parent's mzxid"
+    );
 }
 
 #[test]
 fn zxid_is_max_of_hint_and_last_plus_one() {
     let mut t = Tree::new();
-    assert_eq!(t.apply(stamp(100), &Txn::Single(create("/a", ""))).zxid, 100);
+    assert_eq!(
+        t.apply(stamp(100), &Txn::Single(create("/a", ""))).zxid,
+        100
+    );
     assert_eq!(t.apply(stamp(7), &Txn::Single(create("/b", ""))).zxid, 101);
     // A failed op still consumes a zxid, as an error txn does in ZooKeeper.
     assert_eq!(t.apply(stamp(7), &Txn::Single(create("/b", ""))).zxid, 102);
@@ -58,7 +69,15 @@ fn sequential_suffix_is_parent_cversion() {
     let mut t = Tree::new();
     single(&mut t, 1, create("/q", "")).expect("created");
     single(&mut t, 2, create("/q/x", "")).expect("created");
-    single(&mut t, 3, Op::Delete { path: "/q/x".into(), version: ANY_VERSION }).expect("deleted");
+    single(
+        &mut t,
+        3,
+        Op::Delete {
+            path: "/q/x".into(),
+            version: ANY_VERSION,
+        },
+    )
+    .expect("deleted");
     let seq = Op::Create {
         path: "/q/item-".into(),
         data: vec![],
@@ -68,7 +87,9 @@ fn sequential_suffix_is_parent_cversion() {
         panic!()
     };
     assert_eq!(path, "/q/item-0000000002");
-    let OpResult::Created { path, .. } = single(&mut t, 5, seq).expect("created") else { panic!() };
+    let OpResult::Created { path, .. } = single(&mut t, 5, seq).expect("created") else {
+        panic!()
+    };
     assert_eq!(path, "/q/item-0000000003");
     let trailing = Op::Create {
         path: "/q/".into(),
@@ -84,25 +105,79 @@ fn sequential_suffix_is_parent_cversion() {
 #[test]
 fn errors_are_zookeepers() {
     let mut t = Tree::new();
-    assert_eq!(single(&mut t, 1, create("/a/b", "")), Err(ErrorCode::NoNode));
+    assert_eq!(
+        single(&mut t, 1, create("/a/b", "")),
+        Err(ErrorCode::NoNode)
+    );
     single(&mut t, 2, create("/a", "")).expect("created");
-    assert_eq!(single(&mut t, 3, create("/a", "")), Err(ErrorCode::NodeExists));
-    assert_eq!(single(&mut t, 3, create("/", "")), Err(ErrorCode::NodeExists));
+    assert_eq!(
+        single(&mut t, 3, create("/a", "")),
+        Err(ErrorCode::NodeExists)
+    );
+    assert_eq!(
+        single(&mut t, 3, create("/", "")),
+        Err(ErrorCode::NodeExists)
+    );
     single(&mut t, 4, create("/a/b", "")).expect("created");
-    let del = |p: &str, v| Op::Delete { path: p.into(), version: v };
+    let del = |p: &str, v| Op::Delete {
+        path: p.into(),
+        version: v,
+    };
     assert_eq!(single(&mut t, 5, del("/a", -1)), Err(ErrorCode::NotEmpty));
-    assert_eq!(single(&mut t, 5, del("/a/b", 3)), Err(ErrorCode::BadVersion));
+    assert_eq!(
+        single(&mut t, 5, del("/a/b", 3)),
+        Err(ErrorCode::BadVersion)
+    );
     assert_eq!(single(&mut t, 5, del("/zz", -1)), Err(ErrorCode::NoNode));
-    assert_eq!(single(&mut t, 5, del("/", -1)), Err(ErrorCode::BadArguments));
-    assert_eq!(single(&mut t, 5, create("/a/", "")), Err(ErrorCode::BadArguments));
-    let big = Op::SetData { path: "/a".into(), data: vec![0; (1 << 20) + 1], version: -1 };
+    assert_eq!(
+        single(&mut t, 5, del("/", -1)),
+        Err(ErrorCode::BadArguments)
+    );
+    assert_eq!(
+        single(&mut t, 5, create("/a/", "")),
+        Err(ErrorCode::BadArguments)
+    );
+    let big = Op::SetData {
+        path: "/a".into(),
+        data: vec![0; (1 << 20) + 1],
+        version: -1,
+    };
     assert_eq!(single(&mut t, 5, big), Err(ErrorCode::BadArguments));
-    let set = |v| Op::SetData { path: "/a".into(), data: b"x".to_vec(), version: v };
+    let set = |v| Op::SetData {
+        path: "/a".into(),
+        data: b"x".to_vec(),
+        version: v,
+    };
     assert_eq!(single(&mut t, 6, set(1)), Err(ErrorCode::BadVersion));
-    let OpResult::Set { stat } = single(&mut t, 7, set(0)).expect("set") else { panic!() };
-    assert_eq!((stat.version, stat.mzxid, stat.czxid, stat.data_length), (1, t.last_zxid(), 2, 1));
-    assert_eq!(single(&mut t, 8, Op::Check { path: "/a".into(), version: 0 }), Err(ErrorCode::BadVersion));
-    assert_eq!(single(&mut t, 8, Op::Check { path: "/a".into(), version: 1 }), Ok(OpResult::Checked));
+    let OpResult::Set { stat } = single(&mut t, 7, set(0)).expect("set") else {
+        panic!()
+    };
+    assert_eq!(
+        (stat.version, stat.mzxid, stat.czxid, stat.data_length),
+        (1, t.last_zxid(), 2, 1)
+    );
+    assert_eq!(
+        single(
+            &mut t,
+            8,
+            Op::Check {
+                path: "/a".into(),
+                version: 0
+            }
+        ),
+        Err(ErrorCode::BadVersion)
+    );
+    assert_eq!(
+        single(
+            &mut t,
+            8,
+            Op::Check {
+                path: "/a".into(),
+                version: 1
+            }
+        ),
+        Ok(OpResult::Checked)
+    );
 }
 
 #[test]
@@ -112,13 +187,25 @@ fn failed_multi_changes_nothing_and_reports_like_zookeeper() {
     let before = t.clone();
     let ops = vec![
         create("/b", ""),
-        Op::SetData { path: "/a".into(), data: b"w".to_vec(), version: -1 },
-        Op::Delete { path: "/a".into(), version: 0 },
-        Op::Check { path: "/a".into(), version: 7 },
+        Op::SetData {
+            path: "/a".into(),
+            data: b"w".to_vec(),
+            version: -1,
+        },
+        Op::Delete {
+            path: "/a".into(),
+            version: 0,
+        },
+        Op::Check {
+            path: "/a".into(),
+            version: 7,
+        },
         create("/c", ""),
     ];
     let applied = t.apply(stamp(10), &Txn::Multi(ops));
-    let Outcome::Multi(slots) = applied.outcome else { panic!() };
+    let Outcome::Multi(slots) = applied.outcome else {
+        panic!()
+    };
     assert_eq!(
         slots,
         vec![
@@ -138,9 +225,18 @@ fn failed_multi_changes_nothing_and_reports_like_zookeeper() {
 #[test]
 fn successful_multi_shares_one_zxid() {
     let mut t = Tree::new();
-    let ops = vec![create("/a", ""), create("/a/b", ""), Op::Check { path: "/a".into(), version: 0 }];
+    let ops = vec![
+        create("/a", ""),
+        create("/a/b", ""),
+        Op::Check {
+            path: "/a".into(),
+            version: 0,
+        },
+    ];
     let applied = t.apply(stamp(3), &Txn::Multi(ops));
-    let Outcome::Multi(slots) = applied.outcome else { panic!() };
+    let Outcome::Multi(slots) = applied.outcome else {
+        panic!()
+    };
     assert_eq!(slots.len(), 3);
     let stat_a = t.exists("/a").expect("valid").expect("exists");
     assert_eq!((stat_a.czxid, stat_a.pzxid, stat_a.cversion), (3, 3, 1));
@@ -153,7 +249,10 @@ fn stored_form_rebuilds_the_same_tree() {
     for (i, p) in ["/a", "/a/b", "/a/c", "/d"].into_iter().enumerate() {
         single(&mut t, i as i64 + 1, create(p, p)).expect("created");
     }
-    let stored: Vec<_> = t.iter().map(|(p, _)| (p.clone(), t.stored(p).expect("exists"))).collect();
+    let stored: Vec<_> = t
+        .iter()
+        .map(|(p, _)| (p.clone(), t.stored(p).expect("exists")))
+        .collect();
     let rebuilt = Tree::from_stored(t.last_zxid(), stored.into_iter().rev()).expect("rebuilds");
     assert_eq!(rebuilt, t);
 }
