@@ -15,11 +15,13 @@ struct Slot {
     retry_at: Option<Instant>,
 }
 
+type Slots = HashMap<(SocketAddr, String), Arc<tokio::sync::Mutex<Slot>>>;
+
 /// A pool of connections speaking one protocol.
 pub struct Pool {
     endpoint: Endpoint,
     alpn: Alpn,
-    slots: Mutex<HashMap<(SocketAddr, String), Arc<tokio::sync::Mutex<Slot>>>>,
+    slots: Mutex<Slots>,
 }
 
 impl Pool {
