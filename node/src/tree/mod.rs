@@ -59,7 +59,7 @@ pub struct Applied {
     pub touched: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Single(Result<OpResult, ApiError>),
     Multi(Vec<MultiSlot>),

@@ -1,0 +1,188 @@
+//! Snapshot files: the tree of one scope at one log position, written once and never changed.
+//!
+//! Layout: magic, a length-prefixed header (raft meta, last zxid, znode count), one
+//! length-prefixed record per znode in path order, and a CRC-32 of everything before it.
+//! Files are written to a temporary name, fsynced and renamed, so a crash leaves either the old
+//! snapshot or the new one, never half of one.
+
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use super::types::SnapshotMeta;
+use crate::storage::corrupt;
+use crate::tree::{StoredZnode, Tree};
+
+const MAGIC: &[u8; 8] = b"SKSNAP01";
+
+/// What openraft carries between the state machine and the network: a finished snapshot file.
+#[derive(Clone, Debug)]
+pub struct SnapshotFile {
+    pub path: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SnapshotHeader {
+    pub meta: SnapshotMeta,
+    pub last_zxid: i64,
+    pub znodes: u64,
+}
+
+/// Serializes the tree in memory; the caller writes it out without holding the tree's lock.
+pub fn encode(meta: &SnapshotMeta, tree: &Tree) -> io::Result<Vec<u8>> {
+    let header = SnapshotHeader {
+        meta: meta.clone(),
+        last_zxid: tree.last_zxid(),
+        znodes: tree.len() as u64,
+    };
+    let mut out = Vec::with_capacity(64 + tree.len() * 64);
+    out.extend_from_slice(MAGIC);
+    push_record(&mut out, &header)?;
+    for (path, znode) in tree.iter() {
+        let stored = StoredZnode {
+            data: znode.data.clone(),
+            stat: znode.stat,
+        };
+        push_record(&mut out, &(path, stored))?;
+    }
+    let crc = crc32fast::hash(&out);
+    out.extend_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
+fn push_record<T: Serialize>(out: &mut Vec<u8>, value: &T) -> io::Result<()> {
+    let body = postcard::to_stdvec(value)
+        .map_err(|e| io::Error::other(format!("encoding snapshot: {e}")))?;
+    let len =
+        u32::try_from(body.len()).map_err(|_| io::Error::other("snapshot record over 4 GiB"))?;
+    out.extend_from_slice(&len.to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(())
+}
+
+/// Writes `bytes` to `path` crash-safely: temporary file, fsync, rename, fsync of the directory.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::other("snapshot path has no directory"))?;
+    std::fs::create_dir_all(dir)?;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Reads and verifies a whole snapshot file.
+pub fn decode(path: &Path) -> io::Result<(SnapshotHeader, Vec<(String, StoredZnode)>)> {
+    let what = format!("snapshot {}", path.display());
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?.read_to_end(&mut bytes)?;
+    if bytes.len() < MAGIC.len() + 4 || &bytes[..MAGIC.len()] != MAGIC {
+        return Err(corrupt(&what, "not a snapshot file"));
+    }
+    let (body, crc) = bytes.split_at(bytes.len() - 4);
+    if crc32fast::hash(body).to_be_bytes() != crc {
+        return Err(corrupt(&what, "checksum mismatch"));
+    }
+    let mut rest = &body[MAGIC.len()..];
+    let header: SnapshotHeader = next_record(&what, &mut rest)?;
+    let mut znodes = Vec::with_capacity(header.znodes.min(1 << 24) as usize);
+    while !rest.is_empty() {
+        znodes.push(next_record(&what, &mut rest)?);
+    }
+    if znodes.len() as u64 != header.znodes {
+        return Err(corrupt(&what, "znode count does not match its header"));
+    }
+    Ok((header, znodes))
+}
+
+/// Reads only the header, to list snapshots without loading them.
+pub fn read_header(path: &Path) -> io::Result<SnapshotHeader> {
+    let what = format!("snapshot {}", path.display());
+    let mut f = std::fs::File::open(path)?;
+    let mut head = [0u8; 12];
+    f.read_exact(&mut head)?;
+    if &head[..8] != MAGIC {
+        return Err(corrupt(&what, "not a snapshot file"));
+    }
+    let len = u32::from_be_bytes([head[8], head[9], head[10], head[11]]) as usize;
+    if len > 64 * 1024 * 1024 {
+        return Err(corrupt(&what, "header length out of range"));
+    }
+    let mut body = vec![0u8; len];
+    f.read_exact(&mut body)?;
+    postcard::from_bytes(&body).map_err(|e| corrupt(&what, &e.to_string()))
+}
+
+fn next_record<T: serde::de::DeserializeOwned>(what: &str, rest: &mut &[u8]) -> io::Result<T> {
+    if rest.len() < 4 {
+        return Err(corrupt(what, "truncated record length"));
+    }
+    let len = u32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) as usize;
+    if rest.len() < 4 + len {
+        return Err(corrupt(what, "truncated record"));
+    }
+    let value =
+        postcard::from_bytes(&rest[4..4 + len]).map_err(|e| corrupt(what, &e.to_string()))?;
+    *rest = &rest[4 + len..];
+    Ok(value)
+}
+
+/// `<index:020>-<leader>.snap`: names sort in log order.
+pub fn file_name(meta: &SnapshotMeta) -> String {
+    match &meta.last_log_id {
+        Some(id) => format!("{:020}-{}.snap", id.index(), id.committed_leader_id()),
+        None => "00000000000000000000-none.snap".to_string(),
+    }
+}
+
+/// The newest finished snapshot in `dir`, if any.
+pub fn newest(dir: &Path) -> io::Result<Option<PathBuf>> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let mut best: Option<PathBuf> = None;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "snap") && best.as_ref().is_none_or(|b| path > *b)
+        {
+            best = Some(path);
+        }
+    }
+    Ok(best)
+}
+
+/// Removes every finished snapshot in `dir` older than `keep`.
+pub fn remove_older(dir: &Path, keep: &Path) -> io::Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "snap") && path.as_path() < keep {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes temporary files a crash left behind. Only at start-up, when nothing writes.
+pub fn remove_temporaries(dir: &Path) -> io::Result<()> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let path = entry?.path();
+        if path
+            .extension()
+            .is_some_and(|e| e == "tmp" || e == "partial")
+        {
+            std::fs::remove_file(&path)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,315 @@
+//! A scope's state machine: the tree in memory, every znode and the applied position persisted
+//! in fjall in one batch per apply, snapshots as files.
+//!
+//! Apply is boring on purpose: decode, `Tree::apply`, write what it touched, answer. Nothing here
+//! reads a clock or depends on which node runs it.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use futures::{Stream, TryStreamExt};
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use serde::{Deserialize, Serialize};
+
+use super::snapshot::{self, SnapshotFile};
+use super::types::{CommandResult, LogId, SnapshotMeta, StoredMembership, TypeConfig};
+use crate::storage::{ScopeId, Store, decode, encode, io_err, key};
+use crate::tree::{StoredZnode, Tree};
+
+const APPLIED: &[u8] = b"applied";
+
+/// The state machine's position, persisted with the tree in the same batch.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct AppliedMeta {
+    last_applied: Option<LogId>,
+    membership: StoredMembership,
+    last_zxid: i64,
+}
+
+/// What readers see: the tree and how far it has applied the log.
+pub struct ScopeState {
+    pub tree: Tree,
+    pub last_applied: Option<LogId>,
+    pub membership: StoredMembership,
+}
+
+/// Shared, read-mostly access to a scope's state.
+#[derive(Clone)]
+pub struct ScopeView(Arc<RwLock<ScopeState>>);
+
+impl ScopeView {
+    pub fn read(&self) -> RwLockReadGuard<'_, ScopeState> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, ScopeState> {
+        self.0.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[derive(Clone)]
+pub struct ScopeStateMachine {
+    scope: ScopeId,
+    store: Store,
+    view: ScopeView,
+    snapshot_dir: PathBuf,
+}
+
+impl ScopeStateMachine {
+    /// Loads the scope's tree from fjall, first finishing any snapshot install a crash
+    /// interrupted (a snapshot file newer than the applied position).
+    pub fn open(store: Store, scope: ScopeId) -> io::Result<Self> {
+        let snapshot_dir = store.dir().join("snapshots").join(scope.to_string());
+        snapshot::remove_temporaries(&snapshot_dir)?;
+        let meta: AppliedMeta = match store
+            .sm_meta
+            .get(key(scope, APPLIED))
+            .map_err(|e| io_err("reading the applied position", e))?
+        {
+            Some(v) => decode("applied position", &v)?,
+            None => AppliedMeta::default(),
+        };
+        let prefix = scope.to_be_bytes();
+        let mut stored = Vec::new();
+        for guard in store.tree.prefix(prefix) {
+            let (k, v) = guard
+                .into_inner()
+                .map_err(|e| io_err("reading the tree", e))?;
+            let path = String::from_utf8(k[8..].to_vec())
+                .map_err(|_| crate::storage::corrupt("znode key", "path is not UTF-8"))?;
+            stored.push((path, decode::<StoredZnode>("znode", &v)?));
+        }
+        let tree = Tree::from_stored(meta.last_zxid, stored)
+            .map_err(|e| crate::storage::corrupt("tree", &e))?;
+        let sm = ScopeStateMachine {
+            scope,
+            store,
+            view: ScopeView(Arc::new(RwLock::new(ScopeState {
+                tree,
+                last_applied: meta.last_applied,
+                membership: meta.membership,
+            }))),
+            snapshot_dir,
+        };
+        if let Some(path) = snapshot::newest(&sm.snapshot_dir)? {
+            let header = snapshot::read_header(&path)?;
+            if header.meta.last_log_id > meta.last_applied {
+                tracing::warn!(
+                    scope,
+                    "finishing a snapshot install interrupted by a crash: {}",
+                    path.display()
+                );
+                sm.load_snapshot_into_store(&path)?;
+            }
+        }
+        Ok(sm)
+    }
+
+    pub fn view(&self) -> ScopeView {
+        self.view.clone()
+    }
+
+    /// Replaces the scope's rows in fjall and its in-memory state with a snapshot's, in one
+    /// atomic batch.
+    fn load_snapshot_into_store(&self, path: &std::path::Path) -> io::Result<()> {
+        let (header, znodes) = snapshot::decode(path)?;
+        let tree = Tree::from_stored(header.last_zxid, znodes.clone())
+            .map_err(|e| crate::storage::corrupt("snapshot tree", &e))?;
+        let mut batch = self.store.db.batch();
+        for guard in self.store.tree.prefix(self.scope.to_be_bytes()) {
+            let k = guard.key().map_err(|e| io_err("reading the tree", e))?;
+            batch.remove(&self.store.tree, k);
+        }
+        for (p, z) in &znodes {
+            batch.insert(
+                &self.store.tree,
+                key(self.scope, p.as_bytes()),
+                encode("znode", z)?,
+            );
+        }
+        let meta = AppliedMeta {
+            last_applied: header.meta.last_log_id,
+            membership: header.meta.last_membership.clone(),
+            last_zxid: header.last_zxid,
+        };
+        batch.insert(
+            &self.store.sm_meta,
+            key(self.scope, APPLIED),
+            encode("applied position", &meta)?,
+        );
+        batch
+            .commit()
+            .map_err(|e| io_err("installing a snapshot", e))?;
+        self.store.sync_now()?;
+        let mut state = self.view.write();
+        state.tree = tree;
+        state.last_applied = meta.last_applied;
+        state.membership = meta.membership;
+        Ok(())
+    }
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
+    type SnapshotData = SnapshotFile;
+
+    async fn build_snapshot(
+        &mut self,
+    ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+        // Everything applied so far becomes durable first: the log behind this snapshot may be
+        // purged as soon as it exists.
+        self.store.sync_now()?;
+        let (meta, bytes) = {
+            let state = self.view.read();
+            let meta = SnapshotMeta {
+                last_log_id: state.last_applied,
+                last_membership: state.membership.clone(),
+            };
+            let bytes = snapshot::encode(&meta, &state.tree)?;
+            (meta, bytes)
+        };
+        let path = self.snapshot_dir.join(snapshot::file_name(&meta));
+        let dir = self.snapshot_dir.clone();
+        let written = path.clone();
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            snapshot::write_atomically(&written, &bytes)?;
+            snapshot::remove_older(&dir, &written)
+        })
+        .await
+        .map_err(|e| io::Error::other(format!("snapshot writer panicked: {e}")))??;
+        tracing::info!(scope = self.scope, "built snapshot {}", path.display());
+        Ok(openraft::Snapshot {
+            meta,
+            snapshot: SnapshotFile { path },
+        })
+    }
+}
+
+impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
+    type SnapshotData = SnapshotFile;
+    type SnapshotBuilder = Self;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        let state = self.view.read();
+        Ok((state.last_applied, state.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
+    {
+        let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        let mut responses = Vec::with_capacity(entries.len());
+        let mut batch = self.store.db.batch();
+        {
+            let mut state = self.view.write();
+            let mut touched = BTreeSet::new();
+            for (entry, responder) in entries {
+                let log_id = entry.log_id();
+                assert!(
+                    Some(&log_id) > state.last_applied.as_ref(),
+                    "apply must move forward"
+                );
+                let result = match entry.payload {
+                    EntryPayload::Blank => None,
+                    EntryPayload::Normal(command) => {
+                        let applied = state.tree.apply(command.stamp, &command.txn);
+                        touched.extend(applied.touched);
+                        Some(CommandResult {
+                            zxid: applied.zxid,
+                            outcome: applied.outcome,
+                        })
+                    }
+                    EntryPayload::Membership(m) => {
+                        state.membership = StoredMembership::new(Some(log_id), m);
+                        None
+                    }
+                };
+                state.last_applied = Some(log_id);
+                if let Some(responder) = responder {
+                    let zxid = state.tree.last_zxid();
+                    responses.push((
+                        responder,
+                        result.unwrap_or(CommandResult {
+                            zxid,
+                            outcome: crate::tree::Outcome::Multi(Vec::new()),
+                        }),
+                    ));
+                }
+            }
+            for p in &touched {
+                let k = key(self.scope, p.as_bytes());
+                match state.tree.stored(p) {
+                    Some(z) => batch.insert(&self.store.tree, k, encode("znode", &z)?),
+                    None => batch.remove(&self.store.tree, k),
+                }
+            }
+            let meta = AppliedMeta {
+                last_applied: state.last_applied,
+                membership: state.membership.clone(),
+                last_zxid: state.tree.last_zxid(),
+            };
+            batch.insert(
+                &self.store.sm_meta,
+                key(self.scope, APPLIED),
+                encode("applied position", &meta)?,
+            );
+        }
+        batch
+            .commit()
+            .map_err(|e| io_err("persisting applied entries", e))?;
+        for (responder, result) in responses {
+            responder.send(result);
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        self.clone()
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
+        // The file goes into place first; if we crash before the batch below, `open` finishes
+        // the install from it.
+        let target = self.snapshot_dir.join(snapshot::file_name(meta));
+        if snapshot.path != target {
+            let bytes = std::fs::read(&snapshot.path)?;
+            let (header, _) = snapshot::decode(&snapshot.path)?;
+            if header.meta.last_log_id != meta.last_log_id {
+                return Err(crate::storage::corrupt(
+                    "received snapshot",
+                    "its header disagrees with its meta",
+                ));
+            }
+            snapshot::write_atomically(&target, &bytes)?;
+        }
+        self.load_snapshot_into_store(&target)?;
+        snapshot::remove_older(&self.snapshot_dir, &target)?;
+        tracing::info!(
+            scope = self.scope,
+            "installed snapshot {}",
+            target.display()
+        );
+        Ok(())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+        let Some(path) = snapshot::newest(&self.snapshot_dir)? else {
+            return Ok(None);
+        };
+        let header = snapshot::read_header(&path)?;
+        Ok(Some(openraft::Snapshot {
+            meta: header.meta,
+            snapshot: SnapshotFile { path },
+        }))
+    }
+}

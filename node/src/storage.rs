@@ -1,0 +1,160 @@
+//! One fjall database per node, shared by every scope: keys are prefixed by the scope id, and one
+//! journal fsync acknowledges the appends of every scope that wrote since the last one (group
+//! commit).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+
+use anyhow::Context;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+
+/// A scope's id. The root scope is 0.
+pub type ScopeId = u64;
+
+pub const ROOT_SCOPE: ScopeId = 0;
+
+/// Work for the syncer thread: run after the next fsync.
+type SyncWaiter = Box<dyn FnOnce(Result<(), std::io::Error>) + Send>;
+
+#[derive(Clone)]
+pub struct Store {
+    pub db: Database,
+    /// Raft log entries: scope ++ index.
+    pub log: Keyspace,
+    /// Raft metadata: scope ++ name (vote, committed, purged).
+    pub raft_meta: Keyspace,
+    /// Znodes: scope ++ path.
+    pub tree: Keyspace,
+    /// State machine metadata: scope ++ name (applied position, membership, last zxid).
+    pub sm_meta: Keyspace,
+    syncer: mpsc::Sender<SyncWaiter>,
+    dir: Arc<PathBuf>,
+}
+
+impl Store {
+    /// Opens (or creates) the node's database under `dir/db`.
+    pub fn open(dir: &Path) -> anyhow::Result<Self> {
+        let db_dir = dir.join("db");
+        let db = Database::builder(&db_dir).open().with_context(|| {
+            format!(
+                "the node database at {} cannot be opened; if it is corrupt, restore it from a \
+                     backup or remove this node from the cluster and add it back under a new id",
+                db_dir.display()
+            )
+        })?;
+        let open = |name: &str| {
+            db.keyspace(name, KeyspaceCreateOptions::default)
+                .with_context(|| format!("opening keyspace {name} in {}", db_dir.display()))
+        };
+        let (log, raft_meta, tree, sm_meta) = (
+            open("raft_log")?,
+            open("raft_meta")?,
+            open("tree")?,
+            open("sm_meta")?,
+        );
+        let syncer = spawn_syncer(db.clone());
+        Ok(Store {
+            db,
+            log,
+            raft_meta,
+            tree,
+            sm_meta,
+            syncer,
+            dir: Arc::new(dir.to_path_buf()),
+        })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Calls `done` once everything written so far is on disk. Many callers share one fsync.
+    pub fn sync_then(&self, done: SyncWaiter) {
+        if let Err(mpsc::SendError(done)) = self.syncer.send(done) {
+            done(Err(std::io::Error::other("the storage syncer has stopped")));
+        }
+    }
+
+    /// Makes everything written so far durable before returning.
+    pub fn sync_now(&self) -> std::io::Result<()> {
+        self.db
+            .persist(PersistMode::SyncAll)
+            .map_err(|e| std::io::Error::other(format!("fsync of the node database failed: {e}")))
+    }
+}
+
+/// The group-commit thread: waits for one request, takes every other request already queued,
+/// syncs once, and answers them all.
+fn spawn_syncer(db: Database) -> mpsc::Sender<SyncWaiter> {
+    let (tx, rx) = mpsc::channel::<SyncWaiter>();
+    std::thread::Builder::new()
+        .name("fjall-syncer".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiters = vec![first];
+                waiters.extend(rx.try_iter());
+                let result = db.persist(PersistMode::SyncAll);
+                for w in waiters {
+                    w(result
+                        .as_ref()
+                        .map(|_| ())
+                        .map_err(|e| std::io::Error::other(format!("fsync failed: {e}"))));
+                }
+            }
+        })
+        .expect("spawning the syncer thread");
+    tx
+}
+
+/// `scope ++ suffix`, the key layout of every keyspace.
+pub fn key(scope: ScopeId, suffix: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(8 + suffix.len());
+    k.extend_from_slice(&scope.to_be_bytes());
+    k.extend_from_slice(suffix);
+    k
+}
+
+/// A value with a CRC-32 in front, checked on every read so that a corrupt disk is reported,
+/// not applied.
+pub fn seal(body: &[u8]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(4 + body.len());
+    v.extend_from_slice(&crc32fast::hash(body).to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+pub fn unseal<'a>(what: &str, value: &'a [u8]) -> std::io::Result<&'a [u8]> {
+    if value.len() < 4 {
+        return Err(corrupt(what, "value shorter than its checksum"));
+    }
+    let (crc, body) = value.split_at(4);
+    let expected = u32::from_be_bytes([crc[0], crc[1], crc[2], crc[3]]);
+    if crc32fast::hash(body) != expected {
+        return Err(corrupt(what, "checksum mismatch"));
+    }
+    Ok(body)
+}
+
+pub fn corrupt(what: &str, why: &str) -> std::io::Error {
+    std::io::Error::new(
+        std::io::ErrorKind::InvalidData,
+        format!(
+            "corrupt {what} in the node database ({why}); the node cannot continue on this data"
+        ),
+    )
+}
+
+pub fn encode<T: serde::Serialize>(what: &str, value: &T) -> std::io::Result<Vec<u8>> {
+    postcard::to_stdvec(value)
+        .map(|b| seal(&b))
+        .map_err(|e| std::io::Error::other(format!("encoding {what}: {e}")))
+}
+
+pub fn decode<T: serde::de::DeserializeOwned>(what: &str, value: &[u8]) -> std::io::Result<T> {
+    postcard::from_bytes(unseal(what, value)?).map_err(|e| corrupt(what, &e.to_string()))
+}
+
+pub fn io_err(what: &str, e: fjall::Error) -> std::io::Error {
+    std::io::Error::other(format!("{what}: {e}"))
+}
