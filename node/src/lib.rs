@@ -1,7 +1,13 @@
 //! The Scopekeeper node: the tree, scopes replicated by openraft over fjall, and the services
 //! that clients and peers reach over QUIC.
 
+pub mod cli;
+pub mod config;
+pub mod identity_file;
 pub mod limits;
+pub mod node;
+pub mod peer;
 pub mod scope;
+pub mod service;
 pub mod storage;
 pub mod tree;

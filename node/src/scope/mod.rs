@@ -1,8 +1,195 @@
 //! A scope: one openraft group over fjall storage, applying transactions to its tree.
+//!
+//! The sans-IO parts are `tree` (what an entry does) and openraft's engine (when an entry is
+//! committed); this module is the shell that stamps proposals, forwards nothing, and waits.
+//! Write path, in order: the leader stamps a command, openraft appends it to a majority's log
+//! (each append acknowledged only after the shared fsync), commits, every anchor applies it to
+//! its tree and fjall, then the proposer's responder answers the client.
 
 pub mod log_store;
+pub mod network;
 pub mod snapshot;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_suite;
 pub mod types;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use openraft::async_runtime::WatchReceiver;
+use openraft::error::{ClientWriteError, RaftError};
+use openraft::{BasicNode, ReadPolicy, SnapshotPolicy};
+use tokio::sync::Semaphore;
+
+use self::log_store::ScopeLog;
+use self::network::ScopeNetwork;
+use self::state_machine::{ScopeStateMachine, ScopeView};
+use self::types::{Command, CommandResult, Raft};
+use crate::limits;
+use crate::peer::{Peers, Refusal};
+use crate::storage::{ScopeId, Store};
+use crate::tree::{Stamp, Txn};
+
+pub struct Scope {
+    pub id: ScopeId,
+    pub raft: Raft,
+    view: ScopeView,
+    proposals: Arc<Semaphore>,
+}
+
+/// Raft timing and sizes, set explicitly rather than trusted to defaults.
+fn raft_config(cluster: &str, scope: ScopeId) -> anyhow::Result<Arc<openraft::Config>> {
+    let config = openraft::Config {
+        cluster_name: format!("{cluster}/scope-{scope}"),
+        heartbeat_interval: 200,
+        election_timeout_min: 1000,
+        election_timeout_max: 2000,
+        // Our snapshot transport has its own idle timeout; this only bounds openraft's wait.
+        install_snapshot_timeout: 600_000,
+        max_payload_entries: limits::APPEND_ENTRIES_MAX,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(limits::SNAPSHOT_EVERY_ENTRIES),
+        max_in_snapshot_log_to_keep: limits::LOG_KEPT_BEHIND_SNAPSHOT,
+        purge_batch_size: 1024,
+        enable_pre_vote: Some(true),
+        ..Default::default()
+    };
+    Ok(Arc::new(
+        config.validate().context("invalid raft configuration")?,
+    ))
+}
+
+/// Now in ms since the epoch. The one clock read on the write path, in the shell, on the leader.
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+impl Scope {
+    pub async fn open(
+        id: ScopeId,
+        node_id: u64,
+        store: Store,
+        peers: Arc<Peers>,
+        cluster: &str,
+    ) -> anyhow::Result<Scope> {
+        let sm = ScopeStateMachine::open(store.clone(), id)
+            .with_context(|| format!("loading scope {id} from {}", store.dir().display()))?;
+        let view = sm.view();
+        let log = ScopeLog::new(store, id);
+        let network = ScopeNetwork { scope: id, peers };
+        let raft = Raft::new(node_id, raft_config(cluster, id)?, network, log, sm)
+            .await
+            .with_context(|| format!("starting raft for scope {id}"))?;
+        Ok(Scope {
+            id,
+            raft,
+            view,
+            proposals: Arc::new(Semaphore::new(limits::PROPOSALS_IN_FLIGHT_MAX)),
+        })
+    }
+
+    pub fn view(&self) -> &ScopeView {
+        &self.view
+    }
+
+    /// Makes this node's scope a member of a new cluster with the given voters.
+    pub async fn initialize(&self, voters: BTreeMap<u64, BasicNode>) -> anyhow::Result<()> {
+        match self.raft.initialize(voters).await {
+            Ok(()) => Ok(()),
+            Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
+            Err(e) => Err(anyhow::anyhow!("initializing scope {}: {e}", self.id)),
+        }
+    }
+
+    /// Whether this node holds a membership for the scope (has joined a cluster).
+    pub fn is_initialized(&self) -> bool {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .next()
+            .is_some()
+    }
+
+    pub fn voters(&self) -> Vec<u64> {
+        self.raft
+            .metrics()
+            .borrow_watched()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect()
+    }
+
+    /// The leader this node knows of, with its address.
+    pub fn leader(&self) -> Option<(u64, String)> {
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let leader = metrics.current_leader?;
+        let node = metrics.membership_config.membership().get_node(&leader)?;
+        Some((leader, node.addr.clone()))
+    }
+
+    /// Proposes a transaction; only the leader accepts. `zxid_floor` is the highest zxid the
+    /// client has seen, so its next write is ordered after it (DESIGN section 6).
+    pub async fn propose(&self, txn: Txn, zxid_floor: i64) -> Result<CommandResult, Refusal> {
+        let _permit = self
+            .proposals
+            .try_acquire()
+            .map_err(|_| Refusal::Throttled)?;
+        let now = now_ms();
+        let command = Command {
+            stamp: Stamp {
+                zxid_hint: (now << 20).max(zxid_floor.saturating_add(1)),
+                time_ms: now,
+            },
+            txn,
+        };
+        let write = tokio::time::timeout(limits::WRITE_TIMEOUT, self.raft.client_write(command));
+        match write.await {
+            Err(_) => Err(Refusal::Unknown(format!(
+                "the write was not committed within {:?}; it may still take effect",
+                limits::WRITE_TIMEOUT
+            ))),
+            Ok(Ok(response)) => Ok(response.data),
+            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
+                Err(Refusal::NotLeader {
+                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                })
+            }
+            Ok(Err(e)) => Err(Refusal::Unknown(e.to_string())),
+        }
+    }
+
+    /// On the leader: confirms leadership with a quorum and returns the index a read must see.
+    pub async fn read_index(&self) -> Result<u64, Refusal> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read) => Ok(read.index()),
+            Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(
+                f,
+            ))) => Err(Refusal::NotLeader {
+                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+            }),
+            Err(e) => Err(Refusal::Unknown(e.to_string())),
+        }
+    }
+
+    /// Waits until this node has applied `index`.
+    pub async fn wait_applied(&self, index: u64, timeout: Duration) -> Result<(), Refusal> {
+        self.raft
+            .wait(Some(timeout))
+            .applied_index_at_least(Some(index), "linearizable read")
+            .await
+            .map(|_| ())
+            .map_err(|e| {
+                Refusal::Unknown(format!("this node did not catch up to index {index}: {e}"))
+            })
+    }
+}

@@ -224,7 +224,7 @@ impl Tree {
 }
 
 /// Validates a path given to a read or a non-sequential write.
-pub(crate) fn checked_path(p: &str) -> Result<(), ApiError> {
+pub fn checked_path(p: &str) -> Result<(), ApiError> {
     check_path_len(p)?;
     path::validate(p, false)
 }

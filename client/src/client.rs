@@ -1,0 +1,343 @@
+//! The native client: one QUIC connection to one node at a time, failing over to the next
+//! endpoint when a node is unreachable. Reads are linearizable (the server confirms with the
+//! scope's leader); writes are retried on another node only when they surely were not sent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use scopekeeper_transport::{
+    Alpn, Connection, Credentials, Endpoint, EndpointKeys, limits as tlimits,
+};
+
+use crate::proto::{
+    ApiError, CreateMode, ErrorCode, MultiSlot, Op, OpResult, Reply, Request, Response, Stat,
+};
+use crate::{limits, path};
+
+/// Where the cluster is and how to prove who we are.
+#[derive(Clone, Debug)]
+pub struct ClientConfig {
+    /// The cluster's name: servers are verified against it.
+    pub cluster: String,
+    /// `host:port` of the nodes' QUIC endpoints; any subset of the cluster will do.
+    pub endpoints: Vec<String>,
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The server refused or failed the request, with ZooKeeper's code.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    /// A multi failed: the code of each op, as ZooKeeper reports it.
+    #[error("multi failed: {}", describe_multi(.0))]
+    Multi(Vec<ErrorCode>),
+    /// No endpoint could be reached.
+    #[error("no Scopekeeper node reachable: {0}")]
+    Unreachable(String),
+    #[error("client configuration: {0}")]
+    Config(String),
+}
+
+fn describe_multi(codes: &[ErrorCode]) -> String {
+    codes
+        .iter()
+        .enumerate()
+        .find(|(_, c)| !matches!(c, ErrorCode::Ok | ErrorCode::RuntimeInconsistency))
+        .map(|(i, c)| format!("op {i}: {c}"))
+        .unwrap_or_else(|| "no op reported an error".into())
+}
+
+impl Error {
+    /// ZooKeeper's code for this error; connectivity problems are `ConnectionLoss`.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Api(e) => e.code,
+            Error::Multi(codes) => codes
+                .iter()
+                .copied()
+                .find(|c| !matches!(c, ErrorCode::Ok | ErrorCode::RuntimeInconsistency))
+                .unwrap_or(ErrorCode::SystemError),
+            Error::Unreachable(_) => ErrorCode::ConnectionLoss,
+            Error::Config(_) => ErrorCode::BadArguments,
+        }
+    }
+}
+
+pub struct Client {
+    endpoint: Endpoint,
+    cluster: String,
+    addrs: Vec<SocketAddr>,
+    current: AtomicUsize,
+    conn: Mutex<Option<(usize, Connection)>>,
+}
+
+/// How many endpoint switches one request may make before giving up.
+const ATTEMPTS_PER_ENDPOINT: usize = 2;
+
+impl Client {
+    pub async fn connect(config: ClientConfig) -> Result<Client, Error> {
+        if config.endpoints.is_empty() {
+            return Err(Error::Config("no endpoints given".into()));
+        }
+        let mut addrs = Vec::new();
+        for e in &config.endpoints {
+            let resolved = tokio::net::lookup_host(e.as_str())
+                .await
+                .map_err(|err| Error::Config(format!("cannot resolve endpoint {e}: {err}")))?
+                .next()
+                .ok_or_else(|| Error::Config(format!("endpoint {e} resolves to nothing")))?;
+            addrs.push(resolved);
+        }
+        let creds = Credentials::load(&config.cert, &config.key, &config.ca)
+            .map_err(|e| Error::Config(e.to_string()))?;
+        let bind: SocketAddr = if addrs[0].is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .map_err(|_| Error::Config("bind address".into()))?;
+        let endpoint = Endpoint::bind(
+            bind,
+            &creds,
+            &EndpointKeys::generate(),
+            &config.cluster,
+            false,
+        )
+        .map_err(|e| Error::Config(e.to_string()))?;
+        let start = 0;
+        Ok(Client {
+            endpoint,
+            cluster: config.cluster,
+            addrs,
+            current: AtomicUsize::new(start),
+            conn: Mutex::new(None),
+        })
+    }
+
+    async fn connection(&self) -> Result<(usize, Connection), scopekeeper_transport::Error> {
+        {
+            let guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((i, c)) = guard.as_ref()
+                && c.close_reason().is_none()
+            {
+                return Ok((*i, c.clone()));
+            }
+        }
+        let i = self.current.load(Ordering::Relaxed) % self.addrs.len();
+        let conn = self
+            .endpoint
+            .connect(self.addrs[i], &self.cluster, Alpn::Client)
+            .await?;
+        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some((i, conn.clone()));
+        Ok((i, conn))
+    }
+
+    fn fail_over(&self, from: usize) {
+        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.as_ref().is_some_and(|(i, _)| *i == from) {
+            if let Some((_, c)) = guard.take() {
+                c.close("failing over");
+            }
+            self.current.store(from + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends one request, failing over between endpoints where that is safe.
+    pub async fn request(&self, request: &Request) -> Result<Reply, Error> {
+        let idempotent = !request.is_write();
+        let mut last = String::new();
+        for _ in 0..self.addrs.len() * ATTEMPTS_PER_ENDPOINT {
+            let (i, conn) = match self.connection().await {
+                Ok(c) => c,
+                Err(e) => {
+                    last = e.to_string();
+                    let i = self.current.load(Ordering::Relaxed) % self.addrs.len();
+                    self.current.store(i + 1, Ordering::Relaxed);
+                    continue;
+                }
+            };
+            match conn
+                .call::<Request, Response>(request, tlimits::CLIENT_FRAME_BYTES_MAX)
+                .await
+            {
+                Ok(Ok(reply)) => return Ok(reply),
+                Ok(Err(e)) if e.code == ErrorCode::ConnectionLoss && idempotent => {
+                    last = e.to_string();
+                    self.fail_over(i);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Ok(Err(e)) => return Err(Error::Api(e)),
+                Err(e) if idempotent => {
+                    last = e.to_string();
+                    self.fail_over(i);
+                }
+                Err(e) => {
+                    // The write may or may not have been applied: report, as ZooKeeper does.
+                    self.fail_over(i);
+                    return Err(Error::Api(ApiError::new(
+                        ErrorCode::ConnectionLoss,
+                        format!(
+                            "connection lost during a write; it may or may not have been applied: {e}"
+                        ),
+                    )));
+                }
+            }
+        }
+        Err(Error::Unreachable(last))
+    }
+
+    async fn write(&self, op: Op) -> Result<OpResult, Error> {
+        check_op(&op)?;
+        match self.request(&Request::Write(op)).await? {
+            Reply::Write(r) => Ok(r),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Creates a node; returns its path (with the sequence suffix, if sequential) and Stat.
+    pub async fn create(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: CreateMode,
+    ) -> Result<(String, Stat), Error> {
+        let op = Op::Create {
+            path: path.into(),
+            data: data.to_vec(),
+            mode,
+        };
+        match self.write(op).await? {
+            OpResult::Created { path, stat } => Ok((path, stat)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn set(&self, path: &str, data: &[u8], version: i32) -> Result<Stat, Error> {
+        let op = Op::SetData {
+            path: path.into(),
+            data: data.to_vec(),
+            version,
+        };
+        match self.write(op).await? {
+            OpResult::Set { stat } => Ok(stat),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn delete(&self, path: &str, version: i32) -> Result<(), Error> {
+        match self
+            .write(Op::Delete {
+                path: path.into(),
+                version,
+            })
+            .await?
+        {
+            OpResult::Deleted => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Result<(Vec<u8>, Stat), Error> {
+        path::validate(path, false)?;
+        match self
+            .request(&Request::GetData { path: path.into() })
+            .await?
+        {
+            Reply::Data { data, stat } => Ok((data, stat)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    pub async fn exists(&self, path: &str) -> Result<Option<Stat>, Error> {
+        path::validate(path, false)?;
+        match self.request(&Request::Exists { path: path.into() }).await? {
+            Reply::Exists(stat) => Ok(stat),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Child names, sorted, and the parent's Stat.
+    pub async fn children(&self, path: &str) -> Result<(Vec<String>, Stat), Error> {
+        path::validate(path, false)?;
+        match self
+            .request(&Request::GetChildren { path: path.into() })
+            .await?
+        {
+            Reply::Children { children, stat } => Ok((children, stat)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Applies all ops atomically, or none of them.
+    pub async fn multi(&self, ops: Vec<Op>) -> Result<Vec<OpResult>, Error> {
+        if ops.len() > limits::MULTI_OPS_MAX {
+            return Err(Error::Api(ApiError::new(
+                ErrorCode::BadArguments,
+                format!("at most {} ops per multi", limits::MULTI_OPS_MAX),
+            )));
+        }
+        for op in &ops {
+            check_op(op)?;
+        }
+        match self.request(&Request::Multi(ops)).await? {
+            Reply::Multi(slots) if slots.iter().all(|s| matches!(s, MultiSlot::Done(_))) => {
+                Ok(slots
+                    .into_iter()
+                    .filter_map(|s| match s {
+                        MultiSlot::Done(r) => Some(r),
+                        MultiSlot::Failed(_) => None,
+                    })
+                    .collect())
+            }
+            Reply::Multi(slots) => Err(Error::Multi(
+                slots
+                    .into_iter()
+                    .map(|s| match s {
+                        MultiSlot::Done(_) => ErrorCode::Ok,
+                        MultiSlot::Failed(c) => c,
+                    })
+                    .collect(),
+            )),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Waits until the node serving this client has seen every write committed before the call.
+    pub async fn sync(&self, path: &str) -> Result<(), Error> {
+        path::validate(path, false)?;
+        match self.request(&Request::Sync { path: path.into() }).await? {
+            Reply::Synced => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
+fn check_op(op: &Op) -> Result<(), Error> {
+    let sequential = matches!(op, Op::Create { mode, .. } if mode.is_sequential());
+    path::validate(op.path(), sequential)?;
+    if op.data_len() > limits::ZNODE_DATA_BYTES_MAX {
+        return Err(Error::Api(ApiError::new(
+            ErrorCode::BadArguments,
+            format!(
+                "data of {} bytes exceeds the limit of {} bytes per znode",
+                op.data_len(),
+                limits::ZNODE_DATA_BYTES_MAX
+            ),
+        )));
+    }
+    Ok(())
+}
+
+fn unexpected(what: impl std::fmt::Debug) -> Error {
+    Error::Api(ApiError::new(
+        ErrorCode::MarshallingError,
+        format!("unexpected reply {what:?}"),
+    ))
+}

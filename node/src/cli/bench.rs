@@ -1,0 +1,243 @@
+//! `scopekeeper bench`: N concurrent clients, each with its own connection, running a
+//! create/set/get mix for a fixed time; prints throughput and latency percentiles.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use scopekeeper_client::{Client, ClientConfig, CreateMode};
+
+use super::context::ConnectArgs;
+
+#[derive(Debug, clap::Args)]
+pub struct BenchArgs {
+    /// Concurrent clients, each with its own QUIC connection.
+    #[arg(long, default_value_t = 16)]
+    pub clients: usize,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 10)]
+    pub duration: u64,
+    /// Bytes per value written.
+    #[arg(long, default_value_t = 100)]
+    pub value_size: usize,
+    /// Operation mix as weights, e.g. `create=1`, `get=9,set=1`.
+    #[arg(long, default_value = "create=1")]
+    pub mix: String,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Mix {
+    create: u32,
+    set: u32,
+    get: u32,
+}
+
+impl Mix {
+    fn parse(s: &str) -> anyhow::Result<Mix> {
+        let mut mix = Mix {
+            create: 0,
+            set: 0,
+            get: 0,
+        };
+        for part in s.split(',') {
+            let (op, weight) = part
+                .split_once('=')
+                .with_context(|| format!("mix entry {part:?} is not op=weight"))?;
+            let weight: u32 = weight
+                .parse()
+                .with_context(|| format!("weight in {part:?}"))?;
+            match op {
+                "create" => mix.create = weight,
+                "set" => mix.set = weight,
+                "get" => mix.get = weight,
+                other => bail!("unknown op {other:?} in --mix (create, set, get)"),
+            }
+        }
+        if mix.create + mix.set + mix.get == 0 {
+            bail!("--mix has no weight");
+        }
+        Ok(mix)
+    }
+
+    fn pick(&self, roll: u32) -> Op {
+        let r = roll % (self.create + self.set + self.get);
+        if r < self.create {
+            Op::Create
+        } else if r < self.create + self.set {
+            Op::Set
+        } else {
+            Op::Get
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Op {
+    Create,
+    Set,
+    Get,
+}
+
+/// Keys each client writes before the timed run, for `set` and `get`.
+const KEYS_PER_CLIENT: usize = 64;
+
+pub struct BenchReport {
+    pub ops: u64,
+    pub errors: u64,
+    pub elapsed: Duration,
+    pub latencies_us: Vec<u64>,
+}
+
+impl BenchReport {
+    pub fn percentile(&self, p: f64) -> f64 {
+        if self.latencies_us.is_empty() {
+            return 0.0;
+        }
+        let i = ((self.latencies_us.len() as f64 - 1.0) * p).round() as usize;
+        self.latencies_us[i] as f64 / 1000.0
+    }
+
+    pub fn ops_per_sec(&self) -> f64 {
+        self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+}
+
+pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
+    let mix = Mix::parse(&args.mix)?;
+    if args.clients == 0 {
+        bail!("--clients must be at least 1");
+    }
+    let config = connect.resolve()?;
+    let report = bench(
+        &config,
+        args.clients,
+        Duration::from_secs(args.duration),
+        args.value_size,
+        mix,
+    )
+    .await?;
+    let (p50, p99, p999) = (
+        report.percentile(0.50),
+        report.percentile(0.99),
+        report.percentile(0.999),
+    );
+    if args.json {
+        println!(
+            "{{\"clients\":{},\"mix\":{:?},\"value_size\":{},\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3}}}",
+            args.clients,
+            args.mix,
+            args.value_size,
+            report.ops,
+            report.errors,
+            report.elapsed.as_secs_f64(),
+            report.ops_per_sec()
+        );
+    } else {
+        println!(
+            "{} clients, mix {}, {}-byte values, {:.1} s",
+            args.clients,
+            args.mix,
+            args.value_size,
+            report.elapsed.as_secs_f64()
+        );
+        println!(
+            "ops: {} ({:.0} ops/s), errors: {}",
+            report.ops,
+            report.ops_per_sec(),
+            report.errors
+        );
+        println!("latency: p50 {p50:.3} ms, p99 {p99:.3} ms, p999 {p999:.3} ms");
+    }
+    Ok(())
+}
+
+async fn bench(
+    config: &ClientConfig,
+    clients: usize,
+    duration: Duration,
+    value_size: usize,
+    mix: Mix,
+) -> anyhow::Result<BenchReport> {
+    let run_id = format!(
+        "/bench-{}-{}",
+        std::process::id(),
+        Instant::now().elapsed().as_nanos() ^ u128::from(rand::random::<u64>())
+    );
+    let setup = Client::connect(config.clone()).await?;
+    setup
+        .create(&run_id, b"", CreateMode::Persistent)
+        .await
+        .context("creating the bench root")?;
+    let value = Arc::new(vec![b'x'; value_size]);
+    let mut tasks = Vec::new();
+    let start = Arc::new(tokio::sync::Barrier::new(clients));
+    for c in 0..clients {
+        let mut config = config.clone();
+        let n = config.endpoints.len();
+        config.endpoints.rotate_left(c % n);
+        let (run_id, value, start) = (run_id.clone(), value.clone(), start.clone());
+        tasks.push(tokio::spawn(async move {
+            let client = Client::connect(config).await?;
+            let keys: Vec<String> = (0..KEYS_PER_CLIENT)
+                .map(|k| format!("{run_id}/c{c}-k{k}"))
+                .collect();
+            if mix.set + mix.get > 0 {
+                for k in &keys {
+                    client.create(k, &value, CreateMode::Persistent).await?;
+                }
+            }
+            start.wait().await;
+            let deadline = Instant::now() + duration;
+            let (mut ops, mut errors, mut seq) = (0u64, 0u64, 0u64);
+            let mut latencies = Vec::new();
+            while Instant::now() < deadline {
+                let roll = rand::random::<u32>();
+                let key = &keys[(roll as usize >> 8) % keys.len()];
+                let began = Instant::now();
+                let result = match mix.pick(roll) {
+                    Op::Create => {
+                        seq += 1;
+                        client
+                            .create(
+                                &format!("{run_id}/c{c}-n{seq}"),
+                                &value,
+                                CreateMode::Persistent,
+                            )
+                            .await
+                            .map(|_| ())
+                    }
+                    Op::Set => client.set(key, &value, -1).await.map(|_| ()),
+                    Op::Get => client.get(key).await.map(|_| ()),
+                };
+                latencies.push(began.elapsed().as_micros() as u64);
+                match result {
+                    Ok(()) => ops += 1,
+                    Err(_) => errors += 1,
+                }
+            }
+            Ok::<_, anyhow::Error>((ops, errors, latencies))
+        }));
+    }
+    let began = Instant::now();
+    let mut report = BenchReport {
+        ops: 0,
+        errors: 0,
+        elapsed: Duration::ZERO,
+        latencies_us: Vec::new(),
+    };
+    for t in tasks {
+        let (ops, errors, lat) = t.await.context("bench client panicked")??;
+        report.ops += ops;
+        report.errors += errors;
+        report.latencies_us.extend(lat);
+    }
+    report.elapsed = began
+        .elapsed()
+        .min(duration + Duration::from_secs(5))
+        .max(duration);
+    report.latencies_us.sort_unstable();
+    Ok(report)
+}

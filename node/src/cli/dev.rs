@@ -1,0 +1,185 @@
+//! `scopekeeper dev`: a three-node cluster on loopback in one process, with its own CA, that
+//! keeps its data across restarts and records how to reach it in the user's client config.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use scopekeeper_transport::{CertFiles, certs};
+use serde::{Deserialize, Serialize};
+
+use super::context::{ClusterContext, UserConfig};
+use crate::config::{NodeConfig, PeerAddress, TlsFiles};
+use crate::node::{Node, StartMode};
+
+const CLUSTER: &str = "dev";
+const NODES: u64 = 3;
+
+#[derive(Debug, clap::Args)]
+pub struct DevArgs {
+    /// Where the cluster keeps its data (default: ~/.local/share/scopekeeper/dev).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// First QUIC port; nodes use BASE, BASE+1, BASE+2 on 127.0.0.1. Fixed at first start.
+    #[arg(long, default_value_t = 7001)]
+    pub base_port: u16,
+}
+
+/// What `dev` remembers about the cluster it created.
+#[derive(Debug, Serialize, Deserialize)]
+struct DevLayout {
+    cluster: String,
+    base_port: u16,
+}
+
+fn default_dir() -> anyhow::Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME") {
+        return Ok(PathBuf::from(x).join("scopekeeper").join("dev"));
+    }
+    let home = std::env::var_os("HOME").context("HOME is not set; pass --data DIR")?;
+    Ok(PathBuf::from(home).join(".local/share/scopekeeper/dev"))
+}
+
+fn node_config(dir: &Path, layout: &DevLayout, id: u64) -> NodeConfig {
+    let addr = |i: u64| format!("127.0.0.1:{}", u64::from(layout.base_port) + i - 1);
+    let certs = dir.join("certs");
+    NodeConfig {
+        id,
+        cluster: layout.cluster.clone(),
+        listen: addr(id).parse().expect("loopback address"),
+        data_dir: dir.join(format!("node-{id}")),
+        tls: TlsFiles {
+            ca: certs.join("ca.pem"),
+            cert: certs.join(format!("node-{id}.pem")),
+            key: certs.join(format!("node-{id}.key")),
+        },
+        peers: (1..=NODES)
+            .map(|i| PeerAddress {
+                id: i,
+                addr: addr(i),
+            })
+            .collect(),
+    }
+}
+
+fn create(dir: &Path, base_port: u16) -> anyhow::Result<DevLayout> {
+    let certs_dir = dir.join("certs");
+    let ca = certs::generate_ca(CLUSTER)?;
+    CertFiles::in_dir(&certs_dir, "ca").write(&ca)?;
+    for id in 1..=NODES {
+        CertFiles::in_dir(&certs_dir, &format!("node-{id}"))
+            .write(&certs::issue_node(&ca, id, CLUSTER)?)?;
+    }
+    let admin = certs::issue_client(&ca, "admin", &["admin".to_string()])?;
+    CertFiles::in_dir(&certs_dir, "client-admin").write(&admin)?;
+    let layout = DevLayout {
+        cluster: CLUSTER.into(),
+        base_port,
+    };
+    for id in 1..=NODES {
+        node_config(dir, &layout, id).write(&dir.join(format!("node-{id}.toml")))?;
+    }
+    std::fs::write(dir.join("dev.toml"), toml::to_string(&layout)?)?;
+    Ok(layout)
+}
+
+pub async fn run(args: DevArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let dir = match args.data {
+        Some(d) => d,
+        None => default_dir()?,
+    };
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize()?;
+    let layout_file = dir.join("dev.toml");
+    let fresh = !layout_file.exists();
+    let layout = if fresh {
+        create(&dir, args.base_port)?
+    } else {
+        let layout: DevLayout = toml::from_str(&std::fs::read_to_string(&layout_file)?)
+            .with_context(|| {
+                format!(
+                    "{} is damaged; remove {} to start over",
+                    layout_file.display(),
+                    dir.display()
+                )
+            })?;
+        if layout.base_port != args.base_port {
+            eprintln!(
+                "note: {} was created with --base-port {}; using it",
+                dir.display(),
+                layout.base_port
+            );
+        }
+        layout
+    };
+
+    let starts = (1..=NODES).map(|id| {
+        let mode = match (fresh, id) {
+            (false, _) => StartMode::Existing,
+            (true, 1) => StartMode::Bootstrap,
+            (true, _) => StartMode::Join,
+        };
+        Node::start(node_config(&dir, &layout, id), mode)
+    });
+    let nodes: Vec<Node> = futures::future::try_join_all(starts).await?;
+    wait_for_leader(&nodes).await?;
+
+    let certs_dir = dir.join("certs");
+    let endpoints: Vec<String> = nodes
+        .iter()
+        .map(|n| n.0.config.listen.to_string())
+        .collect();
+    let mut user = UserConfig::load()?;
+    user.contexts.insert(
+        CLUSTER.into(),
+        ClusterContext {
+            cluster: layout.cluster.clone(),
+            endpoints: endpoints.clone(),
+            ca: certs_dir.join("ca.pem"),
+            cert: certs_dir.join("client-admin.pem"),
+            key: certs_dir.join("client-admin.key"),
+        },
+    );
+    user.current = Some(CLUSTER.into());
+    let context_file = user.save()?;
+
+    println!(
+        "scopekeeper dev: 3 nodes of cluster {:?} ready in {} ms",
+        layout.cluster,
+        started.elapsed().as_millis()
+    );
+    println!("  data:       {}", dir.display());
+    println!("  endpoints:  {} (QUIC, mutual TLS)", endpoints.join(", "));
+    println!(
+        "  client:     {} (context \"{CLUSTER}\", admin certificate)",
+        context_file.display()
+    );
+    println!("  try:        scopekeeper create /hello world && scopekeeper get /hello");
+    println!("Ctrl-C stops the cluster; starting again with the same --data keeps its data.");
+
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for Ctrl-C")?;
+    println!("stopping...");
+    for node in &nodes {
+        node.shutdown().await;
+    }
+    println!("stopped; data kept in {}", dir.display());
+    Ok(())
+}
+
+async fn wait_for_leader(nodes: &[Node]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if nodes
+            .iter()
+            .filter_map(|n| n.root())
+            .any(|s| s.leader().is_some())
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    bail!("no leader elected within 30 s; see the log above")
+}

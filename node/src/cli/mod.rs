@@ -1,0 +1,116 @@
+//! The `scopekeeper` command line.
+
+mod bench;
+mod certs;
+mod commands;
+mod context;
+mod dev;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::NodeConfig;
+use crate::node::{Node, StartMode};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "scopekeeper",
+    version,
+    about = "Scopekeeper: ZooKeeper's model, divided into scopes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    connect: context::ConnectArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Runs a three-node cluster on loopback, for development.
+    Dev(dev::DevArgs),
+    /// Runs one node from a TOML configuration file.
+    Serve {
+        #[arg(long)]
+        config: PathBuf,
+        /// Create a new cluster whose voters are the configured peers (empty data only).
+        #[arg(long, conflicts_with = "join")]
+        bootstrap: bool,
+        /// Join a running cluster as a new member (empty data only).
+        #[arg(long)]
+        join: bool,
+    },
+    /// Creates the cluster CA and issues node and client certificates.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
+    /// Measures throughput and latency against a running cluster.
+    Bench(bench::BenchArgs),
+    #[command(flatten)]
+    Client(commands::ClientCommand),
+}
+
+fn init_logging(default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SCOPEKEEPER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Dev(args) => {
+            init_logging("warn,scopekeeper=info");
+            dev::run(args).await
+        }
+        Command::Serve {
+            config,
+            bootstrap,
+            join,
+        } => {
+            init_logging("warn,scopekeeper=info");
+            let config = NodeConfig::load(&config)?;
+            let mode = match (bootstrap, join) {
+                (true, _) => StartMode::Bootstrap,
+                (_, true) => StartMode::Join,
+                _ => StartMode::Existing,
+            };
+            let node = Node::start(config, mode).await?;
+            tokio::signal::ctrl_c().await?;
+            node.shutdown().await;
+            Ok(())
+        }
+        Command::Certs(cmd) => certs::run(cmd),
+        Command::Bench(args) => {
+            init_logging("warn");
+            bench::run(args, &cli.connect).await
+        }
+        Command::Client(cmd) => {
+            init_logging("error");
+            commands::run(cmd, &cli.connect).await
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! A node's configuration file (`scopekeeper serve --config node.toml`).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    /// This node's id: unique in the cluster and never reused for an empty data directory.
+    pub id: u64,
+    /// The cluster's name; node identities are `node-<id>.<cluster>`.
+    pub cluster: String,
+    /// UDP address of the QUIC endpoint (peers and native clients).
+    pub listen: SocketAddr,
+    /// Where the node keeps its database and snapshots.
+    pub data_dir: PathBuf,
+    pub tls: TlsFiles,
+    /// Every member of the cluster, this node included.
+    #[serde(default)]
+    pub peers: Vec<PeerAddress>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeerAddress {
+    pub id: u64,
+    /// `host:port` of the peer's QUIC endpoint.
+    pub addr: String,
+}
+
+impl NodeConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let mut config: NodeConfig =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        // Relative paths are relative to the config file, so a config directory can be moved.
+        let base = path.parent().unwrap_or(Path::new("."));
+        for p in [
+            &mut config.data_dir,
+            &mut config.tls.ca,
+            &mut config.tls.cert,
+            &mut config.tls.key,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        if self.cluster.is_empty()
+            || !self
+                .cluster
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-')
+        {
+            bail!(
+                "cluster name {:?} must be ASCII letters, digits and '-'",
+                self.cluster
+            );
+        }
+        let mut ids: Vec<u64> = self.peers.iter().map(|p| p.id).collect();
+        ids.sort_unstable();
+        if ids.windows(2).any(|w| w[0] == w[1]) {
+            bail!("peers list the same id twice");
+        }
+        if !self.peers.is_empty() && !ids.contains(&self.id) {
+            bail!("peers must include this node (id {})", self.id);
+        }
+        Ok(())
+    }
+
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        let text = toml::to_string_pretty(self).context("encoding node config")?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+    }
+}

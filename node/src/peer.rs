@@ -1,0 +1,153 @@
+//! The node-to-node protocol (ALPN `scopekeeper-peer/1`): every message names its scope, so many
+//! scopes share one connection per peer pair. These types are serialized with postcard and are
+//! versioned by the ALPN string.
+
+use std::net::SocketAddr;
+
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use scopekeeper_transport::{
+    Error as TransportError, Pool, RecvStream, SendStream, limits, node_name,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::scope::types::{CommandResult, SnapshotMeta, TypeConfig, Vote};
+use crate::storage::ScopeId;
+use crate::tree::Txn;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerRequest {
+    Append {
+        scope: ScopeId,
+        rpc: AppendEntriesRequest<TypeConfig>,
+    },
+    Vote {
+        scope: ScopeId,
+        rpc: VoteRequest<TypeConfig>,
+    },
+    PreVote {
+        scope: ScopeId,
+        rpc: VoteRequest<TypeConfig>,
+    },
+    TransferLeader {
+        scope: ScopeId,
+        rpc: TransferLeaderRequest<TypeConfig>,
+    },
+    /// A snapshot follows on the same stream as `len` raw bytes.
+    Snapshot {
+        scope: ScopeId,
+        vote: Vote,
+        meta: SnapshotMeta,
+        len: u64,
+    },
+    /// A client write forwarded to the node believed to lead the scope.
+    Write {
+        scope: ScopeId,
+        txn: Txn,
+        zxid_floor: i64,
+    },
+    /// Asks the leader for a log index that a linearizable read must wait for.
+    ReadIndex { scope: ScopeId },
+    /// Asks whether the node has joined a cluster, and what it knows of the asking node.
+    Status { from: u64 },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum PeerResponse {
+    Append(Result<AppendEntriesResponse<TypeConfig>, String>),
+    Vote(Result<VoteResponse<TypeConfig>, String>),
+    TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
+    Snapshot(Result<SnapshotResponse<TypeConfig>, String>),
+    Write(Result<CommandResult, Refusal>),
+    ReadIndex(Result<u64, Refusal>),
+    Status(NodeStatus),
+    /// The request was malformed or named something this node does not have.
+    Invalid(String),
+}
+
+/// Why a scope did not take a write or a read-index request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Refusal {
+    /// This node does not lead the scope; the leader, if known, is given.
+    NotLeader { leader: Option<(u64, String)> },
+    /// Too many proposals are in flight on the leader.
+    Throttled,
+    /// The outcome is unknown (timeout, leader change after the entry was appended, shutdown).
+    Unknown(String),
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub id: u64,
+    pub cluster: String,
+    /// Whether the node's root scope has a membership (it belongs to a cluster).
+    pub initialized: bool,
+    pub voters: Vec<u64>,
+    /// If this node leads the root scope: the highest log index the asking node has
+    /// acknowledged. Non-zero means the asker held a log before, which an empty data
+    /// directory has lost.
+    pub acked_by_asker: Option<u64>,
+}
+
+/// Dials peers by address, proving their identity `node-<id>.<cluster>`.
+pub struct Peers {
+    pool: Pool,
+    cluster: String,
+}
+
+impl Peers {
+    pub fn new(pool: Pool, cluster: &str) -> Self {
+        Peers {
+            pool,
+            cluster: cluster.to_string(),
+        }
+    }
+
+    async fn resolve(addr: &str) -> Result<SocketAddr, TransportError> {
+        if let Ok(sock) = addr.parse() {
+            return Ok(sock);
+        }
+        tokio::net::lookup_host(addr)
+            .await
+            .ok()
+            .and_then(|mut it| it.next())
+            .ok_or_else(|| TransportError::Config(format!("cannot resolve peer address {addr}")))
+    }
+
+    /// One request, one response.
+    pub async fn call(
+        &self,
+        target: u64,
+        addr: &str,
+        request: &PeerRequest,
+    ) -> Result<PeerResponse, TransportError> {
+        let sock = Self::resolve(addr).await?;
+        let name = node_name(target, &self.cluster);
+        let conn = self.pool.get(sock, &name).await?;
+        let result = conn.call(request, limits::PEER_FRAME_BYTES_MAX).await;
+        if let Err(e) = &result
+            && e.is_connectivity()
+        {
+            self.pool.invalidate(sock, &name).await;
+        }
+        result
+    }
+
+    /// A fresh stream to a peer, for transfers that do not fit one frame.
+    pub async fn open_stream(
+        &self,
+        target: u64,
+        addr: &str,
+    ) -> Result<(SendStream, RecvStream), TransportError> {
+        let sock = Self::resolve(addr).await?;
+        let name = node_name(target, &self.cluster);
+        let conn = self.pool.get(sock, &name).await?;
+        let stream = conn.open_stream().await;
+        if stream.is_err() {
+            self.pool.invalidate(sock, &name).await;
+        }
+        stream
+    }
+}

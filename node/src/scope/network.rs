@@ -1,0 +1,251 @@
+//! openraft's network for one scope, over the shared peer connections.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
+use openraft::network::RPCOption;
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
+};
+use openraft::{BasicNode, RaftNetworkFactory, RaftNetworkV2};
+use scopekeeper_transport::Error as TransportError;
+use scopekeeper_transport::frame::{expect_frame, write_frame};
+use scopekeeper_transport::limits::PEER_FRAME_BYTES_MAX;
+use tokio::io::AsyncReadExt;
+
+use super::snapshot::SnapshotFile;
+use super::types::{TypeConfig, Vote};
+use crate::limits::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_IDLE_TIMEOUT};
+use crate::peer::{PeerRequest, PeerResponse, Peers};
+use crate::storage::ScopeId;
+
+#[derive(Clone)]
+pub struct ScopeNetwork {
+    pub scope: ScopeId,
+    pub peers: Arc<Peers>,
+}
+
+pub struct PeerLink {
+    scope: ScopeId,
+    target: u64,
+    addr: String,
+    peers: Arc<Peers>,
+}
+
+impl RaftNetworkFactory<TypeConfig> for ScopeNetwork {
+    type Network = PeerLink;
+
+    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerLink {
+        PeerLink {
+            scope: self.scope,
+            target,
+            addr: node.addr.clone(),
+            peers: self.peers.clone(),
+        }
+    }
+}
+
+fn rpc_error(e: TransportError) -> RPCError<TypeConfig> {
+    if e.is_connectivity() {
+        RPCError::Unreachable(Unreachable::new(&e))
+    } else {
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+fn remote_error(what: &str, message: String) -> RPCError<TypeConfig> {
+    RPCError::Network(NetworkError::new(&std::io::Error::other(format!(
+        "{what}: {message}"
+    ))))
+}
+
+impl PeerLink {
+    async fn call(
+        &self,
+        request: PeerRequest,
+        option: &RPCOption,
+    ) -> Result<PeerResponse, RPCError<TypeConfig>> {
+        match tokio::time::timeout(
+            option.hard_ttl(),
+            self.peers.call(self.target, &self.addr, &request),
+        )
+        .await
+        {
+            Ok(result) => result.map_err(rpc_error),
+            Err(_) => Err(RPCError::Unreachable(Unreachable::new(
+                &std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!(
+                        "node {} did not answer within {:?}",
+                        self.target,
+                        option.hard_ttl()
+                    ),
+                ),
+            ))),
+        }
+    }
+
+    async fn send_snapshot(
+        &self,
+        vote: Vote,
+        snapshot: &openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
+    ) -> Result<SnapshotResponse<TypeConfig>, TransportError> {
+        let mut file = tokio::fs::File::open(&snapshot.snapshot.path)
+            .await
+            .map_err(|e| TransportError::io(&snapshot.snapshot.path, e))?;
+        let len = file
+            .metadata()
+            .await
+            .map_err(|e| TransportError::io(&snapshot.snapshot.path, e))?
+            .len();
+        let (mut send, mut recv) = self.peers.open_stream(self.target, &self.addr).await?;
+        let header = PeerRequest::Snapshot {
+            scope: self.scope,
+            vote,
+            meta: snapshot.meta.clone(),
+            len,
+        };
+        write_frame(&mut send, &header, PEER_FRAME_BYTES_MAX).await?;
+        let mut chunk = vec![0u8; SNAPSHOT_CHUNK_BYTES];
+        loop {
+            let n = file
+                .read(&mut chunk)
+                .await
+                .map_err(|e| TransportError::io(&snapshot.snapshot.path, e))?;
+            if n == 0 {
+                break;
+            }
+            tokio::time::timeout(SNAPSHOT_IDLE_TIMEOUT, send.write_all(&chunk[..n]))
+                .await
+                .map_err(|_| TransportError::Closed("snapshot transfer stalled".into()))?
+                .map_err(|e| TransportError::Closed(e.to_string()))?;
+        }
+        send.finish()
+            .map_err(|_| TransportError::Closed("stream closed while sending".into()))?;
+        match expect_frame::<PeerResponse>(&mut recv, PEER_FRAME_BYTES_MAX).await? {
+            PeerResponse::Snapshot(Ok(resp)) => Ok(resp),
+            PeerResponse::Snapshot(Err(e)) | PeerResponse::Invalid(e) => {
+                Err(TransportError::Malformed(e))
+            }
+            other => Err(TransportError::Malformed(format!(
+                "unexpected answer to a snapshot: {other:?}"
+            ))),
+        }
+    }
+}
+
+impl RaftNetworkV2<TypeConfig> for PeerLink {
+    type SnapshotData = SnapshotFile;
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(
+                PeerRequest::Append {
+                    scope: self.scope,
+                    rpc,
+                },
+                &option,
+            )
+            .await?
+        {
+            PeerResponse::Append(r) => r.map_err(|e| remote_error("append", e)),
+            other => Err(remote_error(
+                "append",
+                format!("unexpected answer {other:?}"),
+            )),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(
+                PeerRequest::Vote {
+                    scope: self.scope,
+                    rpc,
+                },
+                &option,
+            )
+            .await?
+        {
+            PeerResponse::Vote(r) => r.map_err(|e| remote_error("vote", e)),
+            other => Err(remote_error("vote", format!("unexpected answer {other:?}"))),
+        }
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(
+                PeerRequest::PreVote {
+                    scope: self.scope,
+                    rpc,
+                },
+                &option,
+            )
+            .await?
+        {
+            PeerResponse::Vote(r) => r.map_err(|e| remote_error("pre-vote", e)),
+            other => Err(remote_error(
+                "pre-vote",
+                format!("unexpected answer {other:?}"),
+            )),
+        }
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        rpc: TransferLeaderRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
+        match self
+            .call(
+                PeerRequest::TransferLeader {
+                    scope: self.scope,
+                    rpc,
+                },
+                &option,
+            )
+            .await?
+        {
+            PeerResponse::TransferLeader(r) => r.map_err(|e| remote_error("transfer leader", e)),
+            other => Err(remote_error(
+                "transfer leader",
+                format!("unexpected answer {other:?}"),
+            )),
+        }
+    }
+
+    async fn full_snapshot(
+        &mut self,
+        vote: Vote,
+        snapshot: openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>,
+        cancel: impl Future<Output = ReplicationClosed> + openraft::OptionalSend + 'static,
+        _option: RPCOption,
+    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
+        // No overall deadline: a large snapshot takes as long as it takes. Each chunk has an
+        // idle timeout instead, and replication may cancel the transfer.
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = self.send_snapshot(vote, &snapshot) => result.map_err(|e| {
+                if e.is_connectivity() {
+                    StreamingError::Unreachable(Unreachable::new(&e))
+                } else {
+                    StreamingError::Network(NetworkError::new(&e))
+                }
+            }),
+        }
+    }
+}

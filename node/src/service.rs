@@ -1,0 +1,439 @@
+//! What a node answers: peers (raft traffic, forwarded writes, read indexes, status) and native
+//! clients. One stream per request; the first frame says what it is.
+
+use std::time::{Duration, Instant};
+
+use openraft::async_runtime::WatchReceiver;
+use scopekeeper_client::limits as client_limits;
+use scopekeeper_client::proto::{ApiError, ErrorCode, Reply, Request, Response};
+use scopekeeper_transport::frame::{expect_frame, write_frame};
+use scopekeeper_transport::limits::{CLIENT_FRAME_BYTES_MAX, PEER_FRAME_BYTES_MAX};
+use scopekeeper_transport::{
+    Alpn, Connection, Error as TransportError, Principal, RecvStream, SendStream,
+};
+use tokio::io::AsyncWriteExt;
+
+use crate::limits;
+use crate::node::Node;
+use crate::peer::{NodeStatus, PeerRequest, PeerResponse, Refusal};
+use crate::scope::Scope;
+use crate::scope::snapshot::SnapshotFile;
+use crate::scope::types::CommandResult;
+use crate::storage::ROOT_SCOPE;
+use crate::tree::{Outcome, Txn};
+
+pub async fn accept_loop(node: Node) {
+    while let Some(incoming) = node.0.endpoint.accept().await {
+        let node = node.clone();
+        tokio::spawn(async move {
+            match node.0.endpoint.handshake(incoming).await {
+                Ok(conn) => serve_connection(node, conn).await,
+                Err(e) => tracing::warn!("{e}"),
+            }
+        });
+    }
+}
+
+async fn serve_connection(node: Node, conn: Connection) {
+    loop {
+        let (send, recv) = match conn.accept_stream().await {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(remote = %conn.remote_address(), "connection ended: {e}");
+                return;
+            }
+        };
+        let node = node.clone();
+        let principal = conn.principal.clone();
+        let alpn = conn.alpn;
+        tokio::spawn(async move {
+            let result = match alpn {
+                Alpn::Peer => serve_peer_stream(&node, send, recv).await,
+                Alpn::Client => serve_client_stream(&node, &principal, send, recv).await,
+            };
+            if let Err(e) = result {
+                tracing::debug!(?principal, "stream failed: {e}");
+            }
+        });
+    }
+}
+
+// ---- peers ----
+
+async fn serve_peer_stream(
+    node: &Node,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) -> Result<(), TransportError> {
+    let request: PeerRequest = match expect_frame(&mut recv, PEER_FRAME_BYTES_MAX).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = write_frame(
+                &mut send,
+                &PeerResponse::Invalid(e.to_string()),
+                PEER_FRAME_BYTES_MAX,
+            )
+            .await;
+            let _ = send.finish();
+            return Err(e);
+        }
+    };
+    let response = match request {
+        PeerRequest::Snapshot {
+            scope,
+            vote,
+            meta,
+            len,
+        } => receive_snapshot(node, scope, vote, meta, len, &mut recv).await,
+        other => handle_peer(node, other).await,
+    };
+    write_frame(&mut send, &response, PEER_FRAME_BYTES_MAX).await?;
+    send.finish()
+        .map_err(|_| TransportError::Closed("peer stream closed early".into()))
+}
+
+fn scope_of(node: &Node, scope: u64) -> Result<&Scope, String> {
+    if scope != ROOT_SCOPE {
+        return Err(format!("node {} has no scope {scope}", node.id()));
+    }
+    node.root()
+        .ok_or_else(|| format!("node {} is still starting", node.id()))
+}
+
+async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
+    match request {
+        PeerRequest::Append { scope, rpc } => match scope_of(node, scope) {
+            Ok(s) => {
+                PeerResponse::Append(s.raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+            }
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::Vote { scope, rpc } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::Vote(s.raft.vote(rpc).await.map_err(|e| e.to_string())),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::PreVote { scope, rpc } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::Vote(s.raft.pre_vote(rpc).await.map_err(|e| e.to_string())),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::TransferLeader { scope, rpc } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::TransferLeader(
+                s.raft
+                    .handle_transfer_leader(rpc)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::Write {
+            scope,
+            txn,
+            zxid_floor,
+        } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::Write(s.propose(txn, zxid_floor).await),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::ReadIndex { scope } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::ReadIndex(s.read_index().await),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::Status { from } => PeerResponse::Status(status(node, from)),
+        PeerRequest::Snapshot { .. } => {
+            PeerResponse::Invalid("snapshot header in the wrong place".into())
+        }
+    }
+}
+
+fn status(node: &Node, from: u64) -> NodeStatus {
+    let config = &node.0.config;
+    let Some(root) = node.root() else {
+        return NodeStatus {
+            id: config.id,
+            cluster: config.cluster.clone(),
+            initialized: false,
+            voters: vec![],
+            acked_by_asker: None,
+        };
+    };
+    let metrics = root.raft.metrics();
+    let metrics = metrics.borrow_watched();
+    let acked_by_asker = metrics
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&from).cloned())
+        .flatten()
+        .map(|log_id| log_id.index());
+    NodeStatus {
+        id: config.id,
+        cluster: config.cluster.clone(),
+        initialized: root.is_initialized(),
+        voters: root.voters(),
+        acked_by_asker,
+    }
+}
+
+async fn receive_snapshot(
+    node: &Node,
+    scope: u64,
+    vote: crate::scope::types::Vote,
+    meta: crate::scope::types::SnapshotMeta,
+    len: u64,
+    recv: &mut RecvStream,
+) -> PeerResponse {
+    let s = match scope_of(node, scope) {
+        Ok(s) => s,
+        Err(e) => return PeerResponse::Invalid(e),
+    };
+    let dir = node.0.store.dir().join("snapshots").join("incoming");
+    let path = dir.join(format!("{scope}-{:016x}.partial", rand::random::<u64>()));
+    let received = async {
+        tokio::fs::create_dir_all(&dir).await?;
+        let mut file = tokio::fs::File::create(&path).await?;
+        let mut remaining = len;
+        let mut chunk = vec![0u8; limits::SNAPSHOT_CHUNK_BYTES];
+        while remaining > 0 {
+            let want = remaining.min(chunk.len() as u64) as usize;
+            let n =
+                tokio::time::timeout(limits::SNAPSHOT_IDLE_TIMEOUT, recv.read(&mut chunk[..want]))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "snapshot transfer stalled",
+                        )
+                    })?
+                    .map_err(std::io::Error::other)?
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("snapshot ended {remaining} bytes early"),
+                        )
+                    })?;
+            file.write_all(&chunk[..n]).await?;
+            remaining -= n as u64;
+        }
+        file.sync_all().await?;
+        Ok::<(), std::io::Error>(())
+    }
+    .await;
+    let response = match received {
+        Err(e) => PeerResponse::Snapshot(Err(format!("receiving snapshot: {e}"))),
+        Ok(()) => {
+            let snapshot = openraft::Snapshot {
+                meta,
+                snapshot: SnapshotFile { path: path.clone() },
+            };
+            PeerResponse::Snapshot(
+                s.raft
+                    .install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        }
+    };
+    let _ = tokio::fs::remove_file(&path).await;
+    response
+}
+
+// ---- native clients ----
+
+async fn serve_client_stream(
+    node: &Node,
+    _principal: &Principal,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) -> Result<(), TransportError> {
+    let response: Response =
+        match expect_frame::<Request>(&mut recv, client_limits::REQUEST_BYTES_MAX).await {
+            Ok(request) => handle_client(node, request).await,
+            Err(e) => Err(ApiError::new(
+                ErrorCode::MarshallingError,
+                format!("unreadable request: {e}"),
+            )),
+        };
+    match write_frame(&mut send, &response, CLIENT_FRAME_BYTES_MAX).await {
+        Err(TransportError::FrameTooLarge { len, cap }) => {
+            let too_large: Response = Err(ApiError::new(
+                ErrorCode::MarshallingError,
+                format!("the reply of {len} bytes exceeds the {cap}-byte limit of one frame"),
+            ));
+            write_frame(&mut send, &too_large, CLIENT_FRAME_BYTES_MAX).await?;
+        }
+        other => other?,
+    }
+    send.finish()
+        .map_err(|_| TransportError::Closed("client stream closed early".into()))
+}
+
+fn starting(node: &Node) -> ApiError {
+    ApiError::new(
+        ErrorCode::ConnectionLoss,
+        format!("node {} is still starting; retry", node.id()),
+    )
+}
+
+pub async fn handle_client(node: &Node, request: Request) -> Response {
+    let root = node.root().ok_or_else(|| starting(node))?;
+    match request {
+        Request::Write(op) => {
+            let result = write(node, root, Txn::Single(op)).await?;
+            match result.outcome {
+                Outcome::Single(r) => r.map(Reply::Write),
+                Outcome::Multi(_) => Err(ApiError::new(
+                    ErrorCode::SystemError,
+                    "a single op produced a multi result",
+                )),
+            }
+        }
+        Request::Multi(ops) => {
+            if ops.len() > client_limits::MULTI_OPS_MAX {
+                return Err(ApiError::new(
+                    ErrorCode::BadArguments,
+                    format!(
+                        "a multi of {} ops exceeds the limit of {}",
+                        ops.len(),
+                        client_limits::MULTI_OPS_MAX
+                    ),
+                ));
+            }
+            let result = write(node, root, Txn::Multi(ops)).await?;
+            match result.outcome {
+                Outcome::Multi(slots) => Ok(Reply::Multi(slots)),
+                Outcome::Single(_) => Err(ApiError::new(
+                    ErrorCode::SystemError,
+                    "a multi produced a single result",
+                )),
+            }
+        }
+        Request::GetData { path } => {
+            linearize(node, root).await?;
+            let (data, stat) = root.view().read().tree.get_data(&path)?;
+            Ok(Reply::Data { data, stat })
+        }
+        Request::Exists { path } => {
+            linearize(node, root).await?;
+            Ok(Reply::Exists(root.view().read().tree.exists(&path)?))
+        }
+        Request::GetChildren { path } => {
+            linearize(node, root).await?;
+            let (children, stat) = root.view().read().tree.get_children(&path)?;
+            Ok(Reply::Children { children, stat })
+        }
+        Request::Sync { path } => {
+            crate::tree::checked_path(&path)?;
+            linearize(node, root).await?;
+            Ok(Reply::Synced)
+        }
+    }
+}
+
+fn connection_loss(why: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::ConnectionLoss, why.to_string())
+}
+
+/// Commits a transaction through the scope's leader, wherever it is. Retries only where the
+/// write surely did not happen (no leader yet, leader moved before taking it, peer unreachable
+/// before the request was sent); an unknown outcome is reported as `ConnectionLoss`.
+async fn write(node: &Node, scope: &Scope, txn: Txn) -> Result<CommandResult, ApiError> {
+    let deadline = Instant::now() + limits::WRITE_TIMEOUT;
+    loop {
+        let attempt = match scope.leader() {
+            Some((leader, _)) if leader == node.id() => scope.propose(txn.clone(), 0).await,
+            Some((leader, addr)) => forward_write(node, scope, leader, &addr, &txn).await,
+            None => Err(Refusal::NotLeader { leader: None }),
+        };
+        match attempt {
+            Ok(result) => return Ok(result),
+            Err(Refusal::Throttled) => {
+                return Err(ApiError::new(
+                    ErrorCode::Throttled,
+                    "too many writes in flight; retry with backoff",
+                ));
+            }
+            Err(Refusal::Unknown(why)) => return Err(connection_loss(why)),
+            Err(Refusal::NotLeader { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(Refusal::NotLeader { .. }) => {
+                return Err(connection_loss(format!(
+                    "scope {} has no leader; retry later",
+                    scope.id
+                )));
+            }
+        }
+    }
+}
+
+async fn forward_write(
+    node: &Node,
+    scope: &Scope,
+    leader: u64,
+    addr: &str,
+    txn: &Txn,
+) -> Result<CommandResult, Refusal> {
+    let request = PeerRequest::Write {
+        scope: scope.id,
+        txn: txn.clone(),
+        zxid_floor: 0,
+    };
+    match node.0.peers.call(leader, addr, &request).await {
+        Ok(PeerResponse::Write(result)) => result,
+        Ok(other) => Err(Refusal::Unknown(format!(
+            "node {leader} answered a write with {other:?}"
+        ))),
+        // Never reached the leader: safe to try again once the leadership settles.
+        Err(e @ (TransportError::Connect { .. } | TransportError::Unreachable { .. })) => {
+            tracing::debug!("forwarding to node {leader}: {e}");
+            Err(Refusal::NotLeader { leader: None })
+        }
+        Err(e) => Err(Refusal::Unknown(format!(
+            "forwarding to node {leader}: {e}"
+        ))),
+    }
+}
+
+/// Makes this node's view of the scope at least as new as any write acknowledged before the
+/// call: the leader confirms its leadership with a quorum and names an index; we wait for it.
+async fn linearize(node: &Node, scope: &Scope) -> Result<(), ApiError> {
+    let deadline = Instant::now() + limits::WRITE_TIMEOUT;
+    loop {
+        let attempt = match scope.leader() {
+            Some((leader, _)) if leader == node.id() => scope.read_index().await,
+            Some((leader, addr)) => match node
+                .0
+                .peers
+                .call(leader, &addr, &PeerRequest::ReadIndex { scope: scope.id })
+                .await
+            {
+                Ok(PeerResponse::ReadIndex(r)) => r,
+                Ok(other) => Err(Refusal::Unknown(format!(
+                    "node {leader} answered a read index with {other:?}"
+                ))),
+                Err(e) => {
+                    tracing::debug!("read index from node {leader}: {e}");
+                    Err(Refusal::NotLeader { leader: None })
+                }
+            },
+            None => Err(Refusal::NotLeader { leader: None }),
+        };
+        match attempt {
+            Ok(index) => {
+                let left = deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(100));
+                return scope
+                    .wait_applied(index, left)
+                    .await
+                    .map_err(|r| connection_loss(format!("{r:?}")));
+            }
+            Err(Refusal::NotLeader { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(r) => {
+                return Err(connection_loss(format!(
+                    "no linearizable read possible: {r:?}"
+                )));
+            }
+        }
+    }
+}
