@@ -319,6 +319,16 @@ impl Client {
     }
 }
 
+impl Client {
+    /// What the node this client is connected to knows of itself and its raft group.
+    pub async fn node_info(&self) -> Result<crate::proto::NodeInfo, Error> {
+        match self.request(&Request::NodeInfo).await? {
+            Reply::NodeInfo(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+}
+
 fn check_op(op: &Op) -> Result<(), Error> {
     let sequential = matches!(op, Op::Create { mode, .. } if mode.is_sequential());
     path::validate(op.path(), sequential)?;

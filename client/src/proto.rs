@@ -210,6 +210,8 @@ pub enum Request {
     Sync {
         path: String,
     },
+    /// What the connected node knows of itself and its root scope's raft group.
+    NodeInfo,
 }
 
 impl Request {
@@ -234,6 +236,23 @@ pub enum Reply {
         stat: Stat,
     },
     Synced,
+    NodeInfo(NodeInfo),
+}
+
+/// The connected node's view of its root scope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: u64,
+    pub leader: Option<u64>,
+    pub term: u64,
+    pub voters: Vec<u64>,
+    /// Highest log index applied to this node's tree.
+    pub applied_index: u64,
+    /// Highest log index this node knows to be committed.
+    pub committed_index: u64,
+    /// Log index of this node's newest snapshot.
+    pub snapshot_index: u64,
+    pub znodes: u64,
 }
 
 /// One response frame on the native protocol.

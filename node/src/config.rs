@@ -21,6 +21,27 @@ pub struct NodeConfig {
     /// Every member of the cluster, this node included.
     #[serde(default)]
     pub peers: Vec<PeerAddress>,
+    #[serde(default)]
+    pub raft: RaftTuning,
+}
+
+/// Log compaction thresholds; the defaults suit production, tests lower them.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RaftTuning {
+    /// Log entries since the last snapshot that trigger a new one.
+    pub snapshot_every_entries: u64,
+    /// Log entries kept behind a snapshot for followers that lag a little.
+    pub log_kept_behind_snapshot: u64,
+}
+
+impl Default for RaftTuning {
+    fn default() -> Self {
+        RaftTuning {
+            snapshot_every_entries: crate::limits::SNAPSHOT_EVERY_ENTRIES,
+            log_kept_behind_snapshot: crate::limits::LOG_KEPT_BEHIND_SNAPSHOT,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -77,6 +98,9 @@ impl NodeConfig {
         ids.sort_unstable();
         if ids.windows(2).any(|w| w[0] == w[1]) {
             bail!("peers list the same id twice");
+        }
+        if self.raft.log_kept_behind_snapshot >= self.raft.snapshot_every_entries {
+            bail!("raft.log_kept_behind_snapshot must be below raft.snapshot_every_entries");
         }
         if !self.peers.is_empty() && !ids.contains(&self.id) {
             bail!("peers must include this node (id {})", self.id);

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use openraft::BasicNode;
+use openraft::async_runtime::WatchReceiver;
 use scopekeeper_transport::{Alpn, Credentials, Endpoint, EndpointKeys, Pool};
 use tokio::sync::OnceCell;
 
@@ -107,6 +108,7 @@ impl Node {
             store,
             node.0.peers.clone(),
             &config.cluster,
+            &config.raft,
         )
         .await?;
         if fresh && mode == StartMode::Bootstrap {
@@ -174,6 +176,19 @@ impl Node {
             }
         }
         Ok(())
+    }
+
+    /// Whether `id` may speak the peer protocol to us: a configured peer or a member of the
+    /// root scope (voter or learner).
+    pub fn knows_peer(&self, id: u64) -> bool {
+        if self.0.config.peers.iter().any(|p| p.id == id) {
+            return true;
+        }
+        self.root().is_some_and(|root| {
+            let metrics = root.raft.metrics();
+            let m = metrics.borrow_watched();
+            m.membership_config.membership().get_node(&id).is_some()
+        })
     }
 
     pub fn id(&self) -> u64 {

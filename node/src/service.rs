@@ -47,9 +47,12 @@ async fn serve_connection(node: Node, conn: Connection) {
         let principal = conn.principal.clone();
         let alpn = conn.alpn;
         tokio::spawn(async move {
-            let result = match alpn {
-                Alpn::Peer => serve_peer_stream(&node, send, recv).await,
-                Alpn::Client => serve_client_stream(&node, &principal, send, recv).await,
+            let result = match (alpn, &principal) {
+                (Alpn::Peer, Principal::Node { id }) if !node.knows_peer(*id) => {
+                    refuse_unknown_peer(*id, send).await
+                }
+                (Alpn::Peer, _) => serve_peer_stream(&node, send, recv).await,
+                (Alpn::Client, _) => serve_client_stream(&node, &principal, send, recv).await,
             };
             if let Err(e) = result {
                 tracing::debug!(?principal, "stream failed: {e}");
@@ -59,6 +62,14 @@ async fn serve_connection(node: Node, conn: Connection) {
 }
 
 // ---- peers ----
+
+async fn refuse_unknown_peer(id: u64, mut send: SendStream) -> Result<(), TransportError> {
+    let why = format!("node {id} is neither a configured peer nor a member of this cluster");
+    tracing::warn!("refused a peer request: {why}");
+    write_frame(&mut send, &PeerResponse::Invalid(why), PEER_FRAME_BYTES_MAX).await?;
+    send.finish()
+        .map_err(|_| TransportError::Closed("peer stream closed early".into()))
+}
 
 async fn serve_peer_stream(
     node: &Node,
@@ -319,11 +330,27 @@ pub async fn handle_client(node: &Node, request: Request) -> Response {
             let (children, stat) = root.view().read().tree.get_children(&path)?;
             Ok(Reply::Children { children, stat })
         }
+        Request::NodeInfo => Ok(Reply::NodeInfo(node_info(node, root))),
         Request::Sync { path } => {
             crate::tree::checked_path(&path)?;
             linearize(node, root).await?;
             Ok(Reply::Synced)
         }
+    }
+}
+
+fn node_info(node: &Node, root: &Scope) -> scopekeeper_client::proto::NodeInfo {
+    let metrics = root.raft.metrics();
+    let m = metrics.borrow_watched();
+    scopekeeper_client::proto::NodeInfo {
+        id: node.id(),
+        leader: m.current_leader,
+        term: m.current_term,
+        voters: root.voters(),
+        applied_index: m.last_applied.map_or(0, |l| l.index()),
+        committed_index: m.local_committed.map_or(0, |l| l.index()),
+        snapshot_index: m.snapshot.map_or(0, |l| l.index()),
+        znodes: root.view().read().tree.len() as u64,
     }
 }
 

@@ -1,1 +1,299 @@
+//! A harness that runs real `scopekeeper serve` processes on loopback, each with its own data
+//! directory and certificate, and kills them with SIGKILL when asked.
 
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use scopekeeper_client::proto::NodeInfo;
+use scopekeeper_client::{Client, ClientConfig};
+use scopekeeper_transport::{CertFiles, certs};
+
+pub const CLUSTER: &str = "itest";
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Cluster tests run one at a time: three node processes each already share two cores.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The `scopekeeper` binary next to the test executable (`scripts/test` builds it first).
+pub fn binary() -> PathBuf {
+    if let Some(p) = std::env::var_os("SCOPEKEEPER_BIN") {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    dir.join("scopekeeper")
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free UDP port")
+}
+
+/// How a node process is started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Existing,
+    Bootstrap,
+    Join,
+}
+
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub ports: Vec<u16>,
+    children: Vec<Option<Child>>,
+    /// Extra TOML appended to every node's config (e.g. raft tuning).
+    pub extra_config: String,
+}
+
+impl Cluster {
+    /// Starts `n` nodes: node 1 bootstraps, the others join.
+    pub fn start(n: usize) -> anyhow::Result<Cluster> {
+        Self::start_with(n, "")
+    }
+
+    pub fn start_with(n: usize, extra_config: &str) -> anyhow::Result<Cluster> {
+        let dir = tempfile::Builder::new().prefix("sk-cluster-").tempdir()?;
+        let certs_dir = dir.path().join("certs");
+        let ca = certs::generate_ca(CLUSTER)?;
+        CertFiles::in_dir(&certs_dir, "ca").write(&ca)?;
+        for id in 1..=n as u64 {
+            CertFiles::in_dir(&certs_dir, &format!("node-{id}"))
+                .write(&certs::issue_node(&ca, id, CLUSTER)?)?;
+        }
+        CertFiles::in_dir(&certs_dir, "client-test").write(&certs::issue_client(
+            &ca,
+            "test",
+            &[],
+        )?)?;
+        let ports: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
+        let mut cluster = Cluster {
+            dir,
+            ports,
+            children: (0..n).map(|_| None).collect(),
+            extra_config: extra_config.to_string(),
+        };
+        for id in 1..=n as u64 {
+            cluster.write_config(id)?;
+        }
+        for id in 1..=n as u64 {
+            cluster.spawn(id, if id == 1 { Mode::Bootstrap } else { Mode::Join })?;
+        }
+        Ok(cluster)
+    }
+
+    fn node_dir(&self, id: u64) -> PathBuf {
+        self.dir.path().join(format!("node-{id}"))
+    }
+
+    pub fn data_dir(&self, id: u64) -> PathBuf {
+        self.node_dir(id).join("data")
+    }
+
+    pub fn log_file(&self, id: u64) -> PathBuf {
+        self.node_dir(id).join("node.log")
+    }
+
+    fn config_file(&self, id: u64) -> PathBuf {
+        self.node_dir(id).join("node.toml")
+    }
+
+    fn write_config(&self, id: u64) -> anyhow::Result<()> {
+        let certs = self.dir.path().join("certs");
+        let mut peers = String::new();
+        for (i, port) in self.ports.iter().enumerate() {
+            peers.push_str(&format!(
+                "[[peers]]\nid = {}\naddr = \"127.0.0.1:{port}\"\n\n",
+                i + 1
+            ));
+        }
+        let text = format!(
+            "id = {id}\ncluster = \"{CLUSTER}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = {:?}\n\n\
+             [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n{peers}{}\n",
+            self.ports[id as usize - 1],
+            self.data_dir(id),
+            certs.join("ca.pem"),
+            certs.join(format!("node-{id}.pem")),
+            certs.join(format!("node-{id}.key")),
+            self.extra_config
+        );
+        std::fs::create_dir_all(self.node_dir(id))?;
+        std::fs::write(self.config_file(id), text)?;
+        Ok(())
+    }
+
+    /// Runs `scopekeeper serve` for node `id` and waits for its outcome: running, or exited.
+    pub fn spawn(&mut self, id: u64, mode: Mode) -> anyhow::Result<()> {
+        let child = self
+            .command(id, mode)?
+            .spawn()
+            .context("starting scopekeeper")?;
+        self.children[id as usize - 1] = Some(child);
+        Ok(())
+    }
+
+    fn command(&self, id: u64, mode: Mode) -> anyhow::Result<Command> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_file(id))?;
+        let mut cmd = Command::new(binary());
+        cmd.arg("serve").arg("--config").arg(self.config_file(id));
+        match mode {
+            Mode::Existing => {}
+            Mode::Bootstrap => {
+                cmd.arg("--bootstrap");
+            }
+            Mode::Join => {
+                cmd.arg("--join");
+            }
+        }
+        cmd.env("SCOPEKEEPER_LOG", "warn,scopekeeper=info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        Ok(cmd)
+    }
+
+    /// Starts node `id` and expects it to refuse: returns what it printed.
+    pub fn start_expecting_refusal(&self, id: u64, mode: Mode) -> anyhow::Result<String> {
+        let mut child = self
+            .command(id, mode)?
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = child.try_wait()? {
+                let out = child.wait_with_output()?;
+                if status.success() {
+                    bail!("node {id} exited successfully instead of refusing");
+                }
+                return Ok(String::from_utf8_lossy(&out.stderr).into_owned());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                bail!("node {id} kept running instead of refusing to start");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: no chance to flush or say goodbye.
+    pub fn kill9(&mut self, id: u64) {
+        if let Some(mut child) = self.children[id as usize - 1].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn is_running(&mut self, id: u64) -> bool {
+        match &mut self.children[id as usize - 1] {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    pub fn client_config(&self, ids: &[u64]) -> ClientConfig {
+        let certs = self.dir.path().join("certs");
+        ClientConfig {
+            cluster: CLUSTER.into(),
+            endpoints: ids
+                .iter()
+                .map(|id| format!("127.0.0.1:{}", self.ports[*id as usize - 1]))
+                .collect(),
+            ca: certs.join("ca.pem"),
+            cert: certs.join("client-test.pem"),
+            key: certs.join("client-test.key"),
+        }
+    }
+
+    /// A client of exactly one node.
+    pub async fn client_of(&self, id: u64) -> anyhow::Result<Client> {
+        Ok(Client::connect(self.client_config(&[id])).await?)
+    }
+
+    /// A client of every node, failing over between them.
+    pub async fn client(&self) -> anyhow::Result<Client> {
+        let ids: Vec<u64> = (1..=self.ports.len() as u64).collect();
+        Ok(Client::connect(self.client_config(&ids)).await?)
+    }
+
+    pub async fn info(&self, id: u64) -> anyhow::Result<NodeInfo> {
+        Ok(self.client_of(id).await?.node_info().await?)
+    }
+
+    /// Waits until some running node reports a leader among the given ones; returns its id.
+    pub async fn wait_for_leader(&self, among: &[u64], timeout: Duration) -> anyhow::Result<u64> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            for &id in among {
+                if let Ok(Ok(info)) =
+                    tokio::time::timeout(Duration::from_secs(2), self.info(id)).await
+                    && let Some(leader) = info.leader
+                    && among.contains(&leader)
+                {
+                    return Ok(leader);
+                }
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "no leader among {among:?} within {timeout:?}; logs in {}",
+                    self.dir.path().display()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until node `id` has applied at least `index`.
+    pub async fn wait_for_applied(
+        &self,
+        id: u64,
+        index: u64,
+        timeout: Duration,
+    ) -> anyhow::Result<NodeInfo> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), self.info(id)).await
+                && info.applied_index >= index
+            {
+                return Ok(info);
+            }
+            if Instant::now() > deadline {
+                bail!("node {id} did not apply index {index} within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for child in self.children.iter_mut().flatten() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // A failing test shows the end of every node's log.
+        if std::thread::panicking() {
+            for id in 1..=self.ports.len() as u64 {
+                let log = std::fs::read_to_string(self.log_file(id)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("---- node {id} log (last 30 lines) ----");
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}

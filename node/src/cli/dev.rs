@@ -59,6 +59,7 @@ fn node_config(dir: &Path, layout: &DevLayout, id: u64) -> NodeConfig {
                 addr: addr(i),
             })
             .collect(),
+        raft: Default::default(),
     }
 }
 

@@ -28,6 +28,7 @@ use self::log_store::ScopeLog;
 use self::network::ScopeNetwork;
 use self::state_machine::{ScopeStateMachine, ScopeView};
 use self::types::{Command, CommandResult, Raft};
+use crate::config::RaftTuning;
 use crate::limits;
 use crate::peer::{Peers, Refusal};
 use crate::storage::{ScopeId, Store};
@@ -41,7 +42,11 @@ pub struct Scope {
 }
 
 /// Raft timing and sizes, set explicitly rather than trusted to defaults.
-fn raft_config(cluster: &str, scope: ScopeId) -> anyhow::Result<Arc<openraft::Config>> {
+fn raft_config(
+    cluster: &str,
+    scope: ScopeId,
+    tuning: &RaftTuning,
+) -> anyhow::Result<Arc<openraft::Config>> {
     let config = openraft::Config {
         cluster_name: format!("{cluster}/scope-{scope}"),
         heartbeat_interval: 200,
@@ -50,8 +55,8 @@ fn raft_config(cluster: &str, scope: ScopeId) -> anyhow::Result<Arc<openraft::Co
         // Our snapshot transport has its own idle timeout; this only bounds openraft's wait.
         install_snapshot_timeout: 600_000,
         max_payload_entries: limits::APPEND_ENTRIES_MAX,
-        snapshot_policy: SnapshotPolicy::LogsSinceLast(limits::SNAPSHOT_EVERY_ENTRIES),
-        max_in_snapshot_log_to_keep: limits::LOG_KEPT_BEHIND_SNAPSHOT,
+        snapshot_policy: SnapshotPolicy::LogsSinceLast(tuning.snapshot_every_entries),
+        max_in_snapshot_log_to_keep: tuning.log_kept_behind_snapshot,
         purge_batch_size: 1024,
         enable_pre_vote: Some(true),
         ..Default::default()
@@ -76,13 +81,14 @@ impl Scope {
         store: Store,
         peers: Arc<Peers>,
         cluster: &str,
+        tuning: &RaftTuning,
     ) -> anyhow::Result<Scope> {
         let sm = ScopeStateMachine::open(store.clone(), id)
             .with_context(|| format!("loading scope {id} from {}", store.dir().display()))?;
         let view = sm.view();
         let log = ScopeLog::new(store, id);
         let network = ScopeNetwork { scope: id, peers };
-        let raft = Raft::new(node_id, raft_config(cluster, id)?, network, log, sm)
+        let raft = Raft::new(node_id, raft_config(cluster, id, tuning)?, network, log, sm)
             .await
             .with_context(|| format!("starting raft for scope {id}"))?;
         Ok(Scope {
