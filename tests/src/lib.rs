@@ -15,9 +15,13 @@ pub const CLUSTER: &str = "itest";
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Held for the length of one cluster test. Each test has its own runtime, so holding it
+/// across awaits blocks only other tests, which is the point.
+pub struct Serial(#[allow(dead_code)] std::sync::MutexGuard<'static, ()>);
+
 /// Cluster tests run one at a time: three node processes each already share two cores.
-pub fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+pub fn serial() -> Serial {
+    Serial(SERIAL.lock().unwrap_or_else(|e| e.into_inner()))
 }
 
 /// The `scopekeeper` binary next to the test executable (`scripts/test` builds it first).
