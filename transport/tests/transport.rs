@@ -290,8 +290,19 @@ fn restarted_peer_is_noticed_by_stateless_reset() {
     // The process "dies": its tasks stop without sending CONNECTION_CLOSE.
     first.shutdown_background();
     let second = tokio::runtime::Runtime::new().expect("runtime");
+    // The dead runtime releases its socket asynchronously; wait for the port to be free.
     let _server = second.block_on(async {
-        let server = server(&ca, 1, &keys, addr);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        let server = loop {
+            match Endpoint::bind(addr, &ca.node(1), &keys, CLUSTER, true) {
+                Ok(server) => break server,
+                Err(e) if std::time::Instant::now() < deadline => {
+                    let _ = e;
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Err(e) => panic!("rebinding {addr}: {e}"),
+            }
+        };
         std::mem::drop(serve(server.clone()));
         server
     });

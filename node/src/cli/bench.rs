@@ -26,6 +26,88 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// The system under test: `scopekeeper` (native API) or `zookeeper` (any ZooKeeper-protocol
+    /// server, through the Rust `zookeeper-client` crate), so both run the same workload code.
+    #[arg(long, default_value = "scopekeeper")]
+    pub target: String,
+    /// ZooKeeper connect string for `--target zookeeper`, e.g. `127.0.0.1:2181,127.0.0.1:2182`.
+    #[arg(long, default_value = "127.0.0.1:2181")]
+    pub zk_hosts: String,
+}
+
+/// One connection to the system under test.
+enum Conn {
+    Scopekeeper(Box<Client>),
+    ZooKeeper(zookeeper_client::Client),
+}
+
+#[derive(Clone)]
+enum TargetSpec {
+    Scopekeeper(ClientConfig),
+    ZooKeeper(String),
+}
+
+impl TargetSpec {
+    /// Connection number `i`, spread round-robin over the endpoints.
+    async fn connect(&self, i: usize) -> anyhow::Result<Conn> {
+        match self {
+            TargetSpec::Scopekeeper(config) => {
+                let mut config = config.clone();
+                let n = config.endpoints.len();
+                config.endpoints.rotate_left(i % n);
+                Ok(Conn::Scopekeeper(Box::new(Client::connect(config).await?)))
+            }
+            TargetSpec::ZooKeeper(hosts) => {
+                let mut hosts: Vec<&str> = hosts.split(',').collect();
+                let n = hosts.len();
+                hosts.rotate_left(i % n);
+                let client = zookeeper_client::Client::connector()
+                    .with_server_version(3, 8, 0)
+                    .connect(&hosts.join(","))
+                    .await
+                    .with_context(|| format!("connecting to ZooKeeper at {}", hosts.join(",")))?;
+                Ok(Conn::ZooKeeper(client))
+            }
+        }
+    }
+}
+
+impl Conn {
+    async fn create(&self, path: &str, data: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Conn::Scopekeeper(c) => c
+                .create(path, data, CreateMode::Persistent)
+                .await
+                .map(|_| ())
+                .map_err(Into::into),
+            Conn::ZooKeeper(c) => {
+                let options = zookeeper_client::CreateMode::Persistent
+                    .with_acls(zookeeper_client::Acls::anyone_all());
+                c.create(path, data, &options)
+                    .await
+                    .map(|_| ())
+                    .map_err(Into::into)
+            }
+        }
+    }
+
+    async fn set(&self, path: &str, data: &[u8]) -> anyhow::Result<()> {
+        match self {
+            Conn::Scopekeeper(c) => c.set(path, data, -1).await.map(|_| ()).map_err(Into::into),
+            Conn::ZooKeeper(c) => c
+                .set_data(path, data, None)
+                .await
+                .map(|_| ())
+                .map_err(Into::into),
+        }
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<()> {
+        match self {
+            Conn::Scopekeeper(c) => c.get(path).await.map(|_| ()).map_err(Into::into),
+            Conn::ZooKeeper(c) => c.get_data(path).await.map(|_| ()).map_err(Into::into),
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -110,9 +192,13 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
     if args.clients == 0 {
         bail!("--clients must be at least 1");
     }
-    let config = connect.resolve()?;
+    let target = match args.target.as_str() {
+        "scopekeeper" => TargetSpec::Scopekeeper(connect.resolve()?),
+        "zookeeper" => TargetSpec::ZooKeeper(args.zk_hosts.clone()),
+        other => bail!("unknown --target {other:?}: scopekeeper or zookeeper"),
+    };
     let report = bench(
-        &config,
+        &target,
         args.clients,
         Duration::from_secs(args.duration),
         args.value_size,
@@ -126,7 +212,8 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
     );
     if args.json {
         println!(
-            "{{\"clients\":{},\"mix\":{:?},\"value_size\":{},\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3}}}",
+            "{{\"target\":{:?},\"clients\":{},\"mix\":{:?},\"value_size\":{},\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3}}}",
+            args.target,
             args.clients,
             args.mix,
             args.value_size,
@@ -155,7 +242,7 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
 }
 
 async fn bench(
-    config: &ClientConfig,
+    target: &TargetSpec,
     clients: usize,
     duration: Duration,
     value_size: usize,
@@ -166,27 +253,25 @@ async fn bench(
         std::process::id(),
         Instant::now().elapsed().as_nanos() ^ u128::from(rand::random::<u64>())
     );
-    let setup = Client::connect(config.clone()).await?;
+    let setup = target.connect(0).await?;
     setup
-        .create(&run_id, b"", CreateMode::Persistent)
+        .create(&run_id, b"")
         .await
         .context("creating the bench root")?;
     let value = Arc::new(vec![b'x'; value_size]);
     let mut tasks = Vec::new();
     let start = Arc::new(tokio::sync::Barrier::new(clients));
     for c in 0..clients {
-        let mut config = config.clone();
-        let n = config.endpoints.len();
-        config.endpoints.rotate_left(c % n);
-        let (run_id, value, start) = (run_id.clone(), value.clone(), start.clone());
+        let (run_id, value, start, target) =
+            (run_id.clone(), value.clone(), start.clone(), target.clone());
         tasks.push(tokio::spawn(async move {
-            let client = Client::connect(config).await?;
+            let client = target.connect(c).await?;
             let keys: Vec<String> = (0..KEYS_PER_CLIENT)
                 .map(|k| format!("{run_id}/c{c}-k{k}"))
                 .collect();
             if mix.set + mix.get > 0 {
                 for k in &keys {
-                    client.create(k, &value, CreateMode::Persistent).await?;
+                    client.create(k, &value).await?;
                 }
             }
             start.wait().await;
@@ -201,16 +286,11 @@ async fn bench(
                     Op::Create => {
                         seq += 1;
                         client
-                            .create(
-                                &format!("{run_id}/c{c}-n{seq}"),
-                                &value,
-                                CreateMode::Persistent,
-                            )
+                            .create(&format!("{run_id}/c{c}-n{seq}"), &value)
                             .await
-                            .map(|_| ())
                     }
-                    Op::Set => client.set(key, &value, -1).await.map(|_| ()),
-                    Op::Get => client.get(key).await.map(|_| ()),
+                    Op::Set => client.set(key, &value).await,
+                    Op::Get => client.get(key).await,
                 };
                 latencies.push(began.elapsed().as_micros() as u64);
                 match result {
