@@ -224,7 +224,8 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
         );
     } else {
         println!(
-            "{} clients, mix {}, {}-byte values, {:.1} s",
+            "{}: {} clients, mix {}, {}-byte values, {:.1} s",
+            args.target,
             args.clients,
             args.mix,
             args.value_size,
