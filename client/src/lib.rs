@@ -11,6 +11,7 @@
 //! ```
 
 mod client;
+pub mod context;
 pub mod limits;
 pub mod path;
 pub mod proto;

@@ -8,9 +8,9 @@ use anyhow::{Context, bail};
 use scopekeeper_transport::{CertFiles, certs};
 use serde::{Deserialize, Serialize};
 
-use super::context::{ClusterContext, UserConfig};
 use crate::config::{NodeConfig, PeerAddress, TlsFiles};
 use crate::node::{Node, StartMode};
+use scopekeeper_client::context::{ClusterContext, UserConfig};
 
 const CLUSTER: &str = "dev";
 const NODES: u64 = 3;
