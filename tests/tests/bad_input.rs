@@ -127,3 +127,44 @@ async fn bad_requests_get_clear_errors_and_change_nothing() -> anyhow::Result<()
     assert_eq!(client.exists("/big").await?, None);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_with_an_unknown_id_cannot_speak_raft() -> anyhow::Result<()> {
+    use scopekeeper::peer::{PeerRequest, PeerResponse};
+    use scopekeeper_transport::certs;
+    use scopekeeper_transport::limits::PEER_FRAME_BYTES_MAX;
+
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster
+        .wait_for_leader(&[1, 2, 3], std::time::Duration::from_secs(30))
+        .await?;
+    // Issued by the real CA, so TLS accepts it; but node 9 is no member.
+    let certs_dir = cluster.dir.path().join("certs");
+    let ca = scopekeeper_transport::CertFiles::in_dir(&certs_dir, "ca").read()?;
+    let rogue = certs::issue_node(&ca, 9, CLUSTER)?;
+    let creds = Credentials::from_pem(&rogue.cert_pem, &rogue.key_pem, &ca.cert_pem)?;
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse()?,
+        &creds,
+        &EndpointKeys::generate(),
+        CLUSTER,
+        false,
+    )?;
+    let addr = format!("127.0.0.1:{}", cluster.ports[0]).parse()?;
+    let conn = endpoint.connect(addr, "node-1.itest", Alpn::Peer).await?;
+    let answer: PeerResponse = conn
+        .call(&PeerRequest::Status { from: 9 }, PEER_FRAME_BYTES_MAX)
+        .await?;
+    match answer {
+        PeerResponse::Invalid(why) => assert!(why.contains("node 9"), "{why}"),
+        other => panic!("an unknown node was answered: {other:?}"),
+    }
+    // The cluster is undisturbed.
+    cluster
+        .client()
+        .await?
+        .create("/still-fine", b"", CreateMode::Persistent)
+        .await?;
+    Ok(())
+}
