@@ -32,6 +32,13 @@ pub enum StartMode {
     Join,
 }
 
+/// Whether a fresh node asks its peers before joining or bootstrapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PeerProbe {
+    Ask,
+    Skip,
+}
+
 pub struct NodeInner {
     pub config: NodeConfig,
     pub endpoint: Endpoint,
@@ -46,6 +53,16 @@ pub struct Node(pub Arc<NodeInner>);
 
 impl Node {
     pub async fn start(config: NodeConfig, mode: StartMode) -> anyhow::Result<Node> {
+        Self::start_checked(config, mode, PeerProbe::Ask).await
+    }
+
+    /// As [`Node::start`]; `PeerProbe::Skip` is for an orchestrator that has just created every
+    /// member's directory itself (`scopekeeper dev`), where there is nobody to ask yet.
+    pub async fn start_checked(
+        config: NodeConfig,
+        mode: StartMode,
+        probe: PeerProbe,
+    ) -> anyhow::Result<Node> {
         config.validate()?;
         let data_dir = config.data_dir.clone();
         std::fs::create_dir_all(&data_dir)
@@ -99,7 +116,7 @@ impl Node {
         }));
         tokio::spawn(crate::service::accept_loop(node.clone()));
 
-        if fresh {
+        if fresh && probe == PeerProbe::Ask {
             node.check_fresh_start(mode).await?;
         }
         let root = Scope::open(
@@ -140,26 +157,36 @@ impl Node {
         Ok(node)
     }
 
-    /// Asks every peer what it knows before an empty directory becomes a member.
+    /// Asks every peer, concurrently, what it knows before an empty directory becomes a member.
     async fn check_fresh_start(&self, mode: StartMode) -> anyhow::Result<()> {
         let config = &self.0.config;
-        for peer in config.peers.iter().filter(|p| p.id != config.id) {
-            let request = PeerRequest::Status { from: config.id };
-            let answer = tokio::time::timeout(
-                Duration::from_secs(3),
-                self.0.peers.call(peer.id, &peer.addr, &request),
-            )
-            .await;
-            let status: NodeStatus = match answer {
-                Ok(Ok(PeerResponse::Status(s))) => s,
-                // An unreachable peer cannot vouch either way; the check is best effort.
-                _ => continue,
-            };
+        let asks = config
+            .peers
+            .iter()
+            .filter(|p| p.id != config.id)
+            .map(|peer| async move {
+                let request = PeerRequest::Status { from: config.id };
+                let answer = tokio::time::timeout(
+                    Duration::from_secs(3),
+                    self.0.peers.call(peer.id, &peer.addr, &request),
+                )
+                .await;
+                match answer {
+                    Ok(Ok(PeerResponse::Status(s))) => Some((peer.id, s)),
+                    // An unreachable peer cannot vouch either way; the check is best effort.
+                    _ => None,
+                }
+            });
+        let answers: Vec<(u64, NodeStatus)> = futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        for (peer, status) in answers {
             if mode == StartMode::Bootstrap && status.initialized {
                 bail!(
-                    "node {} already belongs to cluster {:?} (voters {:?}); refusing to bootstrap a second \
+                    "node {peer} already belongs to cluster {:?} (voters {:?}); refusing to bootstrap a second \
                      cluster. To replace this node's lost data, remove node {} and join with a new id",
-                    peer.id,
                     status.cluster,
                     status.voters,
                     config.id
@@ -167,9 +194,9 @@ impl Node {
             }
             if let Some(acked) = status.acked_by_asker.filter(|&i| i > 0) {
                 bail!(
-                    "the leader, node {}, has replicated the log up to index {acked} to node {}, but this data \
-                     directory is empty: its log is gone. Remove node {} from the cluster and join with a new id",
-                    peer.id,
+                    "the leader, node {peer}, has replicated the log up to index {acked} to node {}, but this \
+                     data directory is empty: its log is gone. Remove node {} from the cluster and join with a \
+                     new id",
                     config.id,
                     config.id
                 );

@@ -9,7 +9,7 @@ use scopekeeper_transport::{CertFiles, certs};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{NodeConfig, PeerAddress, TlsFiles};
-use crate::node::{Node, StartMode};
+use crate::node::{Node, PeerProbe, StartMode};
 use scopekeeper_client::context::{ClusterContext, UserConfig};
 
 const CLUSTER: &str = "dev";
@@ -115,15 +115,18 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
         layout
     };
 
-    let starts = (1..=NODES).map(|id| {
+    // Joiners first, so that their endpoints are up when node 1 bootstraps and campaigns.
+    let start = |id: u64| {
         let mode = match (fresh, id) {
             (false, _) => StartMode::Existing,
             (true, 1) => StartMode::Bootstrap,
             (true, _) => StartMode::Join,
         };
-        Node::start(node_config(&dir, &layout, id), mode)
-    });
-    let nodes: Vec<Node> = futures::future::try_join_all(starts).await?;
+        // dev made every directory itself just now: there is nobody to ask.
+        Node::start_checked(node_config(&dir, &layout, id), mode, PeerProbe::Skip)
+    };
+    let mut nodes: Vec<Node> = futures::future::try_join_all((2..=NODES).map(start)).await?;
+    nodes.insert(0, start(1).await?);
     wait_for_leader(&nodes).await?;
 
     let certs_dir = dir.join("certs");
