@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 
 use anyhow::Context;
@@ -29,6 +30,8 @@ pub struct Store {
     /// State machine metadata: scope ++ name (applied position, membership, last zxid).
     pub sm_meta: Keyspace,
     syncer: mpsc::Sender<SyncWaiter>,
+    /// Journal fsyncs done by the syncer, to show that appends share them.
+    syncs: Arc<AtomicU64>,
     dir: Arc<PathBuf>,
 }
 
@@ -53,7 +56,8 @@ impl Store {
             open("tree")?,
             open("sm_meta")?,
         );
-        let syncer = spawn_syncer(db.clone());
+        let syncs = Arc::new(AtomicU64::new(0));
+        let syncer = spawn_syncer(db.clone(), syncs.clone());
         Ok(Store {
             db,
             log,
@@ -61,8 +65,14 @@ impl Store {
             tree,
             sm_meta,
             syncer,
+            syncs,
             dir: Arc::new(dir.to_path_buf()),
         })
+    }
+
+    /// How many group fsyncs the syncer has done.
+    pub fn syncs(&self) -> u64 {
+        self.syncs.load(Ordering::Relaxed)
     }
 
     pub fn dir(&self) -> &Path {
@@ -86,7 +96,7 @@ impl Store {
 
 /// The group-commit thread: waits for one request, takes every other request already queued,
 /// syncs once, and answers them all.
-fn spawn_syncer(db: Database) -> mpsc::Sender<SyncWaiter> {
+fn spawn_syncer(db: Database, syncs: Arc<AtomicU64>) -> mpsc::Sender<SyncWaiter> {
     let (tx, rx) = mpsc::channel::<SyncWaiter>();
     std::thread::Builder::new()
         .name("fjall-syncer".into())
@@ -95,6 +105,7 @@ fn spawn_syncer(db: Database) -> mpsc::Sender<SyncWaiter> {
                 let mut waiters = vec![first];
                 waiters.extend(rx.try_iter());
                 let result = db.persist(PersistMode::SyncAll);
+                syncs.fetch_add(1, Ordering::Relaxed);
                 for w in waiters {
                     w(result
                         .as_ref()
@@ -157,4 +168,44 @@ pub fn decode<T: serde::de::DeserializeOwned>(what: &str, value: &[u8]) -> std::
 
 pub fn io_err(what: &str, e: fjall::Error) -> std::io::Error {
     std::io::Error::other(format!("{what}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concurrent_sync_requests_share_fsyncs() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let (tx, rx) = mpsc::channel();
+        let requests = 200;
+        for i in 0..requests {
+            store
+                .log
+                .insert(key(1, &u64::to_be_bytes(i)), b"entry")
+                .expect("insert");
+            let tx = tx.clone();
+            store.sync_then(Box::new(move |r| tx.send(r.is_ok()).expect("send")));
+        }
+        for _ in 0..requests {
+            assert!(rx.recv().expect("every waiter is answered"), "fsync failed");
+        }
+        let syncs = store.syncs();
+        assert!(syncs >= 1);
+        assert!(
+            syncs < requests / 2,
+            "{syncs} fsyncs for {requests} queued requests"
+        );
+    }
+
+    #[test]
+    fn sealed_values_detect_corruption() {
+        let mut sealed = seal(b"znode");
+        assert_eq!(unseal("test", &sealed).expect("intact"), b"znode");
+        sealed[5] ^= 1;
+        let err = unseal("test", &sealed).expect_err("flipped bit");
+        assert!(err.to_string().contains("checksum mismatch"), "{err}");
+        assert!(unseal("test", &[1, 2]).is_err());
+    }
 }

@@ -313,3 +313,73 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use futures::stream;
+    use openraft::entry::RaftEntry;
+    use openraft::{RaftSnapshotBuilder, storage::RaftStateMachine};
+    use scopekeeper_client::proto::{CreateMode, Op};
+
+    use super::*;
+    use crate::scope::types::{Command, Entry};
+    use crate::tree::{Stamp, Txn};
+
+    fn create(index: u64, path: &str) -> Result<EntryResponder<TypeConfig>, io::Error> {
+        let command = Command {
+            stamp: Stamp {
+                zxid_hint: index as i64,
+                time_ms: 0,
+            },
+            txn: Txn::Single(Op::Create {
+                path: path.into(),
+                data: b"d".to_vec(),
+                mode: CreateMode::Persistent,
+            }),
+        };
+        Ok((
+            Entry::new_normal(
+                openraft::testing::log_id::<TypeConfig>(1, 1, index),
+                command,
+            ),
+            None,
+        ))
+    }
+
+    #[tokio::test]
+    async fn an_install_interrupted_after_the_file_is_finished_on_reopen() {
+        let leader_dir = tempfile::tempdir().expect("tempdir");
+        let leader_store = Store::open(leader_dir.path()).expect("store");
+        let mut leader = ScopeStateMachine::open(leader_store, 7).expect("sm");
+        let entries = vec![create(1, "/a"), create(2, "/a/b"), create(3, "/c")];
+        leader.apply(stream::iter(entries)).await.expect("apply");
+        let snapshot = leader.build_snapshot().await.expect("snapshot");
+
+        // The follower crashed after placing the file and before the fjall batch.
+        let follower_dir = tempfile::tempdir().expect("tempdir");
+        let follower_store = Store::open(follower_dir.path()).expect("store");
+        let target = follower_dir
+            .path()
+            .join("snapshots/7")
+            .join(snapshot::file_name(&snapshot.meta));
+        std::fs::create_dir_all(target.parent().expect("dir")).expect("mkdir");
+        std::fs::copy(&snapshot.snapshot.path, &target).expect("copy");
+        std::fs::write(target.with_extension("tmp"), b"half-written").expect("stale temporary");
+
+        let follower = ScopeStateMachine::open(follower_store.clone(), 7)
+            .expect("reopen finishes the install");
+        assert_eq!(follower.view().read().tree, leader.view().read().tree);
+        assert_eq!(
+            follower.view().read().last_applied,
+            snapshot.meta.last_log_id
+        );
+        assert!(
+            !target.with_extension("tmp").exists(),
+            "stale temporaries are removed"
+        );
+        // And the rows are in fjall: a second reopen needs no snapshot.
+        std::fs::remove_file(&target).expect("remove");
+        let again = ScopeStateMachine::open(follower_store, 7).expect("reopen");
+        assert_eq!(again.view().read().tree, leader.view().read().tree);
+    }
+}
