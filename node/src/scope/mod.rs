@@ -174,9 +174,11 @@ impl Scope {
         }
     }
 
-    /// On the leader: confirms leadership with a quorum and returns the index a read must see.
+    /// On the leader: returns the index a linearizable read must see. Uses openraft's leader
+    /// lease (no quorum round while a quorum acknowledged within the lease; followers refuse to
+    /// vote during it), which assumes clocks advance at about the same rate everywhere.
     pub async fn read_index(&self) -> Result<u64, Refusal> {
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+        match self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await {
             Ok(read) => Ok(read.index()),
             Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(
                 f,
