@@ -135,6 +135,9 @@ pub enum ErrorCode {
     NotReadOnly,
     QuotaExceeded,
     Throttled,
+    /// The scope's policy refused the mutation; the message names the policy, its code and why.
+    /// Not one of ZooKeeper's: ZooKeeper clients see `NoAuth`.
+    PolicyDenied,
 }
 
 impl ErrorCode {
@@ -165,6 +168,7 @@ impl ErrorCode {
             ErrorCode::NotReadOnly => -119,
             ErrorCode::QuotaExceeded => -125,
             ErrorCode::Throttled => -127,
+            ErrorCode::PolicyDenied => -102,
         }
     }
 }
@@ -212,11 +216,30 @@ pub enum Request {
     },
     /// What the connected node knows of itself and its root scope's raft group.
     NodeInfo,
+    /// Replaces the policy of the scope rooted at `scope`. Requires the `admin` role.
+    SetPolicy {
+        scope: String,
+        #[serde(with = "serde_bytes")]
+        component: Vec<u8>,
+        params: String,
+        mode: PolicyMode,
+    },
+    /// The active policy of the scope rooted at `scope`.
+    GetPolicy {
+        scope: String,
+    },
+    /// Every policy change of the scope, oldest first.
+    PolicyHistory {
+        scope: String,
+    },
 }
 
 impl Request {
     pub fn is_write(&self) -> bool {
-        matches!(self, Request::Write(_) | Request::Multi(_))
+        matches!(
+            self,
+            Request::Write(_) | Request::Multi(_) | Request::SetPolicy { .. }
+        )
     }
 }
 
@@ -237,6 +260,32 @@ pub enum Reply {
     },
     Synced,
     NodeInfo(NodeInfo),
+    Policy(Option<PolicyInfo>),
+    PolicyHistory(Vec<PolicyInfo>),
+}
+
+/// Whether a scope's policy denies or only reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PolicyMode {
+    Enforce,
+    /// Evaluate and log every denial, but admit: to try a policy on live traffic.
+    Audit,
+}
+
+/// A policy as deployed on a scope.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// sha256 of the component, hex.
+    pub hash: String,
+    pub params: String,
+    pub mode: PolicyMode,
+    /// Log index of the SetPolicy entry: entries after it are judged by this policy.
+    pub log_index: u64,
+    /// Who deployed it.
+    pub set_by: String,
+    /// Leader-stamped time of the deployment, ms since the epoch.
+    pub time_ms: i64,
+    pub component_bytes: u64,
 }
 
 /// The connected node's view of its root scope.

@@ -7,6 +7,7 @@ pub mod identity_file;
 pub mod limits;
 pub mod node;
 pub mod peer;
+pub mod policy;
 pub mod scope;
 pub mod service;
 pub mod storage;

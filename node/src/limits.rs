@@ -35,3 +35,35 @@ const _: () = assert!(
 );
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < PEER_FRAME_BYTES_MAX);
 const _: () = assert!(LOG_KEPT_BEHIND_SNAPSHOT < SNAPSHOT_EVERY_ENTRIES);
+
+/// Largest policy component. Small enough that a SetPolicy entry fits one client request.
+pub const POLICY_BYTES_MAX: usize = 960 * 1024;
+
+/// Largest parameter document a policy is deployed with.
+pub const POLICY_PARAMS_BYTES_MAX: usize = 32 * 1024;
+
+/// Fuel for one log entry: every admit of its operations shares it. Out of fuel denies.
+pub const POLICY_FUEL_PER_ENTRY: u64 = 20_000_000;
+
+/// Fuel for `validate-params` before a policy is committed.
+pub const POLICY_FUEL_VALIDATE: u64 = 20_000_000;
+
+/// Linear memory a policy instance may grow to; beyond it allocation fails inside the guest.
+pub const POLICY_MEMORY_BYTES_MAX: usize = 32 * 1024 * 1024;
+
+/// Wasm stack a policy may use.
+pub const POLICY_STACK_BYTES_MAX: usize = 512 * 1024;
+
+/// Instances alive at once in a node's pool (one per entry being applied, per scope).
+pub const POLICY_INSTANCES_MAX: u32 = 256;
+
+/// Compiling a component that takes longer than this is refused before commit.
+pub const POLICY_COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Policy changes remembered per scope for `policy history`.
+pub const POLICY_HISTORY_MAX: usize = 64;
+
+const _: () = assert!(
+    POLICY_BYTES_MAX + POLICY_PARAMS_BYTES_MAX + 4096 <= REQUEST_BYTES_MAX,
+    "a SetPolicy request must fit one client frame"
+);

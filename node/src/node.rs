@@ -17,6 +17,7 @@ use tokio::sync::OnceCell;
 use crate::config::NodeConfig;
 use crate::identity_file::{self, Membership};
 use crate::peer::{NodeStatus, PeerRequest, PeerResponse, Peers};
+use crate::policy::engine::PolicyEngine;
 use crate::scope::Scope;
 use crate::scope::log_store::ScopeLog;
 use crate::storage::{ROOT_SCOPE, Store};
@@ -46,6 +47,8 @@ pub struct NodeInner {
     pub store: Store,
     /// The root scope, once open. Peers may reach the node before it is.
     pub root: OnceCell<Scope>,
+    /// One deterministic policy engine and component cache for every scope on the node.
+    pub policy_engine: PolicyEngine,
 }
 
 #[derive(Clone)]
@@ -113,6 +116,7 @@ impl Node {
             peers,
             store: store.clone(),
             root: OnceCell::new(),
+            policy_engine: PolicyEngine::new()?,
         }));
         tokio::spawn(crate::service::accept_loop(node.clone()));
 
@@ -126,6 +130,7 @@ impl Node {
             node.0.peers.clone(),
             &config.cluster,
             &config.raft,
+            node.0.policy_engine.clone(),
         )
         .await?;
         if fresh && mode == StartMode::Bootstrap {

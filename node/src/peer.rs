@@ -13,9 +13,11 @@ use scopekeeper_transport::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::scope::types::{CommandResult, SnapshotMeta, TypeConfig, Vote};
+use scopekeeper_client::ApiError;
+
+use crate::policy::admission::Principal;
+use crate::scope::types::{Body, CommandResult, SnapshotMeta, TypeConfig, Vote};
 use crate::storage::ScopeId;
-use crate::tree::Txn;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
@@ -42,10 +44,12 @@ pub enum PeerRequest {
         meta: SnapshotMeta,
         len: u64,
     },
-    /// A client write forwarded to the node believed to lead the scope.
-    Write {
+    /// A client's command forwarded to the node believed to lead the scope, with the client's
+    /// identity as the forwarding node established it.
+    Propose {
         scope: ScopeId,
-        txn: Txn,
+        body: Body,
+        principal: Principal,
         zxid_floor: i64,
     },
     /// Asks the leader for a log index that a linearizable read must wait for.
@@ -76,6 +80,8 @@ pub enum Refusal {
     Throttled,
     /// The outcome is unknown (timeout, leader change after the entry was appended, shutdown).
     Unknown(String),
+    /// Refused before it could be committed; nothing happened.
+    Rejected(ApiError),
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -18,7 +18,7 @@ use crate::node::Node;
 use crate::peer::{NodeStatus, PeerRequest, PeerResponse, Refusal};
 use crate::scope::Scope;
 use crate::scope::snapshot::SnapshotFile;
-use crate::scope::types::CommandResult;
+use crate::scope::types::{Body, CommandOutcome, CommandResult, SetPolicy};
 use crate::storage::ROOT_SCOPE;
 use crate::tree::{Outcome, Txn};
 
@@ -136,12 +136,13 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
             ),
             Err(e) => PeerResponse::Invalid(e),
         },
-        PeerRequest::Write {
+        PeerRequest::Propose {
             scope,
-            txn,
+            body,
+            principal,
             zxid_floor,
         } => match scope_of(node, scope) {
-            Ok(s) => PeerResponse::Write(s.propose(txn, zxid_floor).await),
+            Ok(s) => PeerResponse::Write(s.propose(body, principal, zxid_floor).await),
             Err(e) => PeerResponse::Invalid(e),
         },
         PeerRequest::ReadIndex { scope } => match scope_of(node, scope) {
@@ -250,13 +251,13 @@ async fn receive_snapshot(
 
 async fn serve_client_stream(
     node: &Node,
-    _principal: &Principal,
+    principal: &Principal,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<(), TransportError> {
     let response: Response =
         match expect_frame::<Request>(&mut recv, client_limits::REQUEST_BYTES_MAX).await {
-            Ok(request) => handle_client(node, request).await,
+            Ok(request) => handle_client(node, &policy_principal(principal), request).await,
             Err(e) => Err(ApiError::new(
                 ErrorCode::MarshallingError,
                 format!("unreadable request: {e}"),
@@ -283,19 +284,49 @@ fn starting(node: &Node) -> ApiError {
     )
 }
 
-pub async fn handle_client(node: &Node, request: Request) -> Response {
+/// The identity policies see: a client certificate's CN and roles, or a node's name.
+pub fn policy_principal(principal: &Principal) -> crate::policy::admission::Principal {
+    match principal {
+        Principal::Client { id, roles } => crate::policy::admission::Principal {
+            id: id.clone(),
+            roles: roles.clone(),
+        },
+        Principal::Node { id } => crate::policy::admission::Principal {
+            id: format!("node-{id}"),
+            roles: vec!["node".into()],
+        },
+    }
+}
+
+/// The scope rooted exactly at `path`. Only the root scope exists until delegation arrives.
+fn scope_rooted_at<'a>(node: &'a Node, root: &'a Scope, path: &str) -> Result<&'a Scope, ApiError> {
+    crate::tree::checked_path(path)?;
+    if path != "/" {
+        return Err(ApiError::new(
+            ErrorCode::NoNode,
+            format!(
+                "no scope is rooted at {path}; node {} has one scope, rooted at /",
+                node.id()
+            ),
+        ));
+    }
+    Ok(root)
+}
+
+pub async fn handle_client(
+    node: &Node,
+    principal: &crate::policy::admission::Principal,
+    request: Request,
+) -> Response {
     let root = node.root().ok_or_else(|| starting(node))?;
     match request {
-        Request::Write(op) => {
-            let result = write(node, root, Txn::Single(op)).await?;
-            match result.outcome {
-                Outcome::Single(r) => r.map(Reply::Write),
-                Outcome::Multi(_) => Err(ApiError::new(
-                    ErrorCode::SystemError,
-                    "a single op produced a multi result",
-                )),
-            }
-        }
+        Request::Write(op) => match propose(node, root, Body::Txn(Txn::Single(op)), principal)
+            .await?
+            .outcome
+        {
+            CommandOutcome::Txn(Outcome::Single(r)) => r.map(Reply::Write),
+            other => Err(unexpected_outcome(other)),
+        },
         Request::Multi(ops) => {
             if ops.len() > client_limits::MULTI_OPS_MAX {
                 return Err(ApiError::new(
@@ -307,13 +338,12 @@ pub async fn handle_client(node: &Node, request: Request) -> Response {
                     ),
                 ));
             }
-            let result = write(node, root, Txn::Multi(ops)).await?;
-            match result.outcome {
-                Outcome::Multi(slots) => Ok(Reply::Multi(slots)),
-                Outcome::Single(_) => Err(ApiError::new(
-                    ErrorCode::SystemError,
-                    "a multi produced a single result",
-                )),
+            match propose(node, root, Body::Txn(Txn::Multi(ops)), principal)
+                .await?
+                .outcome
+            {
+                CommandOutcome::Txn(Outcome::Multi(slots)) => Ok(Reply::Multi(slots)),
+                other => Err(unexpected_outcome(other)),
             }
         }
         Request::GetData { path } => {
@@ -336,7 +366,46 @@ pub async fn handle_client(node: &Node, request: Request) -> Response {
             linearize(node, root).await?;
             Ok(Reply::Synced)
         }
+        Request::SetPolicy {
+            scope,
+            component,
+            params,
+            mode,
+        } => {
+            let target = scope_rooted_at(node, root, &scope)?;
+            let body = Body::SetPolicy(SetPolicy {
+                component,
+                params,
+                mode,
+            });
+            match propose(node, target, body, principal).await?.outcome {
+                CommandOutcome::PolicySet(r) => r.map(|info| Reply::Policy(Some(info))),
+                other => Err(unexpected_outcome(other)),
+            }
+        }
+        Request::GetPolicy { scope } => {
+            let target = scope_rooted_at(node, root, &scope)?;
+            linearize(node, target).await?;
+            let state = target.view().read();
+            Ok(Reply::Policy(
+                state.governance.active.as_ref().map(|a| a.info.clone()),
+            ))
+        }
+        Request::PolicyHistory { scope } => {
+            let target = scope_rooted_at(node, root, &scope)?;
+            linearize(node, target).await?;
+            Ok(Reply::PolicyHistory(
+                target.view().read().governance.history.clone(),
+            ))
+        }
     }
+}
+
+fn unexpected_outcome(outcome: CommandOutcome) -> ApiError {
+    ApiError::new(
+        ErrorCode::SystemError,
+        format!("unexpected outcome {outcome:?}"),
+    )
 }
 
 fn node_info(node: &Node, root: &Scope) -> scopekeeper_client::proto::NodeInfo {
@@ -358,15 +427,22 @@ fn connection_loss(why: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::ConnectionLoss, why.to_string())
 }
 
-/// Commits a transaction through the scope's leader, wherever it is. Retries only where the
-/// write surely did not happen (no leader yet, leader moved before taking it, peer unreachable
-/// before the request was sent); an unknown outcome is reported as `ConnectionLoss`.
-async fn write(node: &Node, scope: &Scope, txn: Txn) -> Result<CommandResult, ApiError> {
+/// Commits a command through the scope's leader, wherever it is. Retries only where the
+/// command surely did not take effect (no leader yet, leader moved before taking it, peer
+/// unreachable before the request was sent); an unknown outcome is reported as `ConnectionLoss`.
+async fn propose(
+    node: &Node,
+    scope: &Scope,
+    body: Body,
+    principal: &crate::policy::admission::Principal,
+) -> Result<CommandResult, ApiError> {
     let deadline = Instant::now() + limits::WRITE_TIMEOUT;
     loop {
         let attempt = match scope.leader() {
-            Some((leader, _)) if leader == node.id() => scope.propose(txn.clone(), 0).await,
-            Some((leader, addr)) => forward_write(node, scope, leader, &addr, &txn).await,
+            Some((leader, _)) if leader == node.id() => {
+                scope.propose(body.clone(), principal.clone(), 0).await
+            }
+            Some((leader, addr)) => forward(node, scope, leader, &addr, &body, principal).await,
             None => Err(Refusal::NotLeader { leader: None }),
         };
         match attempt {
@@ -377,6 +453,7 @@ async fn write(node: &Node, scope: &Scope, txn: Txn) -> Result<CommandResult, Ap
                     "too many writes in flight; retry with backoff",
                 ));
             }
+            Err(Refusal::Rejected(e)) => return Err(e),
             Err(Refusal::Unknown(why)) => return Err(connection_loss(why)),
             Err(Refusal::NotLeader { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -391,16 +468,18 @@ async fn write(node: &Node, scope: &Scope, txn: Txn) -> Result<CommandResult, Ap
     }
 }
 
-async fn forward_write(
+async fn forward(
     node: &Node,
     scope: &Scope,
     leader: u64,
     addr: &str,
-    txn: &Txn,
+    body: &Body,
+    principal: &crate::policy::admission::Principal,
 ) -> Result<CommandResult, Refusal> {
-    let request = PeerRequest::Write {
+    let request = PeerRequest::Propose {
         scope: scope.id,
-        txn: txn.clone(),
+        body: body.clone(),
+        principal: principal.clone(),
         zxid_floor: 0,
     };
     match node.0.peers.call(leader, addr, &request).await {

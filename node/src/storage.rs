@@ -29,6 +29,8 @@ pub struct Store {
     pub tree: Keyspace,
     /// State machine metadata: scope ++ name (applied position, membership, last zxid).
     pub sm_meta: Keyspace,
+    /// Policy components by sha256, shared by every scope that uses them.
+    pub policies: Keyspace,
     syncer: mpsc::Sender<SyncWaiter>,
     /// Journal fsyncs done by the syncer, to show that appends share them.
     syncs: Arc<AtomicU64>,
@@ -50,11 +52,12 @@ impl Store {
             db.keyspace(name, KeyspaceCreateOptions::default)
                 .with_context(|| format!("opening keyspace {name} in {}", db_dir.display()))
         };
-        let (log, raft_meta, tree, sm_meta) = (
+        let (log, raft_meta, tree, sm_meta, policies) = (
             open("raft_log")?,
             open("raft_meta")?,
             open("tree")?,
             open("sm_meta")?,
+            open("policies")?,
         );
         let syncs = Arc::new(AtomicU64::new(0));
         let syncer = spawn_syncer(db.clone(), syncs.clone());
@@ -64,6 +67,7 @@ impl Store {
             raft_meta,
             tree,
             sm_meta,
+            policies,
             syncer,
             syncs,
             dir: Arc::new(dir.to_path_buf()),

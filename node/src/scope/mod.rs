@@ -6,6 +6,7 @@
 //! (each append acknowledged only after the shared fsync), commits, every anchor applies it to
 //! its tree and fjall, then the proposer's responder answers the client.
 
+pub mod governance;
 pub mod log_store;
 pub mod network;
 pub mod snapshot;
@@ -27,18 +28,21 @@ use tokio::sync::Semaphore;
 use self::log_store::ScopeLog;
 use self::network::ScopeNetwork;
 use self::state_machine::{ScopeStateMachine, ScopeView};
-use self::types::{Command, CommandResult, Raft};
+use self::types::{Body, Command, CommandResult, Raft};
 use crate::config::RaftTuning;
 use crate::limits;
 use crate::peer::{Peers, Refusal};
+use crate::policy::admission::Principal;
+use crate::policy::engine::PolicyEngine;
 use crate::storage::{ScopeId, Store};
-use crate::tree::{Stamp, Txn};
+use crate::tree::Stamp;
 
 pub struct Scope {
     pub id: ScopeId,
     pub raft: Raft,
     view: ScopeView,
     proposals: Arc<Semaphore>,
+    engine: PolicyEngine,
 }
 
 /// Raft timing and sizes, set explicitly rather than trusted to defaults.
@@ -82,8 +86,9 @@ impl Scope {
         peers: Arc<Peers>,
         cluster: &str,
         tuning: &RaftTuning,
+        engine: PolicyEngine,
     ) -> anyhow::Result<Scope> {
-        let sm = ScopeStateMachine::open(store.clone(), id)
+        let sm = ScopeStateMachine::open(store.clone(), id, engine.clone())
             .with_context(|| format!("loading scope {id} from {}", store.dir().display()))?;
         let view = sm.view();
         let log = ScopeLog::new(store, id);
@@ -96,6 +101,7 @@ impl Scope {
             raft,
             view,
             proposals: Arc::new(Semaphore::new(limits::PROPOSALS_IN_FLIGHT_MAX)),
+            engine,
         })
     }
 
@@ -143,20 +149,51 @@ impl Scope {
         Some((leader, node.addr.clone()))
     }
 
-    /// Proposes a transaction; only the leader accepts. `zxid_floor` is the highest zxid the
-    /// client has seen, so its next write is ordered after it (DESIGN section 6).
-    pub async fn propose(&self, txn: Txn, zxid_floor: i64) -> Result<CommandResult, Refusal> {
+    /// Proposes a command; only the leader accepts. `zxid_floor` is the highest zxid the
+    /// client has seen, so its next write is ordered after it (DESIGN section 6). A SetPolicy is
+    /// checked here, before it can be committed: a refused policy never enters the log.
+    pub async fn propose(
+        &self,
+        body: Body,
+        principal: Principal,
+        zxid_floor: i64,
+    ) -> Result<CommandResult, Refusal> {
         let _permit = self
             .proposals
             .try_acquire()
             .map_err(|_| Refusal::Throttled)?;
+        if let Body::SetPolicy(set) = &body {
+            if !self.raft.is_leader() {
+                return Err(Refusal::NotLeader {
+                    leader: self.leader(),
+                });
+            }
+            if !principal.has_role(crate::policy::ADMIN_ROLE) {
+                // Apply would refuse it too; refusing here keeps the log clean.
+                return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
+                    scopekeeper_client::ErrorCode::NoAuth,
+                    format!(
+                        "replacing a scope's policy requires the admin role; {:?} has roles {:?}",
+                        principal.id, principal.roles
+                    ),
+                )));
+            }
+            let component = Arc::new(set.component.clone());
+            if let Err(refused) = self.engine.check(component, &set.params).await {
+                return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
+                    scopekeeper_client::ErrorCode::BadArguments,
+                    format!("policy refused before commit: {refused}"),
+                )));
+            }
+        }
         let now = now_ms();
         let command = Command {
             stamp: Stamp {
                 zxid_hint: (now << 20).max(zxid_floor.saturating_add(1)),
                 time_ms: now,
             },
-            txn,
+            principal,
+            body,
         };
         let write = tokio::time::timeout(limits::WRITE_TIMEOUT, self.raft.client_write(command));
         match write.await {

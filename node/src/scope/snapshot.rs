@@ -10,7 +10,11 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use scopekeeper_client::proto::PolicyInfo;
+
+use super::governance::Governance;
 use super::types::SnapshotMeta;
+use crate::policy::PolicyHash;
 use crate::storage::corrupt;
 use crate::tree::{StoredZnode, Tree};
 
@@ -27,18 +31,33 @@ pub struct SnapshotHeader {
     pub meta: SnapshotMeta,
     pub last_zxid: i64,
     pub znodes: u64,
+    /// The active policy (its component follows the header as one record), and its history.
+    pub policy: Option<(PolicyHash, PolicyInfo)>,
+    pub history: Vec<PolicyInfo>,
 }
 
-/// Serializes the tree in memory; the caller writes it out without holding the tree's lock.
-pub fn encode(meta: &SnapshotMeta, tree: &Tree) -> io::Result<Vec<u8>> {
+/// A decoded snapshot.
+pub struct SnapshotContents {
+    pub header: SnapshotHeader,
+    pub policy: Option<(PolicyHash, PolicyInfo, Vec<u8>)>,
+    pub znodes: Vec<(String, StoredZnode)>,
+}
+
+/// Serializes the scope in memory; the caller writes it out without holding the state's lock.
+pub fn encode(meta: &SnapshotMeta, tree: &Tree, governance: &Governance) -> io::Result<Vec<u8>> {
     let header = SnapshotHeader {
         meta: meta.clone(),
         last_zxid: tree.last_zxid(),
         znodes: tree.len() as u64,
+        policy: governance.active.as_ref().map(|a| (a.hash, a.info.clone())),
+        history: governance.history.clone(),
     };
     let mut out = Vec::with_capacity(64 + tree.len() * 64);
     out.extend_from_slice(MAGIC);
     push_record(&mut out, &header)?;
+    if let Some(active) = &governance.active {
+        push_record(&mut out, &serde_bytes::Bytes::new(&active.component))?;
+    }
     for (path, znode) in tree.iter() {
         let stored = StoredZnode {
             data: znode.data.clone(),
@@ -76,7 +95,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 }
 
 /// Reads and verifies a whole snapshot file.
-pub fn decode(path: &Path) -> io::Result<(SnapshotHeader, Vec<(String, StoredZnode)>)> {
+pub fn decode(path: &Path) -> io::Result<SnapshotContents> {
     let what = format!("snapshot {}", path.display());
     let mut bytes = Vec::new();
     std::fs::File::open(path)?.read_to_end(&mut bytes)?;
@@ -89,6 +108,19 @@ pub fn decode(path: &Path) -> io::Result<(SnapshotHeader, Vec<(String, StoredZno
     }
     let mut rest = &body[MAGIC.len()..];
     let header: SnapshotHeader = next_record(&what, &mut rest)?;
+    let policy = match &header.policy {
+        Some((hash, info)) => {
+            let component: serde_bytes::ByteBuf = next_record(&what, &mut rest)?;
+            if PolicyHash::of(&component) != *hash {
+                return Err(corrupt(
+                    &what,
+                    "the policy component does not match its hash",
+                ));
+            }
+            Some((*hash, info.clone(), component.into_vec()))
+        }
+        None => None,
+    };
     let mut znodes = Vec::with_capacity(header.znodes.min(1 << 24) as usize);
     while !rest.is_empty() {
         znodes.push(next_record(&what, &mut rest)?);
@@ -96,7 +128,11 @@ pub fn decode(path: &Path) -> io::Result<(SnapshotHeader, Vec<(String, StoredZno
     if znodes.len() as u64 != header.znodes {
         return Err(corrupt(&what, "znode count does not match its header"));
     }
-    Ok((header, znodes))
+    Ok(SnapshotContents {
+        header,
+        policy,
+        znodes,
+    })
 }
 
 /// Reads only the header, to list snapshots without loading them.

@@ -1,8 +1,8 @@
 //! A scope's state machine: the tree in memory, every znode and the applied position persisted
 //! in fjall in one batch per apply, snapshots as files.
 //!
-//! Apply is boring on purpose: decode, `Tree::apply`, write what it touched, answer. Nothing here
-//! reads a clock or depends on which node runs it.
+//! Apply is boring on purpose: decode, judge (`governance`), `Tree::apply`, write what it
+//! touched, answer. Nothing here reads a clock or depends on which node runs it.
 
 use std::collections::BTreeSet;
 use std::io;
@@ -15,26 +15,32 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::governance::{self, ActivePolicy, Governance, GovernanceMeta};
 use super::snapshot::{self, SnapshotFile};
-use super::types::{CommandResult, LogId, SnapshotMeta, StoredMembership, TypeConfig};
-use crate::storage::{ScopeId, Store, decode, encode, io_err, key};
+use super::types::{
+    Body, CommandOutcome, CommandResult, LogId, SnapshotMeta, StoredMembership, TypeConfig,
+};
+use crate::policy::engine::PolicyEngine;
+use crate::storage::{ScopeId, Store, corrupt, decode, encode, io_err, key};
 use crate::tree::{StoredZnode, Tree};
 
 const APPLIED: &[u8] = b"applied";
 
-/// The state machine's position, persisted with the tree in the same batch.
+/// The state machine's position and governance, persisted with the tree in the same batch.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct AppliedMeta {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     last_zxid: i64,
+    governance: GovernanceMeta,
 }
 
-/// What readers see: the tree and how far it has applied the log.
+/// What readers see: the tree, the policy, and how far the log has been applied.
 pub struct ScopeState {
     pub tree: Tree,
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
+    pub governance: Governance,
 }
 
 /// Shared, read-mostly access to a scope's state.
@@ -54,15 +60,39 @@ impl ScopeView {
 #[derive(Clone)]
 pub struct ScopeStateMachine {
     scope: ScopeId,
+    /// The path this scope governs.
+    root: Arc<str>,
     store: Store,
+    engine: PolicyEngine,
     view: ScopeView,
     snapshot_dir: PathBuf,
+}
+
+fn load_component(store: &Store, hash: &crate::policy::PolicyHash) -> io::Result<Arc<Vec<u8>>> {
+    let bytes = store
+        .policies
+        .get(hash.0)
+        .map_err(|e| io_err("reading a policy component", e))?
+        .ok_or_else(|| {
+            corrupt(
+                "policy components",
+                &format!("the active policy {hash} is missing"),
+            )
+        })?;
+    let body = crate::storage::unseal("policy component", &bytes)?.to_vec();
+    if crate::policy::PolicyHash::of(&body) != *hash {
+        return Err(corrupt(
+            "policy components",
+            "a component does not match its hash",
+        ));
+    }
+    Ok(Arc::new(body))
 }
 
 impl ScopeStateMachine {
     /// Loads the scope's tree from fjall, first finishing any snapshot install a crash
     /// interrupted (a snapshot file newer than the applied position).
-    pub fn open(store: Store, scope: ScopeId) -> io::Result<Self> {
+    pub fn open(store: Store, scope: ScopeId, engine: PolicyEngine) -> io::Result<Self> {
         let snapshot_dir = store.dir().join("snapshots").join(scope.to_string());
         snapshot::remove_temporaries(&snapshot_dir)?;
         let meta: AppliedMeta = match store
@@ -73,25 +103,37 @@ impl ScopeStateMachine {
             Some(v) => decode("applied position", &v)?,
             None => AppliedMeta::default(),
         };
-        let prefix = scope.to_be_bytes();
         let mut stored = Vec::new();
-        for guard in store.tree.prefix(prefix) {
+        for guard in store.tree.prefix(scope.to_be_bytes()) {
             let (k, v) = guard
                 .into_inner()
                 .map_err(|e| io_err("reading the tree", e))?;
             let path = String::from_utf8(k[8..].to_vec())
-                .map_err(|_| crate::storage::corrupt("znode key", "path is not UTF-8"))?;
+                .map_err(|_| corrupt("znode key", "path is not UTF-8"))?;
             stored.push((path, decode::<StoredZnode>("znode", &v)?));
         }
-        let tree = Tree::from_stored(meta.last_zxid, stored)
-            .map_err(|e| crate::storage::corrupt("tree", &e))?;
+        let tree = Tree::from_stored(meta.last_zxid, stored).map_err(|e| corrupt("tree", &e))?;
+        let governance = Governance {
+            active: match &meta.governance.active {
+                Some((hash, info)) => Some(ActivePolicy {
+                    hash: *hash,
+                    info: info.clone(),
+                    component: load_component(&store, hash)?,
+                }),
+                None => None,
+            },
+            history: meta.governance.history.clone(),
+        };
         let sm = ScopeStateMachine {
             scope,
+            root: "/".into(),
             store,
+            engine,
             view: ScopeView(Arc::new(RwLock::new(ScopeState {
                 tree,
                 last_applied: meta.last_applied,
                 membership: meta.membership,
+                governance,
             }))),
             snapshot_dir,
         };
@@ -113,29 +155,56 @@ impl ScopeStateMachine {
         self.view.clone()
     }
 
+    fn applied_meta(state: &ScopeState) -> AppliedMeta {
+        AppliedMeta {
+            last_applied: state.last_applied,
+            membership: state.membership.clone(),
+            last_zxid: state.tree.last_zxid(),
+            governance: state.governance.meta(),
+        }
+    }
+
     /// Replaces the scope's rows in fjall and its in-memory state with a snapshot's, in one
     /// atomic batch.
     fn load_snapshot_into_store(&self, path: &std::path::Path) -> io::Result<()> {
-        let (header, znodes) = snapshot::decode(path)?;
-        let tree = Tree::from_stored(header.last_zxid, znodes.clone())
-            .map_err(|e| crate::storage::corrupt("snapshot tree", &e))?;
+        let contents = snapshot::decode(path)?;
+        let header = contents.header;
+        let tree = Tree::from_stored(header.last_zxid, contents.znodes.clone())
+            .map_err(|e| corrupt("snapshot tree", &e))?;
         let mut batch = self.store.db.batch();
         for guard in self.store.tree.prefix(self.scope.to_be_bytes()) {
             let k = guard.key().map_err(|e| io_err("reading the tree", e))?;
             batch.remove(&self.store.tree, k);
         }
-        for (p, z) in &znodes {
+        for (p, z) in &contents.znodes {
             batch.insert(
                 &self.store.tree,
                 key(self.scope, p.as_bytes()),
                 encode("znode", z)?,
             );
         }
-        let meta = AppliedMeta {
+        let governance = Governance {
+            active: contents.policy.map(|(hash, info, component)| ActivePolicy {
+                hash,
+                info,
+                component: Arc::new(component),
+            }),
+            history: header.history.clone(),
+        };
+        if let Some(active) = &governance.active {
+            batch.insert(
+                &self.store.policies,
+                active.hash.0,
+                crate::storage::seal(&active.component),
+            );
+        }
+        let state = ScopeState {
+            tree,
             last_applied: header.meta.last_log_id,
             membership: header.meta.last_membership.clone(),
-            last_zxid: header.last_zxid,
+            governance,
         };
+        let meta = Self::applied_meta(&state);
         batch.insert(
             &self.store.sm_meta,
             key(self.scope, APPLIED),
@@ -145,10 +214,7 @@ impl ScopeStateMachine {
             .commit()
             .map_err(|e| io_err("installing a snapshot", e))?;
         self.store.sync_now()?;
-        let mut state = self.view.write();
-        state.tree = tree;
-        state.last_applied = meta.last_applied;
-        state.membership = meta.membership;
+        *self.view.write() = state;
         Ok(())
     }
 }
@@ -168,7 +234,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
                 last_log_id: state.last_applied,
                 last_membership: state.membership.clone(),
             };
-            let bytes = snapshot::encode(&meta, &state.tree)?;
+            let bytes = snapshot::encode(&meta, &state.tree, &state.governance)?;
             (meta, bytes)
         };
         let path = self.snapshot_dir.join(snapshot::file_name(&meta));
@@ -206,6 +272,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         let mut batch = self.store.db.batch();
         {
             let mut state = self.view.write();
+            let state = &mut *state;
             let mut touched = BTreeSet::new();
             for (entry, responder) in entries {
                 let log_id = entry.log_id();
@@ -213,31 +280,51 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                     Some(&log_id) > state.last_applied.as_ref(),
                     "apply must move forward"
                 );
-                let result = match entry.payload {
-                    EntryPayload::Blank => None,
-                    EntryPayload::Normal(command) => {
-                        let applied = state.tree.apply(command.stamp, &command.txn);
-                        touched.extend(applied.touched);
-                        Some(CommandResult {
-                            zxid: applied.zxid,
-                            outcome: applied.outcome,
-                        })
-                    }
+                let outcome = match entry.payload {
+                    EntryPayload::Blank => CommandOutcome::Nothing,
+                    EntryPayload::Normal(command) => match &command.body {
+                        Body::Txn(txn) => {
+                            let applied = governance::apply_txn(
+                                &self.engine,
+                                &state.governance,
+                                &mut state.tree,
+                                &command,
+                                txn,
+                                log_id.index(),
+                                &self.root,
+                            );
+                            touched.extend(applied.touched);
+                            CommandOutcome::Txn(applied.outcome)
+                        }
+                        Body::SetPolicy(set) => {
+                            let result = state.governance.set_policy(
+                                &command.principal,
+                                set,
+                                log_id.index(),
+                                command.stamp,
+                            );
+                            if let Some(active) =
+                                state.governance.active.as_ref().filter(|_| result.is_ok())
+                            {
+                                batch.insert(
+                                    &self.store.policies,
+                                    active.hash.0,
+                                    crate::storage::seal(&active.component),
+                                );
+                                tracing::info!(scope = self.scope, log_index = log_id.index(), policy = %active.hash, mode = ?active.info.mode, "policy replaced");
+                            }
+                            CommandOutcome::PolicySet(result)
+                        }
+                    },
                     EntryPayload::Membership(m) => {
                         state.membership = StoredMembership::new(Some(log_id), m);
-                        None
+                        CommandOutcome::Nothing
                     }
                 };
                 state.last_applied = Some(log_id);
                 if let Some(responder) = responder {
                     let zxid = state.tree.last_zxid();
-                    responses.push((
-                        responder,
-                        result.unwrap_or(CommandResult {
-                            zxid,
-                            outcome: crate::tree::Outcome::Multi(Vec::new()),
-                        }),
-                    ));
+                    responses.push((responder, CommandResult { zxid, outcome }));
                 }
             }
             for p in &touched {
@@ -247,11 +334,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                     None => batch.remove(&self.store.tree, k),
                 }
             }
-            let meta = AppliedMeta {
-                last_applied: state.last_applied,
-                membership: state.membership.clone(),
-                last_zxid: state.tree.last_zxid(),
-            };
+            let meta = Self::applied_meta(state);
             batch.insert(
                 &self.store.sm_meta,
                 key(self.scope, APPLIED),
@@ -281,9 +364,9 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         let target = self.snapshot_dir.join(snapshot::file_name(meta));
         if snapshot.path != target {
             let bytes = std::fs::read(&snapshot.path)?;
-            let (header, _) = snapshot::decode(&snapshot.path)?;
+            let header = snapshot::read_header(&snapshot.path)?;
             if header.meta.last_log_id != meta.last_log_id {
-                return Err(crate::storage::corrupt(
+                return Err(corrupt(
                     "received snapshot",
                     "its header disagrees with its meta",
                 ));
@@ -331,11 +414,12 @@ mod tests {
                 zxid_hint: index as i64,
                 time_ms: 0,
             },
-            txn: Txn::Single(Op::Create {
+            principal: Default::default(),
+            body: Body::Txn(Txn::Single(Op::Create {
                 path: path.into(),
                 data: b"d".to_vec(),
                 mode: CreateMode::Persistent,
-            }),
+            })),
         };
         Ok((
             Entry::new_normal(
@@ -346,11 +430,15 @@ mod tests {
         ))
     }
 
+    fn engine() -> PolicyEngine {
+        PolicyEngine::new().expect("policy engine")
+    }
+
     #[tokio::test]
     async fn an_install_interrupted_after_the_file_is_finished_on_reopen() {
         let leader_dir = tempfile::tempdir().expect("tempdir");
         let leader_store = Store::open(leader_dir.path()).expect("store");
-        let mut leader = ScopeStateMachine::open(leader_store, 7).expect("sm");
+        let mut leader = ScopeStateMachine::open(leader_store, 7, engine()).expect("sm");
         let entries = vec![create(1, "/a"), create(2, "/a/b"), create(3, "/c")];
         leader.apply(stream::iter(entries)).await.expect("apply");
         let snapshot = leader.build_snapshot().await.expect("snapshot");
@@ -366,7 +454,7 @@ mod tests {
         std::fs::copy(&snapshot.snapshot.path, &target).expect("copy");
         std::fs::write(target.with_extension("tmp"), b"half-written").expect("stale temporary");
 
-        let follower = ScopeStateMachine::open(follower_store.clone(), 7)
+        let follower = ScopeStateMachine::open(follower_store.clone(), 7, engine())
             .expect("reopen finishes the install");
         assert_eq!(follower.view().read().tree, leader.view().read().tree);
         assert_eq!(
@@ -379,7 +467,7 @@ mod tests {
         );
         // And the rows are in fjall: a second reopen needs no snapshot.
         std::fs::remove_file(&target).expect("remove");
-        let again = ScopeStateMachine::open(follower_store, 7).expect("reopen");
+        let again = ScopeStateMachine::open(follower_store, 7, engine()).expect("reopen");
         assert_eq!(again.view().read().tree, leader.view().read().tree);
     }
 }

@@ -22,7 +22,12 @@ impl StoreBuilder<TypeConfig, ScopeLog, ScopeStateMachine, TempDir> for FjallBui
                 e.to_string(),
             )))
         })?;
-        let sm = ScopeStateMachine::open(store.clone(), 7)
+        let engine = crate::policy::engine::PolicyEngine::new().map_err(|e| {
+            StorageError::read(TypeConfig::err_from_error(&std::io::Error::other(
+                e.to_string(),
+            )))
+        })?;
+        let sm = ScopeStateMachine::open(store.clone(), 7, engine)
             .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, ScopeLog::new(store, 7), sm))
     }

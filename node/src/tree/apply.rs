@@ -6,7 +6,10 @@ use std::collections::BTreeSet;
 use scopekeeper_client::proto::{ApiError, ErrorCode, MultiSlot, Op, OpResult, Stat};
 use scopekeeper_client::{limits, path};
 
-use super::{Applied, Outcome, Stamp, Tree, Txn, Znode, check_path_len, checked_path};
+use super::{
+    Admit, AdmitAll, Applied, OpView, Outcome, Stamp, Tree, Txn, Znode, check_path_len,
+    checked_path,
+};
 
 /// The inverse of one change, applied in reverse order on rollback.
 enum Undo {
@@ -29,6 +32,12 @@ impl Tree {
     /// Applies one transaction. The zxid is `max(hint, last zxid + 1)`: monotone per scope and
     /// deterministic, whatever clock the leader had.
     pub fn apply(&mut self, stamp: Stamp, txn: &Txn) -> Applied {
+        self.apply_with(stamp, txn, &mut AdmitAll)
+    }
+
+    /// As [`Tree::apply`], asking `admit` about each op before it runs. A refused op fails like
+    /// any other error: alone, or with its whole multi.
+    pub fn apply_with(&mut self, stamp: Stamp, txn: &Txn, admit: &mut impl Admit) -> Applied {
         let zxid = stamp.zxid_hint.max(self.last_zxid.saturating_add(1));
         assert!(
             zxid > self.last_zxid,
@@ -44,8 +53,14 @@ impl Tree {
             touched: &mut touched,
         };
         let outcome = match txn {
-            Txn::Single(op) => Outcome::Single(self.apply_op(&mut txc, op)),
-            Txn::Multi(ops) => Outcome::Multi(self.apply_multi(&mut txc, ops)),
+            Txn::Single(op) => {
+                let result = self.apply_op(&mut txc, op, admit);
+                if result.is_err() {
+                    self.rollback(&mut txc);
+                }
+                Outcome::Single(result)
+            }
+            Txn::Multi(ops) => Outcome::Multi(self.apply_multi(&mut txc, ops, admit)),
         };
         Applied {
             zxid,
@@ -54,10 +69,15 @@ impl Tree {
         }
     }
 
-    fn apply_multi(&mut self, txc: &mut Txc<'_>, ops: &[Op]) -> Vec<MultiSlot> {
+    fn apply_multi(
+        &mut self,
+        txc: &mut Txc<'_>,
+        ops: &[Op],
+        admit: &mut impl Admit,
+    ) -> Vec<MultiSlot> {
         let mut slots = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
-            match self.apply_op(txc, op) {
+            match self.apply_op(txc, op, admit) {
                 Ok(result) => slots.push(MultiSlot::Done(result)),
                 Err(err) => {
                     self.rollback(txc);
@@ -80,16 +100,24 @@ impl Tree {
         while let Some(undo) = txc.undo.pop() {
             match undo {
                 Undo::RemoveNode(p) => {
-                    self.nodes.remove(&p);
+                    if let Some(z) = self.nodes.remove(&p) {
+                        self.data_bytes -= z.data.len() as u64;
+                    }
                 }
                 Undo::RestoreNode(p, z) => {
+                    self.data_bytes += z.data.len() as u64;
                     self.nodes.insert(p, z);
                 }
                 Undo::RestoreStat(p, stat) => self.node_mut(&p).stat = stat,
                 Undo::RestoreData(p, data, stat) => {
-                    let z = self.node_mut(&p);
+                    let z = self
+                        .nodes
+                        .get_mut(&p)
+                        .expect("undo refers to a node the transaction saw");
+                    let (old, new) = (data.len() as u64, z.data.len() as u64);
                     z.data = data;
                     z.stat = stat;
+                    self.data_bytes = self.data_bytes - new + old;
                 }
                 Undo::AddChild(p, name) => {
                     self.node_mut(&p).children.insert(name);
@@ -108,7 +136,25 @@ impl Tree {
             .expect("undo refers to a node the transaction saw")
     }
 
-    fn apply_op(&mut self, txc: &mut Txc<'_>, op: &Op) -> Result<OpResult, ApiError> {
+    fn apply_op(
+        &mut self,
+        txc: &mut Txc<'_>,
+        op: &Op,
+        admit: &mut impl Admit,
+    ) -> Result<OpResult, ApiError> {
+        let sequential = matches!(op, Op::Create { mode, .. } if mode.is_sequential());
+        check_path_len(op.path())?;
+        path::validate(op.path(), sequential)?;
+        let parent = path::parent(op.path())
+            .and_then(|p| self.nodes.get(p))
+            .map(|z| &z.stat);
+        let view = OpView {
+            target: self.nodes.get(op.path()).map(|z| &z.stat),
+            parent,
+            znodes: self.nodes.len() as u64,
+            data_bytes: self.data_bytes,
+        };
+        admit.admit(op, view)?;
         match op {
             Op::Create { path, data, mode } => self.create(txc, path, data, mode.is_sequential()),
             Op::Delete { path, version } => self.delete(txc, path, *version),
@@ -181,6 +227,7 @@ impl Tree {
         };
         let name = path::name(&full).to_string();
         self.child_added(txc, &parent_path, name);
+        self.data_bytes += data.len() as u64;
         self.nodes.insert(
             full.clone(),
             Znode {
@@ -212,6 +259,7 @@ impl Tree {
         }
         let parent_path = parent_path.to_string();
         let removed = self.nodes.remove(p).expect("looked up above");
+        self.data_bytes -= removed.data.len() as u64;
         txc.undo.push(Undo::RestoreNode(p.to_string(), removed));
         txc.touched.push(p.to_string());
         self.child_removed(txc, &parent_path, path::name(p).to_string());
@@ -232,6 +280,7 @@ impl Tree {
         let z = self.nodes.get_mut(p).ok_or_else(|| no_node(p))?;
         check_version(p, z.stat.version, version)?;
         let old_data = std::mem::replace(&mut z.data, data.to_vec());
+        self.data_bytes = self.data_bytes - old_data.len() as u64 + data.len() as u64;
         txc.undo
             .push(Undo::RestoreData(p.to_string(), old_data, z.stat));
         z.stat.version = z.stat.version.wrapping_add(1);

@@ -70,6 +70,35 @@ pub enum Outcome {
 pub struct Tree {
     nodes: BTreeMap<String, Znode>,
     last_zxid: i64,
+    /// Sum of every znode's data length, kept as the tree changes.
+    data_bytes: u64,
+}
+
+/// What an admission hook sees of the tree when an op is about to run.
+#[derive(Clone, Copy, Debug)]
+pub struct OpView<'a> {
+    /// The node the op names, before the op.
+    pub target: Option<&'a Stat>,
+    /// Its parent, before the op.
+    pub parent: Option<&'a Stat>,
+    pub znodes: u64,
+    pub data_bytes: u64,
+}
+
+/// Decides whether an op may run. Called once per op, after its path is found valid and before
+/// it changes anything; in a multi, later ops see what earlier ones did. Implementations must be
+/// deterministic: the same ops and views give the same answers on every replica.
+pub trait Admit {
+    fn admit(&mut self, op: &Op, view: OpView<'_>) -> Result<(), ApiError>;
+}
+
+/// Admits everything: a scope without a policy.
+pub struct AdmitAll;
+
+impl Admit for AdmitAll {
+    fn admit(&mut self, _op: &Op, _view: OpView<'_>) -> Result<(), ApiError> {
+        Ok(())
+    }
 }
 
 impl Default for Tree {
@@ -93,6 +122,7 @@ impl Tree {
         Tree {
             nodes,
             last_zxid: 0,
+            data_bytes: 0,
         }
     }
 
@@ -128,7 +158,12 @@ impl Tree {
             };
             parent_node.children.insert(path::name(&p).to_string());
         }
-        let tree = Tree { nodes, last_zxid };
+        let data_bytes = nodes.values().map(|z| z.data.len() as u64).sum();
+        let tree = Tree {
+            nodes,
+            last_zxid,
+            data_bytes,
+        };
         tree.check_invariants()?;
         Ok(tree)
     }
@@ -137,12 +172,24 @@ impl Tree {
         self.last_zxid
     }
 
+    /// Undoes the zxid a transaction consumed, after it was rolled back entirely because the
+    /// host (not the transaction) failed and the entry will be applied again.
+    pub(crate) fn rewind_zxid(&mut self, before: i64) {
+        assert!(before <= self.last_zxid, "rewinding forward");
+        self.last_zxid = before;
+    }
+
     pub fn len(&self) -> usize {
         self.nodes.len()
     }
 
     pub fn is_empty(&self) -> bool {
         false
+    }
+
+    /// Sum of every znode's data length.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
     }
 
     pub fn get(&self, p: &str) -> Option<&Znode> {
@@ -188,6 +235,10 @@ impl Tree {
     /// Checks what must hold after every apply: each child listed exists, each node's parent
     /// lists it, and `numChildren` and `dataLength` agree with what they count.
     pub fn check_invariants(&self) -> Result<(), String> {
+        let data_bytes: u64 = self.nodes.values().map(|z| z.data.len() as u64).sum();
+        if data_bytes != self.data_bytes {
+            return Err(format!("data_bytes {} != {data_bytes}", self.data_bytes));
+        }
         for (p, z) in &self.nodes {
             if z.stat.num_children as usize != z.children.len() {
                 return Err(format!(

@@ -1,0 +1,204 @@
+//! The bridge from the tree's `Admit` hook to a scope's policy, for one log entry.
+
+use scopekeeper_client::proto::{ApiError, CreateMode, ErrorCode, Op, Stat};
+
+use super::engine::{Compiled, PolicyEngine};
+use super::eval::{EntryEvaluation, EvalError};
+use super::wit::scopekeeper::policy::types as wit;
+use super::{PolicyHash, PolicyMode};
+use crate::limits;
+use crate::tree::{Admit, OpView};
+
+/// Who proposed an entry, as policies see it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Principal {
+    pub id: String,
+    pub roles: Vec<String>,
+}
+
+impl Principal {
+    pub fn has_role(&self, role: &str) -> bool {
+        self.roles.iter().any(|r| r == role)
+    }
+}
+
+/// Judges the ops of one entry with one fresh instance.
+pub struct PolicyAdmission<'a> {
+    pub engine: &'a PolicyEngine,
+    pub compiled: &'a Compiled,
+    pub params: &'a str,
+    pub mode: PolicyMode,
+    pub principal: &'a Principal,
+    pub log_index: u64,
+    pub time_ms: i64,
+    pub scope_root: &'a str,
+    eval: Option<EntryEvaluation>,
+    /// Set when the host, not the policy, failed: the entry must be retried, not judged.
+    pub host_fault: Option<String>,
+    /// Warnings and audit-mode denials, for the log.
+    pub notes: Vec<String>,
+}
+
+impl<'a> PolicyAdmission<'a> {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        engine: &'a PolicyEngine,
+        compiled: &'a Compiled,
+        params: &'a str,
+        mode: PolicyMode,
+        principal: &'a Principal,
+        log_index: u64,
+        time_ms: i64,
+        scope_root: &'a str,
+    ) -> Self {
+        PolicyAdmission {
+            engine,
+            compiled,
+            params,
+            mode,
+            principal,
+            log_index,
+            time_ms,
+            scope_root,
+            eval: None,
+            host_fault: None,
+            notes: Vec::new(),
+        }
+    }
+
+    pub fn hash(&self) -> PolicyHash {
+        self.compiled.hash
+    }
+
+    /// Fuel this entry burnt (0 if no op reached the policy).
+    pub fn fuel_used(&self) -> u64 {
+        self.eval.as_ref().map_or(0, EntryEvaluation::fuel_used)
+    }
+
+    fn deny(&mut self, code: &str, message: &str) -> Result<(), ApiError> {
+        let hash = self.hash();
+        if self.mode == PolicyMode::Audit {
+            tracing::warn!(log_index = self.log_index, policy = %hash, code, "audit: the policy would deny: {message}");
+            self.notes.push(format!("audit: {code}: {message}"));
+            return Ok(());
+        }
+        tracing::info!(log_index = self.log_index, policy = %hash, code, "policy denied: {message}");
+        Err(ApiError::new(
+            ErrorCode::PolicyDenied,
+            format!("denied by policy {hash} ({code}): {message}"),
+        ))
+    }
+
+    fn judge(&mut self, op: &Op, view: OpView<'_>) -> Result<wit::Verdict, EvalError> {
+        if self.eval.is_none() {
+            self.eval = Some(EntryEvaluation::begin(
+                self.engine,
+                self.compiled,
+                limits::POLICY_FUEL_PER_ENTRY,
+            )?);
+        }
+        let mutation = mutation(op);
+        let principal = wit::Principal {
+            id: self.principal.id.clone(),
+            roles: self.principal.roles.clone(),
+        };
+        let context = wit::Context {
+            log_index: self.log_index,
+            time_ms: self.time_ms,
+            scope_root: self.scope_root.to_string(),
+            depth: depth(self.scope_root, op.path()),
+            target: view.target.map(stat),
+            parent: view.parent.map(stat),
+            stats: wit::ScopeStats {
+                znodes: view.znodes,
+                data_bytes: view.data_bytes,
+            },
+        };
+        let eval = self.eval.as_mut().expect("begun above");
+        eval.admit(self.params, &mutation, &principal, &context)
+    }
+}
+
+impl Admit for PolicyAdmission<'_> {
+    fn admit(&mut self, op: &Op, view: OpView<'_>) -> Result<(), ApiError> {
+        if let Some(fault) = &self.host_fault {
+            return Err(ApiError::new(ErrorCode::SystemError, fault.clone()));
+        }
+        match self.judge(op, view) {
+            Ok(wit::Verdict { decision, warnings }) => {
+                for w in warnings {
+                    tracing::info!(log_index = self.log_index, policy = %self.hash(), "policy warning: {w}");
+                    self.notes.push(w);
+                }
+                match decision {
+                    wit::Decision::Allow => Ok(()),
+                    wit::Decision::Deny(d) => self.deny(&d.code, &d.message),
+                }
+            }
+            Err(EvalError::Trap(trap)) => self.deny(
+                "trap",
+                &format!("the policy failed and fails closed: {trap}"),
+            ),
+            Err(EvalError::HostFault(fault)) => {
+                self.host_fault = Some(fault.clone());
+                Err(ApiError::new(ErrorCode::SystemError, fault))
+            }
+        }
+    }
+}
+
+fn mutation(op: &Op) -> wit::Mutation {
+    let (kind, data, mode, version) = match op {
+        Op::Create { data, mode, .. } => (
+            wit::OpKind::Create,
+            data.clone(),
+            Some(match mode {
+                CreateMode::Persistent => wit::CreateMode::Persistent,
+                CreateMode::PersistentSequential => wit::CreateMode::PersistentSequential,
+            }),
+            -1,
+        ),
+        Op::Delete { version, .. } => (wit::OpKind::Delete, Vec::new(), None, *version),
+        Op::SetData { data, version, .. } => (wit::OpKind::SetData, data.clone(), None, *version),
+        Op::Check { version, .. } => (wit::OpKind::Check, Vec::new(), None, *version),
+    };
+    wit::Mutation {
+        op: kind,
+        path: op.path().to_string(),
+        data,
+        create_mode: mode,
+        expected_version: version,
+    }
+}
+
+fn stat(s: &Stat) -> wit::Stat {
+    wit::Stat {
+        czxid: s.czxid,
+        mzxid: s.mzxid,
+        ctime: s.ctime,
+        mtime: s.mtime,
+        version: s.version,
+        cversion: s.cversion,
+        aversion: s.aversion,
+        ephemeral_owner: s.ephemeral_owner,
+        data_length: s.data_length,
+        num_children: s.num_children,
+        pzxid: s.pzxid,
+    }
+}
+
+/// Components of `path` below `root`: `/a/b` under `/` is 2.
+pub fn depth(root: &str, path: &str) -> u32 {
+    let rest = path.strip_prefix(root).unwrap_or(path);
+    rest.split('/').filter(|c| !c.is_empty()).count() as u32
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn depth_below_the_scope_root() {
+        assert_eq!(super::depth("/", "/"), 0);
+        assert_eq!(super::depth("/", "/a/b"), 2);
+        assert_eq!(super::depth("/app", "/app/x"), 1);
+    }
+}

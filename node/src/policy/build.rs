@@ -1,0 +1,70 @@
+//! `scopekeeper policy build`: compile a policy crate for wasm32-unknown-unknown and wrap its
+//! core module in a component, in-process with wit-component.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+/// Wraps a core module built with the SDK (it carries the world in a custom section).
+pub fn componentize(core_module: &[u8]) -> anyhow::Result<Vec<u8>> {
+    wit_component::ComponentEncoder::default()
+        .module(core_module)
+        .context("the module does not carry the scopekeeper:policy world; was it built with scopekeeper-policy-sdk?")?
+        .validate(true)
+        .encode()
+        .context("encoding the component")
+}
+
+/// Builds the crate at `dir` in release mode for wasm32 and returns the component's bytes.
+/// Debug info is dropped and the module optimized for size, whatever the crate's profile says.
+pub fn build_crate(dir: &Path) -> anyhow::Result<Vec<u8>> {
+    let manifest = dir.join("Cargo.toml");
+    if !manifest.exists() {
+        bail!(
+            "{} has no Cargo.toml; point at a policy crate",
+            dir.display()
+        );
+    }
+    let output = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--message-format=json-render-diagnostics",
+            "--manifest-path",
+        ])
+        .arg(&manifest)
+        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
+        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
+        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
+        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
+        .stderr(std::process::Stdio::inherit())
+        .output()
+        .context("running cargo; is the Rust toolchain installed?")?;
+    if !output.status.success() {
+        bail!(
+            "cargo build failed for {} (is the target installed? `rustup target add wasm32-unknown-unknown`)",
+            dir.display()
+        );
+    }
+    let wasm = find_artifact(&String::from_utf8_lossy(&output.stdout)).with_context(|| {
+        format!(
+            "cargo built no cdylib .wasm for {}; set crate-type = [\"cdylib\"]",
+            dir.display()
+        )
+    })?;
+    let core = std::fs::read(&wasm).with_context(|| format!("reading {}", wasm.display()))?;
+    componentize(&core)
+}
+
+/// The `.wasm` file among cargo's JSON artifact messages.
+fn find_artifact(messages: &str) -> Option<PathBuf> {
+    messages
+        .lines()
+        .filter(|l| l.contains("\"reason\":\"compiler-artifact\"") && l.contains("cdylib"))
+        .flat_map(|l| l.split('"'))
+        .rfind(|s| s.ends_with(".wasm"))
+        .map(PathBuf::from)
+}

@@ -1,0 +1,161 @@
+//! The deterministic engine, checks before commit, and the cache of compiled components.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use wasmtime::component::{Component, Linker};
+use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
+
+use super::PolicyHash;
+use super::wit::PolicyPre;
+use crate::limits;
+
+/// Why a component was refused before commit. Each says what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum Refused {
+    #[error(
+        "the policy is {len} bytes; the limit is {max}. Build it in release mode and strip it (`scopekeeper policy build` does)"
+    )]
+    TooLarge { len: usize, max: usize },
+    #[error("the parameters are {len} bytes; the limit is {max}")]
+    ParamsTooLarge { len: usize, max: usize },
+    #[error("not a valid WebAssembly component: {0}. Build it with `scopekeeper policy build`")]
+    Invalid(String),
+    #[error(
+        "the policy imports {0}; policies must have no imports (no WASI, clock, randomness or I/O)"
+    )]
+    HasImports(String),
+    #[error("the component does not implement the scopekeeper:policy world: {0}")]
+    WrongWorld(String),
+    #[error("compiling the policy took longer than {0:?}")]
+    CompileTimeout(std::time::Duration),
+    #[error("the policy rejected its parameters: {0}")]
+    BadParams(String),
+    #[error("the policy trapped while checking its parameters: {0}")]
+    Trapped(String),
+}
+
+/// One engine per process, configured for determinism. Every knob we depend on is set here
+/// rather than left to defaults.
+pub fn deterministic_engine() -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.wasm_component_model(true);
+    config.consume_fuel(true);
+    config.epoch_interruption(false);
+    config.cranelift_nan_canonicalization(true);
+    config.relaxed_simd_deterministic(true);
+    // The feature set is pinned: what rustc emits for wasm32-unknown-unknown, nothing that
+    // could behave differently across hosts. Threads, GC and function references are not even
+    // compiled into this wasmtime (features `threads` and `gc` are off).
+    config.wasm_simd(false);
+    config.wasm_relaxed_simd(false);
+    config.wasm_memory64(false);
+    config.wasm_multi_memory(false);
+    config.wasm_tail_call(false);
+    config.wasm_gc(false);
+    config.wasm_bulk_memory(true);
+    config.wasm_multi_value(true);
+    config.max_wasm_stack(limits::POLICY_STACK_BYTES_MAX);
+    let mut pool = PoolingAllocationConfig::default();
+    pool.total_component_instances(limits::POLICY_INSTANCES_MAX);
+    pool.total_core_instances(limits::POLICY_INSTANCES_MAX * 4);
+    pool.total_memories(limits::POLICY_INSTANCES_MAX * 2);
+    pool.total_tables(limits::POLICY_INSTANCES_MAX * 4);
+    pool.max_memory_size(limits::POLICY_MEMORY_BYTES_MAX);
+    config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+    Engine::new(&config).map_err(|e| anyhow::anyhow!("configuring the policy engine: {e:#}"))
+}
+
+/// A component compiled, checked and ready to instantiate.
+pub struct Compiled {
+    pub hash: PolicyHash,
+    pub pre: PolicyPre<()>,
+}
+
+/// Compiled components by hash. Apply finds the active policy here; only a cache miss compiles.
+#[derive(Clone)]
+pub struct PolicyEngine {
+    engine: Engine,
+    cache: Arc<Mutex<HashMap<PolicyHash, Arc<Compiled>>>>,
+}
+
+impl PolicyEngine {
+    pub fn new() -> anyhow::Result<Self> {
+        Ok(PolicyEngine {
+            engine: deterministic_engine()?,
+            cache: Arc::new(Mutex::new(HashMap::new())),
+        })
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// Validates, compiles and links a component; no parameter check. Cached by hash.
+    pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, Refused> {
+        let hash = PolicyHash::of(bytes);
+        if let Some(hit) = self
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+        {
+            return Ok(hit.clone());
+        }
+        if bytes.len() > limits::POLICY_BYTES_MAX {
+            return Err(Refused::TooLarge {
+                len: bytes.len(),
+                max: limits::POLICY_BYTES_MAX,
+            });
+        }
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| Refused::Invalid(format!("{e:#}")))?;
+        let imports: Vec<String> = component
+            .component_type()
+            .imports(&self.engine)
+            .map(|(name, _)| name.to_string())
+            .collect();
+        if !imports.is_empty() {
+            return Err(Refused::HasImports(imports.join(", ")));
+        }
+        let linker: Linker<()> = Linker::new(&self.engine);
+        let instance_pre = linker
+            .instantiate_pre(&component)
+            .map_err(|e| Refused::WrongWorld(format!("{e:#}")))?;
+        let pre =
+            PolicyPre::new(instance_pre).map_err(|e| Refused::WrongWorld(format!("{e:#}")))?;
+        let compiled = Arc::new(Compiled { hash, pre });
+        self.cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(hash, compiled.clone());
+        Ok(compiled)
+    }
+
+    /// Everything checked before a SetPolicy may be committed: size, validity with the pinned
+    /// features, no imports, the right exports, compilation within a deadline, and the policy's
+    /// own verdict on its parameters.
+    pub async fn check(&self, bytes: Arc<Vec<u8>>, params: &str) -> Result<Arc<Compiled>, Refused> {
+        if bytes.len() > limits::POLICY_BYTES_MAX {
+            return Err(Refused::TooLarge {
+                len: bytes.len(),
+                max: limits::POLICY_BYTES_MAX,
+            });
+        }
+        if params.len() > limits::POLICY_PARAMS_BYTES_MAX {
+            return Err(Refused::ParamsTooLarge {
+                len: params.len(),
+                max: limits::POLICY_PARAMS_BYTES_MAX,
+            });
+        }
+        let this = self.clone();
+        let compile = tokio::task::spawn_blocking(move || this.compile(&bytes));
+        let compiled = match tokio::time::timeout(limits::POLICY_COMPILE_TIMEOUT, compile).await {
+            Err(_) => return Err(Refused::CompileTimeout(limits::POLICY_COMPILE_TIMEOUT)),
+            Ok(Err(join)) => return Err(Refused::Invalid(format!("the compiler failed: {join}"))),
+            Ok(Ok(result)) => result?,
+        };
+        super::eval::validate_params(self, &compiled, params)?;
+        Ok(compiled)
+    }
+}

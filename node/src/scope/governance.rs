@@ -1,0 +1,157 @@
+//! A scope's policy state, and applying entries under it.
+//!
+//! `SetPolicy` is authorized by the admin role, never by the policy it replaces, so no policy
+//! can lock its scope forever. A committed policy that this host cannot run is a host fault:
+//! apply halts and retries the same entry; it never skips it or judges it differently.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use scopekeeper_client::proto::{ApiError, ErrorCode, PolicyInfo};
+use serde::{Deserialize, Serialize};
+
+use super::types::{Command, SetPolicy};
+use crate::limits;
+use crate::policy::admission::{PolicyAdmission, Principal};
+use crate::policy::engine::PolicyEngine;
+use crate::policy::{ADMIN_ROLE, PolicyHash};
+use crate::tree::{Applied, Stamp, Tree, Txn};
+
+/// The policy judging a scope's entries now.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ActivePolicy {
+    pub hash: PolicyHash,
+    pub info: PolicyInfo,
+    pub component: Arc<Vec<u8>>,
+}
+
+/// The persisted form of a scope's governance, without component bytes (those live in the
+/// `policies` keyspace, content-addressed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GovernanceMeta {
+    pub active: Option<(PolicyHash, PolicyInfo)>,
+    pub history: Vec<PolicyInfo>,
+}
+
+/// A scope's governance in memory.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Governance {
+    pub active: Option<ActivePolicy>,
+    pub history: Vec<PolicyInfo>,
+}
+
+impl Governance {
+    pub fn meta(&self) -> GovernanceMeta {
+        GovernanceMeta {
+            active: self.active.as_ref().map(|a| (a.hash, a.info.clone())),
+            history: self.history.clone(),
+        }
+    }
+
+    /// Applies a SetPolicy entry. Every check here is deterministic.
+    pub fn set_policy(
+        &mut self,
+        principal: &Principal,
+        set: &SetPolicy,
+        log_index: u64,
+        stamp: Stamp,
+    ) -> Result<PolicyInfo, ApiError> {
+        if !principal.has_role(ADMIN_ROLE) {
+            return Err(ApiError::new(
+                ErrorCode::NoAuth,
+                format!(
+                    "replacing a scope's policy requires the {ADMIN_ROLE:?} role; {:?} has roles {:?}",
+                    principal.id, principal.roles
+                ),
+            ));
+        }
+        if set.component.len() > limits::POLICY_BYTES_MAX
+            || set.params.len() > limits::POLICY_PARAMS_BYTES_MAX
+        {
+            return Err(ApiError::new(
+                ErrorCode::BadArguments,
+                "policy or parameters over their size limits",
+            ));
+        }
+        let hash = PolicyHash::of(&set.component);
+        let info = PolicyInfo {
+            hash: hash.hex(),
+            params: set.params.clone(),
+            mode: set.mode,
+            log_index,
+            set_by: principal.id.clone(),
+            time_ms: stamp.time_ms,
+            component_bytes: set.component.len() as u64,
+        };
+        self.active = Some(ActivePolicy {
+            hash,
+            info: info.clone(),
+            component: Arc::new(set.component.clone()),
+        });
+        self.history.push(info.clone());
+        if self.history.len() > limits::POLICY_HISTORY_MAX {
+            let excess = self.history.len() - limits::POLICY_HISTORY_MAX;
+            self.history.drain(..excess);
+        }
+        Ok(info)
+    }
+}
+
+/// Applies a transaction under the active policy, if any.
+pub fn apply_txn(
+    engine: &PolicyEngine,
+    governance: &Governance,
+    tree: &mut Tree,
+    command: &Command,
+    txn: &Txn,
+    log_index: u64,
+    scope_root: &str,
+) -> Applied {
+    let Some(active) = &governance.active else {
+        return tree.apply(command.stamp, txn);
+    };
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let compiled = match engine.compile(&active.component) {
+            Ok(c) => c,
+            Err(e) => {
+                host_fault(
+                    attempt,
+                    log_index,
+                    active.hash,
+                    &format!("the committed policy does not compile here: {e}"),
+                );
+                continue;
+            }
+        };
+        let before = tree.last_zxid();
+        let mut admission = PolicyAdmission::new(
+            engine,
+            &compiled,
+            &active.info.params,
+            active.info.mode,
+            &command.principal,
+            log_index,
+            command.stamp.time_ms,
+            scope_root,
+        );
+        let applied = tree.apply_with(command.stamp, txn, &mut admission);
+        match admission.host_fault.take() {
+            None => return applied,
+            Some(fault) => {
+                // Every op of the entry was rolled back; only its zxid was consumed.
+                tree.rewind_zxid(before);
+                host_fault(attempt, log_index, active.hash, &fault);
+            }
+        }
+    }
+}
+
+/// Halts this anchor's apply for a moment. The entry is retried, never skipped.
+fn host_fault(attempt: u32, log_index: u64, hash: PolicyHash, why: &str) {
+    if attempt == 1 || attempt.is_power_of_two() {
+        tracing::error!(log_index, policy = %hash, attempt, "policy host fault; apply halts and retries: {why}");
+    }
+    std::thread::sleep(Duration::from_millis(200).min(Duration::from_millis(10) * attempt));
+}

@@ -1,0 +1,124 @@
+//! `roles`: writing under a path prefix requires a role. Parameters:
+//! `{"rules": [{"prefix": "/prod", "role": "prod-writer"}, {"prefix": "/", "role": "writer"}]}`.
+//! The longest matching prefix decides; paths no rule covers are open.
+
+use scopekeeper_policy_sdk::{
+    Context, Mutation, OpKind, Policy, Principal, Verdict, export_policy,
+};
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    pub prefix: String,
+    pub role: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rules {
+    pub rules: Vec<Rule>,
+}
+
+fn covers(prefix: &str, path: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty() || path == prefix || path.starts_with(&format!("{prefix}/"))
+}
+
+impl Rules {
+    pub fn parse(params: &str) -> Result<Rules, String> {
+        let rules: Rules =
+            serde_json::from_str(params).map_err(|e| format!("roles parameters: {e}"))?;
+        if let Some(bad) = rules
+            .rules
+            .iter()
+            .find(|r| !r.prefix.starts_with('/') || r.role.is_empty())
+        {
+            return Err(format!(
+                "rule {bad:?}: prefix must start with / and role must not be empty"
+            ));
+        }
+        Ok(rules)
+    }
+
+    /// The rule with the longest prefix covering `path`.
+    pub fn rule_for(&self, path: &str) -> Option<&Rule> {
+        self.rules
+            .iter()
+            .filter(|r| covers(&r.prefix, path))
+            .max_by_key(|r| r.prefix.trim_end_matches('/').len())
+    }
+}
+
+pub struct RolesPolicy;
+
+impl Policy for RolesPolicy {
+    fn validate_params(params: &str) -> Result<(), String> {
+        Rules::parse(params).map(|_| ())
+    }
+
+    fn admit(params: &str, m: &Mutation, who: &Principal, _ctx: &Context) -> Verdict {
+        let rules = match Rules::parse(params) {
+            Ok(r) => r,
+            Err(e) => return Verdict::deny("bad-params", e),
+        };
+        if m.op == OpKind::Check {
+            return Verdict::allow();
+        }
+        match rules.rule_for(&m.path) {
+            Some(rule) if !who.has_role(&rule.role) => Verdict::deny(
+                "missing-role",
+                format!(
+                    "writing {} requires the role {:?}; {:?} has {:?}",
+                    m.path, rule.role, who.id, who.roles
+                ),
+            ),
+            _ => Verdict::allow(),
+        }
+    }
+}
+
+export_policy!(RolesPolicy);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PARAMS: &str = r#"{"rules": [{"prefix": "/prod", "role": "prod"}, {"prefix": "/prod/open", "role": "any"}]}"#;
+
+    fn allowed(path: &str, roles: &[&str]) -> bool {
+        let m = Mutation {
+            op: OpKind::Create,
+            path: path.into(),
+            data: vec![],
+            create_mode: None,
+            expected_version: -1,
+        };
+        let who = Principal {
+            id: "p".into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        RolesPolicy::admit(PARAMS, &m, &who, &Context::default()).is_allowed()
+    }
+
+    #[test]
+    fn longest_prefix_decides() {
+        assert!(allowed("/prod/x", &["prod"]));
+        assert!(!allowed("/prod/x", &["dev"]));
+        assert!(!allowed("/prod", &[]));
+        assert!(allowed("/prod/open/y", &["any"]));
+        assert!(!allowed("/prod/open/y", &["prod"]));
+        assert!(allowed("/production", &[]));
+        assert!(allowed("/dev/x", &[]));
+    }
+
+    #[test]
+    fn parameters_are_checked() {
+        assert!(RolesPolicy::validate_params(PARAMS).is_ok());
+        assert!(
+            RolesPolicy::validate_params(r#"{"rules": [{"prefix": "prod", "role": "x"}]}"#)
+                .is_err()
+        );
+        assert!(RolesPolicy::validate_params("[]").is_err());
+    }
+}

@@ -1,0 +1,112 @@
+//! Conversions between the generated WIT types and the SDK's plain types.
+
+use std::marker::PhantomData;
+
+use crate::bindings::scopekeeper::policy::types as wit;
+use crate::{
+    Context, CreateMode, Decision, Mutation, Node, OpKind, Placement, Policy, Principal,
+    ScopeStats, Stat, Verdict,
+};
+
+#[doc(hidden)]
+pub struct Exported<P>(PhantomData<P>);
+
+fn stat(s: wit::Stat) -> Stat {
+    Stat {
+        czxid: s.czxid,
+        mzxid: s.mzxid,
+        ctime: s.ctime,
+        mtime: s.mtime,
+        version: s.version,
+        cversion: s.cversion,
+        aversion: s.aversion,
+        ephemeral_owner: s.ephemeral_owner,
+        data_length: s.data_length,
+        num_children: s.num_children,
+        pzxid: s.pzxid,
+    }
+}
+
+fn stats(s: wit::ScopeStats) -> ScopeStats {
+    ScopeStats {
+        znodes: s.znodes,
+        data_bytes: s.data_bytes,
+    }
+}
+
+fn node(n: wit::Node) -> Node {
+    Node {
+        id: n.id,
+        labels: n.labels,
+    }
+}
+
+impl<P: Policy> crate::bindings::Guest for Exported<P> {
+    fn validate_params(params: String) -> Result<(), String> {
+        P::validate_params(&params)
+    }
+
+    fn admit(params: String, m: wit::Mutation, p: wit::Principal, c: wit::Context) -> wit::Verdict {
+        let mutation = Mutation {
+            op: match m.op {
+                wit::OpKind::Create => OpKind::Create,
+                wit::OpKind::Delete => OpKind::Delete,
+                wit::OpKind::SetData => OpKind::SetData,
+                wit::OpKind::Check => OpKind::Check,
+            },
+            path: m.path,
+            data: m.data,
+            create_mode: m.create_mode.map(|mode| match mode {
+                wit::CreateMode::Persistent => CreateMode::Persistent,
+                wit::CreateMode::PersistentSequential => CreateMode::PersistentSequential,
+                wit::CreateMode::Ephemeral => CreateMode::Ephemeral,
+                wit::CreateMode::EphemeralSequential => CreateMode::EphemeralSequential,
+                wit::CreateMode::Container => CreateMode::Container,
+                wit::CreateMode::Ttl => CreateMode::Ttl,
+            }),
+            expected_version: m.expected_version,
+        };
+        let principal = Principal {
+            id: p.id,
+            roles: p.roles,
+        };
+        let context = Context {
+            log_index: c.log_index,
+            time_ms: c.time_ms,
+            scope_root: c.scope_root,
+            depth: c.depth,
+            target: c.target.map(stat),
+            parent: c.parent.map(stat),
+            stats: stats(c.stats),
+        };
+        let Verdict { decision, warnings } = P::admit(&params, &mutation, &principal, &context);
+        wit::Verdict {
+            decision: match decision {
+                Decision::Allow => wit::Decision::Allow,
+                Decision::Deny { code, message } => {
+                    wit::Decision::Deny(wit::Denial { code, message })
+                }
+            },
+            warnings,
+        }
+    }
+
+    fn quorum(params: String, anchors: Vec<wit::Node>, acked: Vec<u64>) -> bool {
+        let anchors: Vec<Node> = anchors.into_iter().map(node).collect();
+        P::quorum(&params, &anchors, &acked)
+    }
+
+    fn placement(params: String, nodes: Vec<wit::Node>, current: wit::Placement) -> wit::Placement {
+        let nodes: Vec<Node> = nodes.into_iter().map(node).collect();
+        let current = Placement {
+            voters: current.voters,
+            observers: current.observers,
+        };
+        let Placement { voters, observers } = P::placement(&params, &nodes, &current);
+        wit::Placement { voters, observers }
+    }
+
+    fn split(params: String, s: wit::ScopeStats) -> Option<String> {
+        P::split(&params, &stats(s))
+    }
+}
