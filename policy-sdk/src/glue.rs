@@ -2,7 +2,7 @@
 
 use std::marker::PhantomData;
 
-use crate::bindings::scopekeeper::policy::types as wit;
+use crate::bindings::exports::scopekeeper::policy::rules as wit;
 use crate::{
     Context, CreateMode, Decision, Mutation, Node, OpKind, Placement, Policy, Principal,
     ScopeStats, Stat, Verdict,
@@ -41,7 +41,7 @@ fn node(n: wit::Node) -> Node {
     }
 }
 
-impl<P: Policy> crate::bindings::Guest for Exported<P> {
+impl<P: Policy> wit::Guest for Exported<P> {
     fn validate_params(params: String) -> Result<(), String> {
         P::validate_params(&params)
     }
@@ -96,7 +96,11 @@ impl<P: Policy> crate::bindings::Guest for Exported<P> {
         P::quorum(&params, &anchors, &acked)
     }
 
-    fn placement(params: String, nodes: Vec<wit::Node>, current: wit::Placement) -> wit::Placement {
+    fn place_anchors(
+        params: String,
+        nodes: Vec<wit::Node>,
+        current: wit::Placement,
+    ) -> wit::Placement {
         let nodes: Vec<Node> = nodes.into_iter().map(node).collect();
         let current = Placement {
             voters: current.voters,

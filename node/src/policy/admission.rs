@@ -4,7 +4,7 @@ use scopekeeper_client::proto::{ApiError, CreateMode, ErrorCode, Op, Stat};
 
 use super::engine::{Compiled, PolicyEngine};
 use super::eval::{EntryEvaluation, EvalError};
-use super::wit::scopekeeper::policy::types as wit;
+use super::wit::exports::scopekeeper::policy::rules as wit;
 use super::{PolicyHash, PolicyMode};
 use crate::limits;
 use crate::tree::{Admit, OpView};

@@ -68,3 +68,33 @@ fn find_artifact(messages: &str) -> Option<PathBuf> {
         .rfind(|s| s.ends_with(".wasm"))
         .map(PathBuf::from)
 }
+
+/// A policy crate of this repository, built once and cached as `target/policies/<name>.wasm`:
+/// `policies/<name>` or `tests/policies/<name>`. For tests and benchmarks.
+#[doc(hidden)]
+pub fn repository_component(name: &str) -> anyhow::Result<Vec<u8>> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the node crate has a parent")?;
+    let dir = [
+        root.join("policies").join(name),
+        root.join("tests/policies").join(name),
+    ]
+    .into_iter()
+    .find(|d| d.join("Cargo.toml").exists())
+    .with_context(|| format!("no policy crate named {name}"))?;
+    let cache = root.join("target/policies").join(format!("{name}.wasm"));
+    if let Ok(bytes) = std::fs::read(&cache) {
+        return Ok(bytes);
+    }
+    let component = build_crate(&dir)?;
+    std::fs::create_dir_all(cache.parent().context("cache directory")?)?;
+    let tmp = cache.with_extension(format!(
+        "{}-{:016x}.tmp",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::write(&tmp, &component)?;
+    std::fs::rename(&tmp, &cache)?;
+    Ok(component)
+}

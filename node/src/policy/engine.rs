@@ -72,6 +72,12 @@ pub struct Compiled {
     pub pre: PolicyPre<()>,
 }
 
+impl std::fmt::Debug for Compiled {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Compiled({})", self.hash)
+    }
+}
+
 /// Compiled components by hash. Apply finds the active policy here; only a cache miss compiles.
 #[derive(Clone)]
 pub struct PolicyEngine {

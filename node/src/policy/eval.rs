@@ -6,7 +6,7 @@ use wasmtime::Store;
 
 use super::engine::{Compiled, PolicyEngine, Refused};
 use super::wit::Policy;
-use super::wit::scopekeeper::policy::types as wit;
+use super::wit::exports::scopekeeper::policy::rules as wit;
 use crate::limits;
 
 /// What went wrong while evaluating.
@@ -62,10 +62,13 @@ impl EntryEvaluation {
         if let Some(trap) = &self.trapped {
             return Err(EvalError::Trap(trap.clone()));
         }
-        match self
-            .policy
-            .call_admit(&mut self.store, params, mutation, principal, context)
-        {
+        match self.policy.scopekeeper_policy_rules().call_admit(
+            &mut self.store,
+            params,
+            mutation,
+            principal,
+            context,
+        ) {
             Ok(verdict) => Ok(verdict),
             Err(e) => {
                 let err = classify(e);
@@ -97,7 +100,10 @@ pub fn validate_params(
         .pre
         .instantiate(&mut store)
         .map_err(|e| Refused::Trapped(format!("{e:#}")))?;
-    match policy.call_validate_params(&mut store, params) {
+    match policy
+        .scopekeeper_policy_rules()
+        .call_validate_params(&mut store, params)
+    {
         Ok(Ok(())) => Ok(()),
         Ok(Err(why)) => Err(Refused::BadParams(why)),
         Err(e) => Err(Refused::Trapped(format!("{e:#}"))),

@@ -10,6 +10,8 @@ pub mod admission;
 pub mod build;
 pub mod engine;
 pub mod eval;
+#[cfg(test)]
+mod tests;
 
 use serde::{Deserialize, Serialize};
 

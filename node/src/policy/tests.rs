@@ -1,0 +1,235 @@
+//! The policy host against real components built from this repository's policy crates.
+
+use std::sync::Arc;
+
+use scopekeeper_client::proto::{CreateMode, Op};
+
+use super::admission::{PolicyAdmission, Principal};
+use super::build::repository_component;
+use super::engine::{PolicyEngine, Refused};
+use super::eval::{EntryEvaluation, EvalError};
+use super::wit::exports::scopekeeper::policy::rules as wit;
+use super::{PolicyHash, PolicyMode};
+use crate::tree::{Admit, OpView};
+
+fn engine() -> PolicyEngine {
+    PolicyEngine::new().expect("engine")
+}
+
+fn component(name: &str) -> Vec<u8> {
+    repository_component(name).unwrap_or_else(|e| panic!("building policy {name}: {e:#}"))
+}
+
+fn mutation(data: &[u8]) -> wit::Mutation {
+    wit::Mutation {
+        op: wit::OpKind::Create,
+        path: "/a".into(),
+        data: data.to_vec(),
+        create_mode: Some(wit::CreateMode::Persistent),
+        expected_version: -1,
+    }
+}
+
+fn context() -> wit::Context {
+    wit::Context {
+        log_index: 7,
+        time_ms: 0,
+        scope_root: "/".into(),
+        depth: 1,
+        target: None,
+        parent: None,
+        stats: wit::ScopeStats {
+            znodes: 1,
+            data_bytes: 0,
+        },
+    }
+}
+
+fn principal() -> wit::Principal {
+    wit::Principal {
+        id: "alice".into(),
+        roles: vec![],
+    }
+}
+
+fn verdict(
+    engine: &PolicyEngine,
+    name: &str,
+    params: &str,
+    data: &[u8],
+) -> (Result<wit::Verdict, EvalError>, u64) {
+    let compiled = engine.compile(&component(name)).expect("compiles");
+    let mut eval = EntryEvaluation::begin(engine, &compiled, crate::limits::POLICY_FUEL_PER_ENTRY)
+        .expect("instance");
+    let result = eval.admit(params, &mutation(data), &principal(), &context());
+    (result, eval.fuel_used())
+}
+
+#[test]
+fn limits_allows_and_denies_with_the_same_fuel_every_time() {
+    let engine = engine();
+    let params = r#"{"max_data_bytes": 4}"#;
+    let (small, fuel_small) = verdict(&engine, "limits", params, b"abcd");
+    assert!(matches!(
+        small.expect("runs").decision,
+        wit::Decision::Allow
+    ));
+    let (big, fuel_big) = verdict(&engine, "limits", params, b"abcde");
+    match big.expect("runs").decision {
+        wit::Decision::Deny(d) => assert_eq!(d.code, "data-too-large"),
+        other => panic!("{other:?}"),
+    }
+    assert!(fuel_small > 0);
+    // A fresh instance per entry: the same call burns exactly the same fuel.
+    for _ in 0..3 {
+        assert_eq!(verdict(&engine, "limits", params, b"abcd").1, fuel_small);
+        assert_eq!(verdict(&engine, "limits", params, b"abcde").1, fuel_big);
+    }
+    // And a second engine (another anchor) agrees.
+    assert_eq!(
+        verdict(
+            &super::engine::PolicyEngine::new().expect("engine"),
+            "limits",
+            params,
+            b"abcd"
+        )
+        .1,
+        fuel_small
+    );
+}
+
+#[test]
+fn an_infinite_loop_runs_out_of_fuel_and_traps() {
+    let (result, fuel) = verdict(&engine(), "hostile", "loop", b"");
+    match result {
+        Err(EvalError::Trap(t)) => assert!(t.to_lowercase().contains("fuel"), "{t}"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(fuel, crate::limits::POLICY_FUEL_PER_ENTRY);
+}
+
+#[test]
+fn a_memory_bomb_and_a_panic_trap() {
+    let engine = engine();
+    for behaviour in ["bomb", "trap"] {
+        let (result, _) = verdict(&engine, "hostile", behaviour, b"");
+        assert!(
+            matches!(result, Err(EvalError::Trap(_))),
+            "{behaviour}: {result:?}"
+        );
+    }
+}
+
+#[test]
+fn a_trap_denies_every_op_of_its_entry_and_audit_admits() {
+    let engine = engine();
+    let compiled = engine.compile(&component("hostile")).expect("compiles");
+    let who = Principal::default();
+    let op = Op::Create {
+        path: "/a".into(),
+        data: vec![],
+        mode: CreateMode::Persistent,
+    };
+    let view = OpView {
+        target: None,
+        parent: None,
+        znodes: 1,
+        data_bytes: 0,
+    };
+    let mut enforce = PolicyAdmission::new(
+        &engine,
+        &compiled,
+        "trap",
+        PolicyMode::Enforce,
+        &who,
+        1,
+        0,
+        "/",
+    );
+    let err = enforce.admit(&op, view).expect_err("denied");
+    assert_eq!(err.code, scopekeeper_client::ErrorCode::PolicyDenied);
+    assert!(err.message.contains("trap"), "{}", err.message);
+    assert!(
+        enforce.admit(&op, view).is_err(),
+        "the instance stays denied"
+    );
+    assert!(
+        enforce.host_fault.is_none(),
+        "a guest trap is not a host fault"
+    );
+    let mut audit = PolicyAdmission::new(
+        &engine,
+        &compiled,
+        "trap",
+        PolicyMode::Audit,
+        &who,
+        1,
+        0,
+        "/",
+    );
+    assert!(audit.admit(&op, view).is_ok());
+    assert_eq!(audit.notes.len(), 1);
+}
+
+#[tokio::test]
+async fn hostile_components_are_refused_before_commit() {
+    let engine = engine();
+    // Imports: a component that wants something from its host.
+    let with_import = wat::parse_str(r#"(component (import "clock" (func)))"#).expect("wat");
+    let err = engine
+        .check(Arc::new(with_import), "")
+        .await
+        .expect_err("imports");
+    assert!(matches!(err, Refused::HasImports(_)), "{err}");
+    assert!(err.to_string().contains("clock"), "{err}");
+    // Not wasm at all.
+    let err = engine
+        .check(Arc::new(b"\0asm garbage".to_vec()), "")
+        .await
+        .expect_err("garbage");
+    assert!(matches!(err, Refused::Invalid(_)), "{err}");
+    // A core module is not a component.
+    let core = wat::parse_str("(module)").expect("wat");
+    assert!(engine.check(Arc::new(core), "").await.is_err());
+    // A component that is not a policy.
+    let empty = wat::parse_str("(component)").expect("wat");
+    let err = engine
+        .check(Arc::new(empty), "")
+        .await
+        .expect_err("wrong world");
+    assert!(matches!(err, Refused::WrongWorld(_)), "{err}");
+    // Too large.
+    let err = engine
+        .check(Arc::new(vec![0; crate::limits::POLICY_BYTES_MAX + 1]), "")
+        .await
+        .expect_err("size");
+    assert!(matches!(err, Refused::TooLarge { .. }), "{err}");
+    // The policy's own verdict on its parameters.
+    let limits = Arc::new(component("limits"));
+    let err = engine
+        .check(limits.clone(), r#"{"max_data_bytes": "lots"}"#)
+        .await
+        .expect_err("params");
+    assert!(matches!(err, Refused::BadParams(_)), "{err}");
+    let ok = engine
+        .check(limits.clone(), r#"{"max_data_bytes": 10}"#)
+        .await
+        .expect("valid");
+    assert_eq!(ok.hash, PolicyHash::of(&limits));
+}
+
+#[test]
+fn every_stock_policy_builds_and_links() {
+    let engine = engine();
+    for name in ["open", "readonly", "limits", "schema", "roles"] {
+        let bytes = component(name);
+        assert!(
+            bytes.len() <= crate::limits::POLICY_BYTES_MAX,
+            "{name} is {} bytes",
+            bytes.len()
+        );
+        engine
+            .compile(&bytes)
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+}
