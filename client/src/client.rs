@@ -320,6 +320,56 @@ impl Client {
 }
 
 impl Client {
+    /// Replaces the policy of the scope rooted at `scope` (needs the `admin` role). The policy
+    /// is checked before commit; entries after the returned log index are judged by it.
+    pub async fn set_policy(
+        &self,
+        scope: &str,
+        component: Vec<u8>,
+        params: &str,
+        mode: crate::proto::PolicyMode,
+    ) -> Result<crate::proto::PolicyInfo, Error> {
+        let request = Request::SetPolicy {
+            scope: scope.into(),
+            component,
+            params: params.into(),
+            mode,
+        };
+        match self.request(&request).await? {
+            Reply::Policy(Some(info)) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The active policy of the scope rooted at `scope`, if one was deployed.
+    pub async fn policy(&self, scope: &str) -> Result<Option<crate::proto::PolicyInfo>, Error> {
+        match self
+            .request(&Request::GetPolicy {
+                scope: scope.into(),
+            })
+            .await?
+        {
+            Reply::Policy(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every policy deployed on the scope rooted at `scope`, oldest first.
+    pub async fn policy_history(
+        &self,
+        scope: &str,
+    ) -> Result<Vec<crate::proto::PolicyInfo>, Error> {
+        match self
+            .request(&Request::PolicyHistory {
+                scope: scope.into(),
+            })
+            .await?
+        {
+            Reply::PolicyHistory(history) => Ok(history),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// What the node this client is connected to knows of itself and its raft group.
     pub async fn node_info(&self) -> Result<crate::proto::NodeInfo, Error> {
         match self.request(&Request::NodeInfo).await? {

@@ -281,6 +281,9 @@ pub struct PolicyInfo {
     pub mode: PolicyMode,
     /// Log index of the SetPolicy entry: entries after it are judged by this policy.
     pub log_index: u64,
+    /// The scope's last zxid when the policy took over: znodes with a higher czxid or mzxid
+    /// were written under it.
+    pub zxid: i64,
     /// Who deployed it.
     pub set_by: String,
     /// Leader-stamped time of the deployment, ms since the epoch.
@@ -302,6 +305,11 @@ pub struct NodeInfo {
     /// Log index of this node's newest snapshot.
     pub snapshot_index: u64,
     pub znodes: u64,
+    /// Entries the root scope's policies have judged, the fuel they burnt, and a digest of
+    /// every (log index, fuel, outcome): equal on every anchor that applied the same log.
+    pub policy_judged: u64,
+    pub policy_fuel: u64,
+    pub policy_digest: u64,
 }
 
 /// One response frame on the native protocol.

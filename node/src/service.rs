@@ -409,6 +409,7 @@ fn unexpected_outcome(outcome: CommandOutcome) -> ApiError {
 }
 
 fn node_info(node: &Node, root: &Scope) -> scopekeeper_client::proto::NodeInfo {
+    let judged = root.view().read().governance.judged;
     let metrics = root.raft.metrics();
     let m = metrics.borrow_watched();
     scopekeeper_client::proto::NodeInfo {
@@ -420,6 +421,9 @@ fn node_info(node: &Node, root: &Scope) -> scopekeeper_client::proto::NodeInfo {
         committed_index: m.local_committed.map_or(0, |l| l.index()),
         snapshot_index: m.snapshot.map_or(0, |l| l.index()),
         znodes: root.view().read().tree.len() as u64,
+        policy_judged: judged.entries,
+        policy_fuel: judged.fuel,
+        policy_digest: judged.digest,
     }
 }
 

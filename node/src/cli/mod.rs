@@ -5,6 +5,7 @@ mod certs;
 mod commands;
 mod context;
 mod dev;
+mod policy;
 
 use std::path::PathBuf;
 
@@ -44,6 +45,9 @@ enum Command {
     /// Creates the cluster CA and issues node and client certificates.
     #[command(subcommand)]
     Certs(certs::CertsCommand),
+    /// Builds, tests, deploys and inspects scope policies.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Measures throughput and latency against a running cluster.
     Bench(bench::BenchArgs),
     #[command(flatten)]
@@ -104,6 +108,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Certs(cmd) => certs::run(cmd),
+        Command::Policy(cmd) => {
+            init_logging("warn");
+            policy::run(cmd, &cli.connect).await
+        }
         Command::Bench(args) => {
             init_logging("warn");
             bench::run(args, &cli.connect).await

@@ -31,6 +31,42 @@ pub struct ActivePolicy {
 pub struct GovernanceMeta {
     pub active: Option<(PolicyHash, PolicyInfo)>,
     pub history: Vec<PolicyInfo>,
+    pub judged: Judged,
+}
+
+/// What the scope's policies have done, as replicated state: every anchor computes the same
+/// values from the same log, so comparing them compares verdicts and fuel entry by entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Judged {
+    /// Entries a policy judged.
+    pub entries: u64,
+    /// Fuel those judgements burnt.
+    pub fuel: u64,
+    /// FNV-1a over (log index, fuel, outcome) of every judged entry, chained.
+    pub digest: u64,
+}
+
+impl Judged {
+    fn record(&mut self, log_index: u64, fuel: u64, outcome: &crate::tree::Outcome) {
+        self.entries += 1;
+        self.fuel += fuel;
+        let mut h = if self.digest == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.digest
+        };
+        let encoded = postcard::to_stdvec(outcome).unwrap_or_default();
+        for byte in log_index
+            .to_be_bytes()
+            .iter()
+            .chain(&fuel.to_be_bytes())
+            .chain(&encoded)
+        {
+            h ^= u64::from(*byte);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+        self.digest = h;
+    }
 }
 
 /// A scope's governance in memory.
@@ -38,6 +74,7 @@ pub struct GovernanceMeta {
 pub struct Governance {
     pub active: Option<ActivePolicy>,
     pub history: Vec<PolicyInfo>,
+    pub judged: Judged,
 }
 
 impl Governance {
@@ -45,6 +82,7 @@ impl Governance {
         GovernanceMeta {
             active: self.active.as_ref().map(|a| (a.hash, a.info.clone())),
             history: self.history.clone(),
+            judged: self.judged,
         }
     }
 
@@ -55,6 +93,7 @@ impl Governance {
         set: &SetPolicy,
         log_index: u64,
         stamp: Stamp,
+        zxid: i64,
     ) -> Result<PolicyInfo, ApiError> {
         if !principal.has_role(ADMIN_ROLE) {
             return Err(ApiError::new(
@@ -79,6 +118,7 @@ impl Governance {
             params: set.params.clone(),
             mode: set.mode,
             log_index,
+            zxid,
             set_by: principal.id.clone(),
             time_ms: stamp.time_ms,
             component_bytes: set.component.len() as u64,
@@ -100,14 +140,14 @@ impl Governance {
 /// Applies a transaction under the active policy, if any.
 pub fn apply_txn(
     engine: &PolicyEngine,
-    governance: &Governance,
+    governance: &mut Governance,
     tree: &mut Tree,
     command: &Command,
     txn: &Txn,
     log_index: u64,
     scope_root: &str,
 ) -> Applied {
-    let Some(active) = &governance.active else {
+    let Some(active) = governance.active.clone() else {
         return tree.apply(command.stamp, txn);
     };
     let mut attempt = 0u32;
@@ -138,7 +178,11 @@ pub fn apply_txn(
         );
         let applied = tree.apply_with(command.stamp, txn, &mut admission);
         match admission.host_fault.take() {
-            None => return applied,
+            None => {
+                let fuel = admission.fuel_used();
+                governance.judged.record(log_index, fuel, &applied.outcome);
+                return applied;
+            }
             Some(fault) => {
                 // Every op of the entry was rolled back; only its zxid was consumed.
                 tree.rewind_zxid(before);

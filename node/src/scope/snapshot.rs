@@ -34,6 +34,7 @@ pub struct SnapshotHeader {
     /// The active policy (its component follows the header as one record), and its history.
     pub policy: Option<(PolicyHash, PolicyInfo)>,
     pub history: Vec<PolicyInfo>,
+    pub judged: super::governance::Judged,
 }
 
 /// A decoded snapshot.
@@ -51,6 +52,7 @@ pub fn encode(meta: &SnapshotMeta, tree: &Tree, governance: &Governance) -> io::
         znodes: tree.len() as u64,
         policy: governance.active.as_ref().map(|a| (a.hash, a.info.clone())),
         history: governance.history.clone(),
+        judged: governance.judged,
     };
     let mut out = Vec::with_capacity(64 + tree.len() * 64);
     out.extend_from_slice(MAGIC);

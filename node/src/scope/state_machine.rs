@@ -123,6 +123,7 @@ impl ScopeStateMachine {
                 None => None,
             },
             history: meta.governance.history.clone(),
+            judged: meta.governance.judged,
         };
         let sm = ScopeStateMachine {
             scope,
@@ -190,6 +191,7 @@ impl ScopeStateMachine {
                 component: Arc::new(component),
             }),
             history: header.history.clone(),
+            judged: header.judged,
         };
         if let Some(active) = &governance.active {
             batch.insert(
@@ -286,7 +288,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                         Body::Txn(txn) => {
                             let applied = governance::apply_txn(
                                 &self.engine,
-                                &state.governance,
+                                &mut state.governance,
                                 &mut state.tree,
                                 &command,
                                 txn,
@@ -302,6 +304,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                                 set,
                                 log_id.index(),
                                 command.stamp,
+                                state.tree.last_zxid(),
                             );
                             if let Some(active) =
                                 state.governance.active.as_ref().filter(|_| result.is_ok())
