@@ -304,6 +304,8 @@ pub struct NodeInfo {
     pub committed_index: u64,
     /// Log index of this node's newest snapshot.
     pub snapshot_index: u64,
+    /// Highest log index this node has purged (compacted into its snapshot).
+    pub purged_index: u64,
     pub znodes: u64,
     /// Entries the root scope's policies have judged, the fuel they burnt, and a digest of
     /// every (log index, fuel, outcome): equal on every anchor that applied the same log.

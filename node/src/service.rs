@@ -420,6 +420,7 @@ fn node_info(node: &Node, root: &Scope) -> scopekeeper_client::proto::NodeInfo {
         applied_index: m.last_applied.map_or(0, |l| l.index()),
         committed_index: m.local_committed.map_or(0, |l| l.index()),
         snapshot_index: m.snapshot.map_or(0, |l| l.index()),
+        purged_index: m.purged.map_or(0, |l| l.index()),
         znodes: root.view().read().tree.len() as u64,
         policy_judged: judged.entries,
         policy_fuel: judged.fuel,

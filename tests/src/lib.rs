@@ -67,7 +67,9 @@ impl Cluster {
     }
 
     pub fn start_with(n: usize, extra_config: &str) -> anyhow::Result<Cluster> {
-        let dir = tempfile::Builder::new().prefix("sk-cluster-").tempdir()?;
+        let mut dir = tempfile::Builder::new().prefix("sk-cluster-").tempdir()?;
+        // SK_KEEP_TEST_DIRS=1 keeps every cluster's data and logs for a post-mortem.
+        dir.disable_cleanup(std::env::var_os("SK_KEEP_TEST_DIRS").is_some());
         let certs_dir = dir.path().join("certs");
         let ca = certs::generate_ca(CLUSTER)?;
         CertFiles::in_dir(&certs_dir, "ca").write(&ca)?;
@@ -80,6 +82,8 @@ impl Cluster {
             "test",
             &[],
         )?)?;
+        let admin = certs::issue_client(&ca, "operator", &["admin".to_string()])?;
+        CertFiles::in_dir(&certs_dir, "client-operator").write(&admin)?;
         let ports: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
         let mut cluster = Cluster {
             dir,
@@ -220,6 +224,28 @@ impl Cluster {
             cert: certs.join("client-test.pem"),
             key: certs.join("client-test.key"),
         }
+    }
+
+    /// A client of every node holding the `admin` role (principal `operator`).
+    pub async fn admin_client(&self) -> anyhow::Result<Client> {
+        let ids: Vec<u64> = (1..=self.ports.len() as u64).collect();
+        let mut config = self.client_config(&ids);
+        let certs = self.dir.path().join("certs");
+        config.cert = certs.join("client-operator.pem");
+        config.key = certs.join("client-operator.key");
+        Ok(Client::connect(config).await?)
+    }
+
+    /// Waits until every running node among `ids` has applied what the leader committed, and
+    /// returns their infos.
+    pub async fn settle(&self, ids: &[u64], timeout: Duration) -> anyhow::Result<Vec<NodeInfo>> {
+        let leader = self.wait_for_leader(ids, timeout).await?;
+        let committed = self.info(leader).await?.committed_index;
+        let mut infos = Vec::new();
+        for &id in ids {
+            infos.push(self.wait_for_applied(id, committed, timeout).await?);
+        }
+        Ok(infos)
     }
 
     /// A client of exactly one node.

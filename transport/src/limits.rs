@@ -16,8 +16,8 @@ pub const BACKOFF_MIN: Duration = Duration::from_millis(50);
 pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// QUIC keep-alive and idle timeout: an idle peer is pinged, a silent one is dropped.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(1);
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(6);
+pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Concurrent RPC streams a connection accepts from its peer.
 pub const STREAMS_PER_CONNECTION_MAX: u32 = 4096;

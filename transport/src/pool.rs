@@ -6,22 +6,40 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::FutureExt;
+use futures::future::{BoxFuture, Shared};
+
 use crate::{Alpn, Connection, Endpoint, Error, limits};
+
+/// A dial in progress, shared by whoever waits for it.
+type Dial = Shared<BoxFuture<'static, Result<Connection, String>>>;
 
 #[derive(Default)]
 struct Slot {
     conn: Option<Connection>,
+    /// Consecutive failed dials; non-zero means the peer is believed down.
     failures: u32,
     retry_at: Option<Instant>,
+    dialing: Option<Dial>,
 }
 
-type Slots = HashMap<(SocketAddr, String), Arc<tokio::sync::Mutex<Slot>>>;
+type Slots = HashMap<(SocketAddr, String), Arc<Mutex<Slot>>>;
 
 /// A pool of connections speaking one protocol.
+///
+/// Dials run on a task of their own, so a caller that gives up (an RPC timeout) cannot cancel
+/// one and lose its outcome. While a peer is believed down, callers fail at once with
+/// [`Error::Unreachable`] and redials happen in the background with capped backoff: a dead
+/// peer costs nothing per request, so nothing waits on it (openraft keeps a request to a peer
+/// "in flight" while it waits, and postpones log compaction for it).
 pub struct Pool {
     endpoint: Endpoint,
     alpn: Alpn,
     slots: Mutex<Slots>,
+}
+
+fn lock(slot: &Mutex<Slot>) -> std::sync::MutexGuard<'_, Slot> {
+    slot.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Pool {
@@ -37,53 +55,90 @@ impl Pool {
         &self.endpoint
     }
 
-    fn slot(&self, addr: SocketAddr, name: &str) -> Arc<tokio::sync::Mutex<Slot>> {
+    fn slot(&self, addr: SocketAddr, name: &str) -> Arc<Mutex<Slot>> {
         let mut slots = self.slots.lock().unwrap_or_else(|e| e.into_inner());
         slots.entry((addr, name.to_string())).or_default().clone()
     }
 
-    /// A live connection to `addr` proving `name`, dialing if needed. While backing off after a
-    /// failed dial, it fails at once with [`Error::Unreachable`].
+    /// Starts a dial on its own task; the task records the outcome in the slot.
+    fn dial(&self, slot: &Arc<Mutex<Slot>>, addr: SocketAddr, name: &str) -> Dial {
+        let (endpoint, alpn, name, record) = (
+            self.endpoint.clone(),
+            self.alpn,
+            name.to_string(),
+            slot.clone(),
+        );
+        let task = tokio::spawn(async move {
+            let result = endpoint.connect(addr, &name, alpn).await;
+            let mut slot = lock(&record);
+            slot.dialing = None;
+            match &result {
+                Ok(conn) => {
+                    slot.failures = 0;
+                    slot.retry_at = None;
+                    slot.conn = Some(conn.clone());
+                }
+                Err(_) => {
+                    slot.failures = slot.failures.saturating_add(1);
+                    slot.retry_at = Some(Instant::now() + backoff(slot.failures));
+                }
+            }
+            result.map_err(|e| e.to_string())
+        });
+        async move {
+            task.await
+                .unwrap_or_else(|e| Err(format!("dial task failed: {e}")))
+        }
+        .boxed()
+        .shared()
+    }
+
+    /// A live connection to `addr` proving `name`. Dials if needed; fails at once while the
+    /// peer is believed down.
     pub async fn get(&self, addr: SocketAddr, name: &str) -> Result<Connection, Error> {
         let slot = self.slot(addr, name);
-        let mut slot = slot.lock().await;
-        if let Some(conn) = &slot.conn {
-            if conn.close_reason().is_none() {
-                return Ok(conn.clone());
+        let unreachable = |retry_in: Duration| Error::Unreachable {
+            addr,
+            name: name.to_string(),
+            retry_in,
+        };
+        let dial = {
+            let mut s = lock(&slot);
+            if let Some(conn) = &s.conn {
+                if conn.close_reason().is_none() {
+                    return Ok(conn.clone());
+                }
+                s.conn = None;
             }
-            slot.conn = None;
-        }
-        if let Some(at) = slot.retry_at {
             let now = Instant::now();
-            if now < at {
-                return Err(Error::Unreachable {
-                    addr,
-                    name: name.to_string(),
-                    retry_in: at - now,
-                });
+            let down = s.failures > 0;
+            match (&s.dialing, s.retry_at) {
+                (Some(_), _) if down => return Err(unreachable(Duration::ZERO)),
+                (Some(dial), _) => dial.clone(),
+                (None, Some(at)) if now < at => return Err(unreachable(at - now)),
+                (None, _) => {
+                    let dial = self.dial(&slot, addr, name);
+                    s.dialing = Some(dial.clone());
+                    if down {
+                        // Redial in the background; this caller does not wait for a dead peer.
+                        return Err(unreachable(Duration::ZERO));
+                    }
+                    dial
+                }
             }
-        }
-        match self.endpoint.connect(addr, name, self.alpn).await {
-            Ok(conn) => {
-                slot.failures = 0;
-                slot.retry_at = None;
-                slot.conn = Some(conn.clone());
-                Ok(conn)
-            }
-            Err(e) => {
-                slot.failures = slot.failures.saturating_add(1);
-                slot.retry_at = Some(Instant::now() + backoff(slot.failures));
-                Err(e)
-            }
-        }
+        };
+        dial.await.map_err(|reason| Error::Connect {
+            addr,
+            name: name.to_string(),
+            reason,
+        })
     }
 
     /// Drops the cached connection to `addr` after an error, so the next call dials afresh
     /// (without backoff: the failure may have been the connection, not the peer).
     pub async fn invalidate(&self, addr: SocketAddr, name: &str) {
         let slot = self.slot(addr, name);
-        let mut slot = slot.lock().await;
-        if let Some(conn) = slot.conn.take() {
+        if let Some(conn) = lock(&slot).conn.take() {
             conn.close("invalidated after an error");
         }
     }

@@ -315,3 +315,32 @@ fn restarted_peer_is_noticed_by_stateless_reset() {
         "expected a stateless reset, got {err}"
     );
 }
+
+#[tokio::test]
+async fn a_dead_peer_fails_fast_even_when_callers_give_up_early() {
+    let ca = Ca::new();
+    // A UDP port with nobody behind it.
+    let dead = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let pool = scopekeeper_transport::Pool::new(dialer(&ca.node(2)), Alpn::Peer);
+    // The caller gives up long before the dial times out, as an RPC deadline would.
+    let early = tokio::time::timeout(
+        std::time::Duration::from_millis(50),
+        pool.get(addr, "node-1.test"),
+    )
+    .await;
+    assert!(early.is_err(), "the first dial cannot succeed this fast");
+    // The dial went on without it and recorded its failure.
+    tokio::time::sleep(
+        scopekeeper_transport::limits::CONNECT_TIMEOUT + std::time::Duration::from_millis(500),
+    )
+    .await;
+    for _ in 0..3 {
+        let err = pool.get(addr, "node-1.test").await.err().expect("dead");
+        assert!(
+            matches!(err, Error::Unreachable { .. }),
+            "fails at once, without waiting: {err}"
+        );
+    }
+}
