@@ -141,3 +141,84 @@ fn dev_cluster_and_client_commands() -> anyhow::Result<()> {
     interrupt(&mut dev)?;
     Ok(())
 }
+
+/// The journey of examples/team-namespaces/README.md, step by step.
+#[test]
+fn a_policy_authors_journey() -> anyhow::Result<()> {
+    let _serial = serial();
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repository root")
+        .to_path_buf();
+    let example = repo.join("examples/team-namespaces");
+    let dir = tempfile::tempdir()?;
+    let config = dir.path().join("client.toml");
+    let wasm = dir.path().join("team-namespaces.wasm");
+
+    let built = ok(&sk(
+        &config,
+        &[
+            "policy",
+            "build",
+            example.to_str().expect("utf-8"),
+            "--out",
+            wasm.to_str().expect("utf-8"),
+        ],
+    ));
+    assert!(built.contains("sha256"), "{built}");
+    let cases = example.join("cases.json");
+    let tested = ok(&sk(
+        &config,
+        &[
+            "policy",
+            "test",
+            wasm.to_str().expect("utf-8"),
+            "--cases",
+            cases.to_str().expect("utf-8"),
+        ],
+    ));
+    assert_eq!(tested.matches("ok ").count(), 4, "{tested}");
+
+    let data = dir.path().join("dev");
+    let mut dev = start_dev(&data, &config, free_base_port())?;
+    let deployed = ok(&sk(
+        &config,
+        &["policy", "deploy", "/", wasm.to_str().expect("utf-8")],
+    ));
+    assert!(deployed.contains("judged by it"), "{deployed}");
+    let certs = data.join("certs");
+    ok(&sk(
+        &config,
+        &[
+            "certs",
+            "client",
+            "payments",
+            "--dir",
+            certs.to_str().expect("utf-8"),
+        ],
+    ));
+    let as_payments = |args: &[&str]| {
+        let mut all: Vec<String> = vec![
+            "--cert".into(),
+            certs.join("client-payments.pem").display().to_string(),
+            "--key".into(),
+            certs.join("client-payments.key").display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let refs: Vec<&str> = all.iter().map(String::as_str).collect();
+        sk(&config, &refs)
+    };
+    ok(&sk(&config, &["create", "/teams"]));
+    ok(&as_payments(&["create", "/teams/payments"]));
+    let denied = as_payments(&["create", "/teams/search"]);
+    assert!(!denied.status.success());
+    let stderr = String::from_utf8_lossy(&denied.stderr);
+    assert!(
+        stderr.contains("PolicyDenied") && stderr.contains("not-your-team"),
+        "{stderr}"
+    );
+    let history = ok(&sk(&config, &["policy", "history", "/"]));
+    assert_eq!(history.lines().count(), 1, "{history}");
+    interrupt(&mut dev)?;
+    Ok(())
+}
