@@ -9,8 +9,18 @@ pub const ENTRY_BYTES_MAX: usize = REQUEST_BYTES_MAX + 1024;
 /// Entries per AppendEntries RPC. Bounded so that a full batch always fits one peer frame.
 pub const APPEND_ENTRIES_MAX: u64 = 64;
 
-/// Client writes a scope leader accepts concurrently before refusing with `Throttled`.
+/// Client writes a scope leader queues for batching before refusing with `Throttled`.
 pub const PROPOSALS_IN_FLIGHT_MAX: usize = 4096;
+
+/// Entries of batched transactions a leader keeps in flight; further transactions wait and
+/// join the next batch. Small enough that load forms batches, large enough to pipeline.
+pub const BATCHES_IN_FLIGHT_MAX: usize = 4;
+
+/// Transactions in one entry.
+pub const BATCH_PROPOSALS_MAX: usize = 256;
+
+/// Approximate payload of one entry of batched transactions; a larger transaction goes alone.
+pub const BATCH_BYTES_MAX: usize = ENTRY_BYTES_MAX;
 
 /// Snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
@@ -35,6 +45,7 @@ const _: () = assert!(
 );
 const _: () = assert!(SNAPSHOT_CHUNK_BYTES < PEER_FRAME_BYTES_MAX);
 const _: () = assert!(LOG_KEPT_BEHIND_SNAPSHOT < SNAPSHOT_EVERY_ENTRIES);
+const _: () = assert!(BATCHES_IN_FLIGHT_MAX >= 1 && BATCH_PROPOSALS_MAX >= 1);
 
 /// Largest policy component. Small enough that a SetPolicy entry fits one client request.
 pub const POLICY_BYTES_MAX: usize = 960 * 1024;
@@ -51,6 +62,14 @@ pub const POLICY_FUEL_VALIDATE: u64 = 20_000_000;
 /// Linear memory a policy instance may grow to; beyond it allocation fails inside the guest.
 pub const POLICY_MEMORY_BYTES_MAX: usize = 32 * 1024 * 1024;
 
+/// Linear memory a recycled instance slot keeps mapped and zeroes in place rather than returning
+/// to the kernel. Covers what a typical Rust policy touches (its shadow stack and first heap
+/// pages); beyond it pages are returned with madvise.
+pub const POLICY_MEMORY_KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
+
+/// As [`POLICY_MEMORY_KEEP_RESIDENT_BYTES`], for tables.
+pub const POLICY_TABLE_KEEP_RESIDENT_BYTES: usize = 64 * 1024;
+
 /// Wasm stack a policy may use.
 pub const POLICY_STACK_BYTES_MAX: usize = 512 * 1024;
 
@@ -63,6 +82,7 @@ pub const POLICY_COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::fro
 /// Policy changes remembered per scope for `policy history`.
 pub const POLICY_HISTORY_MAX: usize = 64;
 
+const _: () = assert!(POLICY_MEMORY_KEEP_RESIDENT_BYTES <= POLICY_MEMORY_BYTES_MAX);
 const _: () = assert!(
     POLICY_BYTES_MAX + POLICY_PARAMS_BYTES_MAX + 4096 <= REQUEST_BYTES_MAX,
     "a SetPolicy request must fit one client frame"

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use scopekeeper_client::ApiError;
 
 use crate::policy::admission::Principal;
-use crate::scope::types::{Body, CommandResult, SnapshotMeta, TypeConfig, Vote};
+use crate::scope::types::{CommandResult, SetPolicy, SnapshotMeta, TxnResult, TypeConfig, Vote};
 use crate::storage::ScopeId;
+use crate::tree::Txn;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
@@ -44,13 +45,19 @@ pub enum PeerRequest {
         meta: SnapshotMeta,
         len: u64,
     },
-    /// A client's command forwarded to the node believed to lead the scope, with the client's
-    /// identity as the forwarding node established it.
-    Propose {
+    /// A client's transaction forwarded to the node believed to lead the scope, with the
+    /// client's identity as the forwarding node established it.
+    ProposeTxn {
         scope: ScopeId,
-        body: Body,
         principal: Principal,
+        txn: Txn,
         zxid_floor: i64,
+    },
+    /// A policy replacement forwarded to the scope's leader.
+    ProposePolicy {
+        scope: ScopeId,
+        principal: Principal,
+        set: SetPolicy,
     },
     /// Asks the leader for a log index that a linearizable read must wait for.
     ReadIndex { scope: ScopeId },
@@ -64,7 +71,8 @@ pub enum PeerResponse {
     Vote(Result<VoteResponse<TypeConfig>, String>),
     TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
     Snapshot(Result<SnapshotResponse<TypeConfig>, String>),
-    Write(Result<CommandResult, Refusal>),
+    Txn(Result<TxnResult, Refusal>),
+    Policy(Result<CommandResult, Refusal>),
     ReadIndex(Result<u64, Refusal>),
     Status(NodeStatus),
     /// The request was malformed or named something this node does not have.

@@ -18,7 +18,7 @@ use crate::node::Node;
 use crate::peer::{NodeStatus, PeerRequest, PeerResponse, Refusal};
 use crate::scope::Scope;
 use crate::scope::snapshot::SnapshotFile;
-use crate::scope::types::{Body, CommandOutcome, CommandResult, SetPolicy};
+use crate::scope::types::{CommandOutcome, CommandResult, SetPolicy, TxnResult};
 use crate::storage::ROOT_SCOPE;
 use crate::tree::{Outcome, Txn};
 
@@ -136,13 +136,21 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
             ),
             Err(e) => PeerResponse::Invalid(e),
         },
-        PeerRequest::Propose {
+        PeerRequest::ProposeTxn {
             scope,
-            body,
             principal,
+            txn,
             zxid_floor,
         } => match scope_of(node, scope) {
-            Ok(s) => PeerResponse::Write(s.propose(body, principal, zxid_floor).await),
+            Ok(s) => PeerResponse::Txn(s.propose_txn(principal, txn, zxid_floor).await),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::ProposePolicy {
+            scope,
+            principal,
+            set,
+        } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::Policy(s.propose_policy(principal, set).await),
             Err(e) => PeerResponse::Invalid(e),
         },
         PeerRequest::ReadIndex { scope } => match scope_of(node, scope) {
@@ -320,12 +328,15 @@ pub async fn handle_client(
 ) -> Response {
     let root = node.root().ok_or_else(|| starting(node))?;
     match request {
-        Request::Write(op) => match propose(node, root, Body::Txn(Txn::Single(op)), principal)
+        Request::Write(op) => match propose_txn(node, root, Txn::Single(op), principal)
             .await?
             .outcome
         {
-            CommandOutcome::Txn(Outcome::Single(r)) => r.map(Reply::Write),
-            other => Err(unexpected_outcome(other)),
+            Outcome::Single(r) => r.map(Reply::Write),
+            Outcome::Multi(_) => Err(ApiError::new(
+                ErrorCode::SystemError,
+                "a single op produced a multi result",
+            )),
         },
         Request::Multi(ops) => {
             if ops.len() > client_limits::MULTI_OPS_MAX {
@@ -338,12 +349,15 @@ pub async fn handle_client(
                     ),
                 ));
             }
-            match propose(node, root, Body::Txn(Txn::Multi(ops)), principal)
+            match propose_txn(node, root, Txn::Multi(ops), principal)
                 .await?
                 .outcome
             {
-                CommandOutcome::Txn(Outcome::Multi(slots)) => Ok(Reply::Multi(slots)),
-                other => Err(unexpected_outcome(other)),
+                Outcome::Multi(slots) => Ok(Reply::Multi(slots)),
+                Outcome::Single(_) => Err(ApiError::new(
+                    ErrorCode::SystemError,
+                    "a multi produced a single result",
+                )),
             }
         }
         Request::GetData { path } => {
@@ -373,12 +387,12 @@ pub async fn handle_client(
             mode,
         } => {
             let target = scope_rooted_at(node, root, &scope)?;
-            let body = Body::SetPolicy(SetPolicy {
+            let set = SetPolicy {
                 component,
                 params,
                 mode,
-            });
-            match propose(node, target, body, principal).await?.outcome {
+            };
+            match propose_policy(node, target, set, principal).await?.outcome {
                 CommandOutcome::PolicySet(r) => r.map(|info| Reply::Policy(Some(info))),
                 other => Err(unexpected_outcome(other)),
             }
@@ -432,22 +446,36 @@ fn connection_loss(why: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::ConnectionLoss, why.to_string())
 }
 
-/// Commits a command through the scope's leader, wherever it is. Retries only where the
-/// command surely did not take effect (no leader yet, leader moved before taking it, peer
-/// unreachable before the request was sent); an unknown outcome is reported as `ConnectionLoss`.
-async fn propose(
+/// Sends a proposal to the scope's leader, wherever it is, and retries only where it surely
+/// did not take effect (no leader yet, leader moved before taking it, peer unreachable before
+/// the request was sent); an unknown outcome is reported as `ConnectionLoss`.
+async fn through_leader<T, Local, LocalFuture, Remote>(
     node: &Node,
     scope: &Scope,
-    body: Body,
-    principal: &crate::policy::admission::Principal,
-) -> Result<CommandResult, ApiError> {
+    local: Local,
+    remote: Remote,
+) -> Result<T, ApiError>
+where
+    Local: Fn() -> LocalFuture,
+    LocalFuture: std::future::Future<Output = Result<T, Refusal>>,
+    Remote: Fn(u64) -> PeerRequest,
+    T: TryFrom<PeerResponse, Error = Refusal>,
+{
     let deadline = Instant::now() + limits::WRITE_TIMEOUT;
     loop {
         let attempt = match scope.leader() {
-            Some((leader, _)) if leader == node.id() => {
-                scope.propose(body.clone(), principal.clone(), 0).await
-            }
-            Some((leader, addr)) => forward(node, scope, leader, &addr, &body, principal).await,
+            Some((leader, _)) if leader == node.id() => local().await,
+            Some((leader, addr)) => match node.0.peers.call(leader, &addr, &remote(leader)).await {
+                Ok(response) => T::try_from(response),
+                // Never reached the leader: safe to try again once the leadership settles.
+                Err(e @ (TransportError::Connect { .. } | TransportError::Unreachable { .. })) => {
+                    tracing::debug!("forwarding to node {leader}: {e}");
+                    Err(Refusal::NotLeader { leader: None })
+                }
+                Err(e) => Err(Refusal::Unknown(format!(
+                    "forwarding to node {leader}: {e}"
+                ))),
+            },
             None => Err(Refusal::NotLeader { leader: None }),
         };
         match attempt {
@@ -473,34 +501,67 @@ async fn propose(
     }
 }
 
-async fn forward(
+impl TryFrom<PeerResponse> for TxnResult {
+    type Error = Refusal;
+    fn try_from(response: PeerResponse) -> Result<Self, Refusal> {
+        match response {
+            PeerResponse::Txn(result) => result,
+            other => Err(Refusal::Unknown(format!(
+                "the leader answered a write with {other:?}"
+            ))),
+        }
+    }
+}
+
+impl TryFrom<PeerResponse> for CommandResult {
+    type Error = Refusal;
+    fn try_from(response: PeerResponse) -> Result<Self, Refusal> {
+        match response {
+            PeerResponse::Policy(result) => result,
+            other => Err(Refusal::Unknown(format!(
+                "the leader answered a policy change with {other:?}"
+            ))),
+        }
+    }
+}
+
+async fn propose_txn(
     node: &Node,
     scope: &Scope,
-    leader: u64,
-    addr: &str,
-    body: &Body,
+    txn: Txn,
     principal: &crate::policy::admission::Principal,
-) -> Result<CommandResult, Refusal> {
-    let request = PeerRequest::Propose {
-        scope: scope.id,
-        body: body.clone(),
-        principal: principal.clone(),
-        zxid_floor: 0,
-    };
-    match node.0.peers.call(leader, addr, &request).await {
-        Ok(PeerResponse::Write(result)) => result,
-        Ok(other) => Err(Refusal::Unknown(format!(
-            "node {leader} answered a write with {other:?}"
-        ))),
-        // Never reached the leader: safe to try again once the leadership settles.
-        Err(e @ (TransportError::Connect { .. } | TransportError::Unreachable { .. })) => {
-            tracing::debug!("forwarding to node {leader}: {e}");
-            Err(Refusal::NotLeader { leader: None })
-        }
-        Err(e) => Err(Refusal::Unknown(format!(
-            "forwarding to node {leader}: {e}"
-        ))),
-    }
+) -> Result<TxnResult, ApiError> {
+    through_leader(
+        node,
+        scope,
+        || scope.propose_txn(principal.clone(), txn.clone(), 0),
+        |_| PeerRequest::ProposeTxn {
+            scope: scope.id,
+            principal: principal.clone(),
+            txn: txn.clone(),
+            zxid_floor: 0,
+        },
+    )
+    .await
+}
+
+async fn propose_policy(
+    node: &Node,
+    scope: &Scope,
+    set: SetPolicy,
+    principal: &crate::policy::admission::Principal,
+) -> Result<CommandResult, ApiError> {
+    through_leader(
+        node,
+        scope,
+        || scope.propose_policy(principal.clone(), set.clone()),
+        |_| PeerRequest::ProposePolicy {
+            scope: scope.id,
+            principal: principal.clone(),
+            set: set.clone(),
+        },
+    )
+    .await
 }
 
 /// Makes this node's view of the scope at least as new as any write acknowledged before the

@@ -199,13 +199,20 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() -> anyhow::Resul
     load.wait_for(400, SETTLE).await?;
 
     let old_leader = cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    let old_applied = cluster.info(old_leader).await?.applied_index;
     cluster.kill9(old_leader);
     let survivors: Vec<u64> = (1..=3).filter(|&id| id != old_leader).collect();
     let before = load.count();
     let new_leader = cluster.wait_for_leader(&survivors, SETTLE).await?;
     assert_ne!(new_leader, old_leader);
-    // The new leader serves: well over a snapshot interval of writes lands without the old one.
-    load.wait_for(before + 800, Duration::from_secs(60)).await?;
+    // The new leader serves, and compacts its log past everything the old one holds, so the
+    // old one can only catch up by snapshot.
+    load.wait_for(before + 200, Duration::from_secs(60)).await?;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.info(new_leader).await?.purged_index <= old_applied {
+        assert!(Instant::now() < deadline, "the new leader never compacted its log");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     cluster.spawn(old_leader, Mode::Existing)?;
     load.wait_for(load.count() + 200, Duration::from_secs(60))

@@ -28,11 +28,14 @@ pub struct PolicyAdmission<'a> {
     pub compiled: &'a Compiled,
     pub params: &'a str,
     pub mode: PolicyMode,
+    /// Who proposed the transaction being judged; set per transaction of a batch.
     pub principal: &'a Principal,
     pub log_index: u64,
     pub time_ms: i64,
     pub scope_root: &'a str,
     eval: Option<EntryEvaluation>,
+    /// Fuel of instances already discarded after a trap.
+    fuel_spent: u64,
     /// Set when the host, not the policy, failed: the entry must be retried, not judged.
     pub host_fault: Option<String>,
     /// Warnings and audit-mode denials, for the log.
@@ -61,6 +64,7 @@ impl<'a> PolicyAdmission<'a> {
             time_ms,
             scope_root,
             eval: None,
+            fuel_spent: 0,
             host_fault: None,
             notes: Vec::new(),
         }
@@ -72,7 +76,21 @@ impl<'a> PolicyAdmission<'a> {
 
     /// Fuel this entry burnt (0 if no op reached the policy).
     pub fn fuel_used(&self) -> u64 {
-        self.eval.as_ref().map_or(0, EntryEvaluation::fuel_used)
+        self.fuel_spent + self.eval.as_ref().map_or(0, EntryEvaluation::fuel_used)
+    }
+
+    /// Instantiates the policy now, so that a host fault shows before anything is applied.
+    pub fn prepare(&mut self) -> Result<(), String> {
+        if self.eval.is_none() {
+            match EntryEvaluation::begin(self.engine, self.compiled, limits::POLICY_FUEL_PER_ENTRY)
+            {
+                Ok(eval) => self.eval = Some(eval),
+                Err(EvalError::HostFault(f)) => return Err(f),
+                // A trap while instantiating is deterministic: the first op will meet it again.
+                Err(EvalError::Trap(_)) => {}
+            }
+        }
+        Ok(())
     }
 
     fn deny(&mut self, code: &str, message: &str) -> Result<(), ApiError> {

@@ -121,7 +121,7 @@ fn a_memory_bomb_and_a_panic_trap() {
 }
 
 #[test]
-fn a_trap_denies_every_op_of_its_entry_and_audit_admits() {
+fn a_trap_denies_and_audit_admits() {
     let engine = engine();
     let compiled = engine.compile(&component("hostile")).expect("compiles");
     let who = Principal::default();

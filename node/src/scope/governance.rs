@@ -10,12 +10,12 @@ use std::time::Duration;
 use scopekeeper_client::proto::{ApiError, ErrorCode, PolicyInfo};
 use serde::{Deserialize, Serialize};
 
-use super::types::{Command, SetPolicy};
+use super::types::{Proposal, SetPolicy};
 use crate::limits;
 use crate::policy::admission::{PolicyAdmission, Principal};
 use crate::policy::engine::PolicyEngine;
 use crate::policy::{ADMIN_ROLE, PolicyHash};
-use crate::tree::{Applied, Stamp, Tree, Txn};
+use crate::tree::{Applied, Stamp, Tree};
 
 /// The policy judging a scope's entries now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,7 +47,7 @@ pub struct Judged {
 }
 
 impl Judged {
-    fn record(&mut self, log_index: u64, fuel: u64, outcome: &crate::tree::Outcome) {
+    fn record(&mut self, log_index: u64, fuel: u64, outcome: &[&crate::tree::Outcome]) {
         self.entries += 1;
         self.fuel += fuel;
         let mut h = if self.digest == 0 {
@@ -137,59 +137,85 @@ impl Governance {
     }
 }
 
-/// Applies a transaction under the active policy, if any.
-pub fn apply_txn(
+/// Why an entry could not be applied: the host failed in the middle of it.
+#[derive(Debug)]
+pub struct HostFault(pub String);
+
+/// Applies an entry's transactions in order under the active policy, if any: one instance for
+/// the whole entry (a fresh one after a trap), one zxid per transaction.
+///
+/// Host faults before anything is applied (the component does not compile, no instance can be
+/// had) are retried here, in place. A fault after some transactions were applied cannot be
+/// undone cheaply, so it halts the scope's apply (`Err`); the entry is applied again after a
+/// restart. Either way the entry is never skipped.
+pub fn apply_txns(
     engine: &PolicyEngine,
     governance: &mut Governance,
     tree: &mut Tree,
-    command: &Command,
-    txn: &Txn,
+    stamp: Stamp,
+    proposals: &[Proposal],
     log_index: u64,
     scope_root: &str,
-) -> Applied {
-    let Some(active) = governance.active.clone() else {
-        return tree.apply(command.stamp, txn);
+) -> Result<Vec<Applied>, HostFault> {
+    let Some((hash, component, params, mode)) = governance.active.as_ref().map(|a| {
+        (
+            a.hash,
+            a.component.clone(),
+            a.info.params.clone(),
+            a.info.mode,
+        )
+    }) else {
+        return Ok(proposals
+            .iter()
+            .map(|p| tree.apply(stamp, &p.txn))
+            .collect());
     };
     let mut attempt = 0u32;
-    loop {
+    let compiled = loop {
         attempt += 1;
-        let compiled = match engine.compile(&active.component) {
-            Ok(c) => c,
-            Err(e) => {
-                host_fault(
-                    attempt,
-                    log_index,
-                    active.hash,
-                    &format!("the committed policy does not compile here: {e}"),
-                );
-                continue;
-            }
-        };
-        let before = tree.last_zxid();
-        let mut admission = PolicyAdmission::new(
-            engine,
-            &compiled,
-            &active.info.params,
-            active.info.mode,
-            &command.principal,
-            log_index,
-            command.stamp.time_ms,
-            scope_root,
-        );
-        let applied = tree.apply_with(command.stamp, txn, &mut admission);
-        match admission.host_fault.take() {
-            None => {
-                let fuel = admission.fuel_used();
-                governance.judged.record(log_index, fuel, &applied.outcome);
-                return applied;
-            }
-            Some(fault) => {
-                // Every op of the entry was rolled back; only its zxid was consumed.
-                tree.rewind_zxid(before);
-                host_fault(attempt, log_index, active.hash, &fault);
-            }
+        match engine.compiled(hash, &component) {
+            Ok(c) => break c,
+            Err(e) => host_fault(
+                attempt,
+                log_index,
+                hash,
+                &format!("the committed policy does not compile here: {e}"),
+            ),
         }
+    };
+    let nobody = Principal::default();
+    let mut admission = PolicyAdmission::new(
+        engine,
+        &compiled,
+        &params,
+        mode,
+        &nobody,
+        log_index,
+        stamp.time_ms,
+        scope_root,
+    );
+    while let Err(fault) = admission.prepare() {
+        attempt += 1;
+        host_fault(attempt, log_index, hash, &fault);
     }
+    let mut applied = Vec::with_capacity(proposals.len());
+    for proposal in proposals {
+        admission.principal = &proposal.principal;
+        let result = tree.apply_with(stamp, &proposal.txn, &mut admission);
+        if let Some(fault) = admission.host_fault.take() {
+            return Err(HostFault(format!(
+                "policy {hash} failed in the host at log index {log_index} after {} of {} transactions: {fault}",
+                applied.len(),
+                proposals.len()
+            )));
+        }
+        applied.push(result);
+    }
+    let outcomes: Vec<&crate::tree::Outcome> = applied.iter().map(|a| &a.outcome).collect();
+    governance
+        .judged
+        .record(log_index, admission.fuel_used(), &outcomes);
+    Ok(applied)
 }
 
 /// Halts this anchor's apply for a moment. The entry is retried, never skipped.

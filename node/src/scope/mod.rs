@@ -23,26 +23,152 @@ use anyhow::Context;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
 use openraft::{BasicNode, ReadPolicy, SnapshotPolicy};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use self::log_store::ScopeLog;
 use self::network::ScopeNetwork;
 use self::state_machine::{ScopeStateMachine, ScopeView};
-use self::types::{Body, Command, CommandResult, Raft};
+use self::types::{
+    Body, Command, CommandOutcome, CommandResult, Proposal, Raft, SetPolicy, TxnResult,
+};
 use crate::config::RaftTuning;
 use crate::limits;
 use crate::peer::{Peers, Refusal};
 use crate::policy::admission::Principal;
 use crate::policy::engine::PolicyEngine;
 use crate::storage::{ScopeId, Store};
-use crate::tree::Stamp;
+use crate::tree::{Stamp, Txn};
 
 pub struct Scope {
     pub id: ScopeId,
     pub raft: Raft,
     view: ScopeView,
-    proposals: Arc<Semaphore>,
+    /// Transactions waiting to be batched into the next entry; bounded, a full queue refuses.
+    batches: mpsc::Sender<Pending>,
     engine: PolicyEngine,
+}
+
+/// A transaction waiting for its batch.
+struct Pending {
+    proposal: Proposal,
+    zxid_floor: i64,
+    reply: oneshot::Sender<Result<TxnResult, Refusal>>,
+}
+
+/// The leader's stamp: `zxid_hint = max(now_ms << 20, floor + 1)`, the time of the entry.
+fn stamp(zxid_floor: i64) -> Stamp {
+    let now = now_ms();
+    Stamp {
+        zxid_hint: (now << 20).max(zxid_floor.saturating_add(1)),
+        time_ms: now,
+    }
+}
+
+fn unknown_outcome() -> Refusal {
+    Refusal::Unknown(format!(
+        "the write was not committed within {:?}; it may still take effect",
+        limits::WRITE_TIMEOUT
+    ))
+}
+
+type WriteResult = Result<
+    openraft::raft::ClientWriteResponse<types::TypeConfig>,
+    RaftError<types::TypeConfig, ClientWriteError<types::TypeConfig>>,
+>;
+
+fn write_result(result: WriteResult) -> Result<CommandResult, Refusal> {
+    match result {
+        Ok(response) => Ok(response.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Refusal::NotLeader {
+            leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+        }),
+        Err(e) => Err(Refusal::Unknown(e.to_string())),
+    }
+}
+
+/// Forms batches in arrival order and submits them to raft in that order, with at most
+/// `BATCHES_IN_FLIGHT_MAX` entries in flight: an idle scope sends each transaction at once,
+/// a busy one lets them gather behind the entries in flight.
+async fn run_batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>) {
+    let in_flight = Arc::new(Semaphore::new(limits::BATCHES_IN_FLIGHT_MAX));
+    while let Some(first) = queue.recv().await {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let mut bytes = first.proposal.txn.approx_bytes();
+        let mut batch = vec![first];
+        let mut overflow = None;
+        while batch.len() < limits::BATCH_PROPOSALS_MAX {
+            match queue.try_recv() {
+                Ok(next) if bytes + next.proposal.txn.approx_bytes() <= limits::BATCH_BYTES_MAX => {
+                    bytes += next.proposal.txn.approx_bytes();
+                    batch.push(next);
+                }
+                // Too big for this entry: it goes in an entry of its own, right after.
+                Ok(next) => {
+                    overflow = Some(next);
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        submit(&raft, batch, permit).await;
+        if let Some(next) = overflow {
+            let Ok(permit) = in_flight.clone().acquire_owned().await else {
+                return;
+            };
+            submit(&raft, vec![next], permit).await;
+        }
+    }
+}
+
+/// Submits one batch as one entry, in order, and answers its transactions when it is applied.
+async fn submit(raft: &Raft, batch: Vec<Pending>, permit: tokio::sync::OwnedSemaphorePermit) {
+    let floor = batch.iter().map(|p| p.zxid_floor).max().unwrap_or(0);
+    let (proposals, waiters): (Vec<Proposal>, Vec<_>) =
+        batch.into_iter().map(|p| (p.proposal, p.reply)).unzip();
+    let command = Command {
+        stamp: stamp(floor),
+        body: Body::Txns(proposals),
+    };
+    let (responder, applied) = openraft::impls::ProgressResponder::complete_only();
+    if let Err(fatal) = raft.client_write_ff(command, Some(responder)).await {
+        for w in waiters {
+            let _ = w.send(Err(Refusal::Unknown(format!("raft stopped: {fatal}"))));
+        }
+        return;
+    }
+    tokio::spawn(async move {
+        let _permit = permit;
+        let outcome = match tokio::time::timeout(limits::WRITE_TIMEOUT, applied).await {
+            Err(_) => Err(unknown_outcome()),
+            Ok(Err(_)) => Err(Refusal::Unknown("raft dropped the write".into())),
+            Ok(Ok(result)) => write_result(result.map_err(RaftError::APIError)),
+        };
+        match outcome {
+            Ok(CommandResult {
+                outcome: CommandOutcome::Txns(results),
+                ..
+            }) if results.len() == waiters.len() => {
+                for (w, r) in waiters.into_iter().zip(results) {
+                    let _ = w.send(Ok(r));
+                }
+            }
+            Ok(other) => {
+                for w in waiters {
+                    let _ = w.send(Err(Refusal::Unknown(format!(
+                        "unexpected outcome {:?}",
+                        other.outcome
+                    ))));
+                }
+            }
+            Err(refusal) => {
+                for w in waiters {
+                    let _ = w.send(Err(refusal.clone()));
+                }
+            }
+        }
+    });
 }
 
 /// Raft timing and sizes, set explicitly rather than trusted to defaults.
@@ -96,11 +222,13 @@ impl Scope {
         let raft = Raft::new(node_id, raft_config(cluster, id, tuning)?, network, log, sm)
             .await
             .with_context(|| format!("starting raft for scope {id}"))?;
+        let (batches, queue) = mpsc::channel(limits::PROPOSALS_IN_FLIGHT_MAX);
+        tokio::spawn(run_batcher(raft.clone(), queue));
         Ok(Scope {
             id,
             raft,
             view,
-            proposals: Arc::new(Semaphore::new(limits::PROPOSALS_IN_FLIGHT_MAX)),
+            batches,
             engine,
         })
     }
@@ -149,65 +277,77 @@ impl Scope {
         Some((leader, node.addr.clone()))
     }
 
-    /// Proposes a command; only the leader accepts. `zxid_floor` is the highest zxid the
-    /// client has seen, so its next write is ordered after it (DESIGN section 6). A SetPolicy is
-    /// checked here, before it can be committed: a refused policy never enters the log.
-    pub async fn propose(
+    /// Proposes a client transaction; only the leader accepts. It joins the next batch: one
+    /// log entry carries every transaction that arrived while earlier entries were in flight.
+    /// `zxid_floor` is the highest zxid the client has seen, so its write is ordered after it
+    /// (DESIGN section 6).
+    pub async fn propose_txn(
         &self,
-        body: Body,
         principal: Principal,
+        txn: Txn,
         zxid_floor: i64,
-    ) -> Result<CommandResult, Refusal> {
-        let _permit = self
-            .proposals
-            .try_acquire()
-            .map_err(|_| Refusal::Throttled)?;
-        if let Body::SetPolicy(set) = &body {
-            if !self.raft.is_leader() {
-                return Err(Refusal::NotLeader {
-                    leader: self.leader(),
-                });
-            }
-            if !principal.has_role(crate::policy::ADMIN_ROLE) {
-                // Apply would refuse it too; refusing here keeps the log clean.
-                return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
-                    scopekeeper_client::ErrorCode::NoAuth,
-                    format!(
-                        "replacing a scope's policy requires the admin role; {:?} has roles {:?}",
-                        principal.id, principal.roles
-                    ),
-                )));
-            }
-            let component = Arc::new(set.component.clone());
-            if let Err(refused) = self.engine.check(component, &set.params).await {
-                return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
-                    scopekeeper_client::ErrorCode::BadArguments,
-                    format!("policy refused before commit: {refused}"),
-                )));
-            }
+    ) -> Result<TxnResult, Refusal> {
+        if !self.raft.is_leader() {
+            return Err(Refusal::NotLeader {
+                leader: self.leader(),
+            });
         }
-        let now = now_ms();
+        let (reply, answer) = oneshot::channel();
+        let pending = Pending {
+            proposal: Proposal { principal, txn },
+            zxid_floor,
+            reply,
+        };
+        self.batches.try_send(pending).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Refusal::Throttled,
+            mpsc::error::TrySendError::Closed(_) => {
+                Refusal::Unknown(format!("scope {} is shutting down", self.id))
+            }
+        })?;
+        answer.await.unwrap_or_else(|_| {
+            Err(Refusal::Unknown(
+                "the batcher stopped before answering".into(),
+            ))
+        })
+    }
+
+    /// Replaces the scope's policy; only the leader accepts. The policy is checked here,
+    /// before it can be committed: a refused policy never enters the log.
+    pub async fn propose_policy(
+        &self,
+        principal: Principal,
+        set: SetPolicy,
+    ) -> Result<CommandResult, Refusal> {
+        if !self.raft.is_leader() {
+            return Err(Refusal::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        if !principal.has_role(crate::policy::ADMIN_ROLE) {
+            // Apply would refuse it too; refusing here keeps the log clean.
+            return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
+                scopekeeper_client::ErrorCode::NoAuth,
+                format!(
+                    "replacing a scope's policy requires the admin role; {:?} has roles {:?}",
+                    principal.id, principal.roles
+                ),
+            )));
+        }
+        let component = Arc::new(set.component.clone());
+        if let Err(refused) = self.engine.check(component, &set.params).await {
+            return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
+                scopekeeper_client::ErrorCode::BadArguments,
+                format!("policy refused before commit: {refused}"),
+            )));
+        }
         let command = Command {
-            stamp: Stamp {
-                zxid_hint: (now << 20).max(zxid_floor.saturating_add(1)),
-                time_ms: now,
-            },
-            principal,
-            body,
+            stamp: stamp(0),
+            body: Body::SetPolicy { principal, set },
         };
         let write = tokio::time::timeout(limits::WRITE_TIMEOUT, self.raft.client_write(command));
         match write.await {
-            Err(_) => Err(Refusal::Unknown(format!(
-                "the write was not committed within {:?}; it may still take effect",
-                limits::WRITE_TIMEOUT
-            ))),
-            Ok(Ok(response)) => Ok(response.data),
-            Ok(Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f)))) => {
-                Err(Refusal::NotLeader {
-                    leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
-                })
-            }
-            Ok(Err(e)) => Err(Refusal::Unknown(e.to_string())),
+            Err(_) => Err(unknown_outcome()),
+            Ok(result) => write_result(result),
         }
     }
 

@@ -18,7 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::governance::{self, ActivePolicy, Governance, GovernanceMeta};
 use super::snapshot::{self, SnapshotFile};
 use super::types::{
-    Body, CommandOutcome, CommandResult, LogId, SnapshotMeta, StoredMembership, TypeConfig,
+    Body, CommandOutcome, CommandResult, LogId, SnapshotMeta, StoredMembership, TxnResult,
+    TypeConfig,
 };
 use crate::policy::engine::PolicyEngine;
 use crate::storage::{ScopeId, Store, corrupt, decode, encode, io_err, key};
@@ -285,26 +286,40 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                 let outcome = match entry.payload {
                     EntryPayload::Blank => CommandOutcome::Nothing,
                     EntryPayload::Normal(command) => match &command.body {
-                        Body::Txn(txn) => {
-                            let applied = governance::apply_txn(
+                        Body::Txns(proposals) => {
+                            let applied = governance::apply_txns(
                                 &self.engine,
                                 &mut state.governance,
                                 &mut state.tree,
-                                &command,
-                                txn,
+                                command.stamp,
+                                proposals,
                                 log_id.index(),
                                 &self.root,
-                            );
-                            touched.extend(applied.touched);
-                            CommandOutcome::Txn(applied.outcome)
+                            )
+                            .map_err(|fault| {
+                                tracing::error!(scope = self.scope, "apply halts: {}", fault.0);
+                                io::Error::other(fault.0)
+                            })?;
+                            let results = applied
+                                .into_iter()
+                                .map(|a| {
+                                    touched.extend(a.touched);
+                                    TxnResult {
+                                        zxid: a.zxid,
+                                        outcome: a.outcome,
+                                    }
+                                })
+                                .collect();
+                            CommandOutcome::Txns(results)
                         }
-                        Body::SetPolicy(set) => {
+                        Body::SetPolicy { principal, set } => {
+                            let zxid = state.tree.last_zxid();
                             let result = state.governance.set_policy(
-                                &command.principal,
+                                principal,
                                 set,
                                 log_id.index(),
                                 command.stamp,
-                                state.tree.last_zxid(),
+                                zxid,
                             );
                             if let Some(active) =
                                 state.governance.active.as_ref().filter(|_| result.is_ok())
@@ -417,12 +432,14 @@ mod tests {
                 zxid_hint: index as i64,
                 time_ms: 0,
             },
-            principal: Default::default(),
-            body: Body::Txn(Txn::Single(Op::Create {
-                path: path.into(),
-                data: b"d".to_vec(),
-                mode: CreateMode::Persistent,
-            })),
+            body: Body::Txns(vec![crate::scope::types::Proposal {
+                principal: Default::default(),
+                txn: Txn::Single(Op::Create {
+                    path: path.into(),
+                    data: b"d".to_vec(),
+                    mode: CreateMode::Persistent,
+                }),
+            }]),
         };
         Ok((
             Entry::new_normal(

@@ -9,22 +9,31 @@ use crate::policy::PolicyMode;
 use crate::policy::admission::Principal;
 use crate::tree::{Outcome, Stamp, Txn};
 
-/// An entry of a scope's log: stamped by the leader, carrying who proposed it.
+/// An entry of a scope's log, stamped by the leader.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub stamp: Stamp,
-    /// The client's identity, which the scope's policy judges.
-    pub principal: Principal,
     pub body: Body,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Body {
-    /// Client operations, judged by the active policy and applied to the tree.
-    Txn(Txn),
+    /// Client transactions, batched by the leader: one policy instance judges all of them,
+    /// and each gets its own zxid, in order.
+    Txns(Vec<Proposal>),
     /// Replaces the scope's policy from the next entry on. Authorized by the cluster's admin
-    /// role, never by the policy it replaces.
-    SetPolicy(SetPolicy),
+    /// role, never by the policy it replaces. Never batched with anything.
+    SetPolicy {
+        principal: Principal,
+        set: SetPolicy,
+    },
+}
+
+/// One client's transaction and who sent it (the identity the policy judges).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proposal {
+    pub principal: Principal,
+    pub txn: Txn,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,9 +47,8 @@ pub struct SetPolicy {
 impl fmt::Display for Command {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.body {
-            Body::Txn(Txn::Single(op)) => write!(f, "op on {}", op.path()),
-            Body::Txn(Txn::Multi(ops)) => write!(f, "multi of {}", ops.len()),
-            Body::SetPolicy(p) => write!(f, "set policy ({} bytes)", p.component.len()),
+            Body::Txns(proposals) => write!(f, "{} transactions", proposals.len()),
+            Body::SetPolicy { set, .. } => write!(f, "set policy ({} bytes)", set.component.len()),
         }
     }
 }
@@ -48,16 +56,24 @@ impl fmt::Display for Command {
 /// What applying a command produced, handed back to the proposer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CommandResult {
+    /// The scope's last zxid after the entry.
     pub zxid: i64,
     pub outcome: CommandOutcome,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandOutcome {
-    Txn(Outcome),
+    /// One result per proposal, in order.
+    Txns(Vec<TxnResult>),
     PolicySet(Result<PolicyInfo, ApiError>),
     /// Blank and membership entries.
     Nothing,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TxnResult {
+    pub zxid: i64,
+    pub outcome: Outcome,
 }
 
 openraft::declare_raft_types!(

@@ -41,6 +41,17 @@ pub enum Txn {
     Multi(Vec<Op>),
 }
 
+impl Txn {
+    /// About how many bytes the transaction takes in an entry, for batching.
+    pub fn approx_bytes(&self) -> usize {
+        let op_bytes = |op: &Op| op.path().len() + op.data_len() + 16;
+        match self {
+            Txn::Single(op) => op_bytes(op),
+            Txn::Multi(ops) => ops.iter().map(op_bytes).sum::<usize>() + 8,
+        }
+    }
+}
+
 /// What the leader stamps on a transaction before it enters the log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stamp {
@@ -170,13 +181,6 @@ impl Tree {
 
     pub fn last_zxid(&self) -> i64 {
         self.last_zxid
-    }
-
-    /// Undoes the zxid a transaction consumed, after it was rolled back entirely because the
-    /// host (not the transaction) failed and the entry will be applied again.
-    pub(crate) fn rewind_zxid(&mut self, before: i64) {
-        assert!(before <= self.last_zxid, "rewinding forward");
-        self.last_zxid = before;
     }
 
     pub fn len(&self) -> usize {

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Issue 3's measurement: write throughput at 64 clients and p50 latency at 1 client with no
+# policy, with `open` and with `limits`, each on a fresh `scopekeeper dev`, in one sitting.
+#   bash bench/policy-overhead.sh [seconds per run, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+work=$(mktemp -d /tmp/sk-policy-bench.XXXXXX)
+export SCOPEKEEPER_CONFIG="$work/client.toml"
+cargo build --release -p scopekeeper >/dev/null
+bin=target/release/scopekeeper
+for p in open limits; do "$bin" policy build "policies/$p" --out "$work/$p.wasm" >/dev/null 2>&1; done
+
+dev_pid=""
+stop_dev() { [ -n "$dev_pid" ] && kill -INT "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null || true; dev_pid=""; }
+trap stop_dev EXIT
+field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
+
+declare -A ops p50
+for variant in none open limits; do
+  "$bin" dev --data "$work/dev-$variant" --base-port 17101 > "$work/dev-$variant.log" 2>&1 &
+  dev_pid=$!
+  until grep -q "ready in" "$work/dev-$variant.log"; do sleep 0.05; done
+  case "$variant" in
+    open) "$bin" policy deploy / "$work/open.wasm" >/dev/null ;;
+    limits) "$bin" policy deploy / "$work/limits.wasm" --params '{"max_data_bytes": 1024, "max_children": 1000000, "max_depth": 8}' >/dev/null ;;
+  esac
+  many=$("$bin" bench --clients 64 --duration "$secs" --mix create=1 --value-size 100 --json)
+  one=$("$bin" bench --clients 1 --duration "$secs" --mix create=1 --value-size 100 --json)
+  ops[$variant]=$(field "$many" ops_per_sec)
+  p50[$variant]=$(field "$one" p50_ms)
+  stop_dev
+done
+
+printf '\n%-8s %16s %10s %16s %14s\n' policy "64c creates/s" "vs none" "1c p50 (ms)" "added p50 (us)"
+for variant in none open limits; do
+  printf '%-8s %16.0f %10.3f %16.3f %14.0f\n' "$variant" "${ops[$variant]}" \
+    "$(python3 -c "print(${ops[$variant]} / ${ops[none]})")" "${p50[$variant]}" \
+    "$(python3 -c "print((${p50[$variant]} - ${p50[none]}) * 1000)")"
+done
+echo "machine: $(nproc) cores; each variant on a fresh dev cluster, one after another"
