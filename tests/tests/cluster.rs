@@ -210,7 +210,10 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() -> anyhow::Resul
     load.wait_for(before + 200, Duration::from_secs(60)).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
     while cluster.info(new_leader).await?.purged_index <= old_applied {
-        assert!(Instant::now() < deadline, "the new leader never compacted its log");
+        assert!(
+            Instant::now() < deadline,
+            "the new leader never compacted its log"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 

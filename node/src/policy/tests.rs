@@ -233,3 +233,26 @@ fn every_stock_policy_builds_and_links() {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
     }
 }
+
+#[test]
+fn recycled_instances_burn_identical_fuel() {
+    // Instance slots are recycled; whatever a slot held before must not change what the next
+    // instance computes. Hundreds of entries, every one the same.
+    let engine = engine();
+    let params = r#"{"max_data_bytes": 1024, "max_children": 100000, "max_depth": 8}"#;
+    let compiled = engine.compile(&component("limits")).expect("compiles");
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..500 {
+        let mut eval =
+            EntryEvaluation::begin(&engine, &compiled, crate::limits::POLICY_FUEL_PER_ENTRY)
+                .expect("instance");
+        eval.admit(params, &mutation(b"value"), &principal(), &context())
+            .expect("runs");
+        seen.insert(eval.fuel_used());
+    }
+    assert_eq!(
+        seen.len(),
+        1,
+        "fuel differed between identical entries: {seen:?}"
+    );
+}
