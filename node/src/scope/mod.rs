@@ -248,14 +248,7 @@ impl Scope {
 
     /// Whether this node holds a membership for the scope (has joined a cluster).
     pub fn is_initialized(&self) -> bool {
-        self.raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
-            .voter_ids()
-            .next()
-            .is_some()
+        !self.voters().is_empty()
     }
 
     pub fn voters(&self) -> Vec<u64> {

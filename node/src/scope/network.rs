@@ -87,6 +87,21 @@ impl PeerLink {
         }
     }
 
+    /// One raft RPC: `pick` takes the expected answer out of the response, or hands back
+    /// whatever else came.
+    async fn rpc<T>(
+        &self,
+        what: &str,
+        request: PeerRequest,
+        option: &RPCOption,
+        pick: impl FnOnce(PeerResponse) -> Result<Result<T, String>, PeerResponse>,
+    ) -> Result<T, RPCError<TypeConfig>> {
+        match pick(self.call(request, option).await?) {
+            Ok(answer) => answer.map_err(|e| remote_error(what, e)),
+            Err(other) => Err(remote_error(what, format!("unexpected answer {other:?}"))),
+        }
+    }
+
     async fn send_snapshot(
         &self,
         vote: Vote,
@@ -144,22 +159,15 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(
-                PeerRequest::Append {
-                    scope: self.scope,
-                    rpc,
-                },
-                &option,
-            )
-            .await?
-        {
-            PeerResponse::Append(r) => r.map_err(|e| remote_error("append", e)),
-            other => Err(remote_error(
-                "append",
-                format!("unexpected answer {other:?}"),
-            )),
-        }
+        let request = PeerRequest::Append {
+            scope: self.scope,
+            rpc,
+        };
+        self.rpc("append", request, &option, |r| match r {
+            PeerResponse::Append(answer) => Ok(answer),
+            other => Err(other),
+        })
+        .await
     }
 
     async fn vote(
@@ -167,19 +175,15 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(
-                PeerRequest::Vote {
-                    scope: self.scope,
-                    rpc,
-                },
-                &option,
-            )
-            .await?
-        {
-            PeerResponse::Vote(r) => r.map_err(|e| remote_error("vote", e)),
-            other => Err(remote_error("vote", format!("unexpected answer {other:?}"))),
-        }
+        let request = PeerRequest::Vote {
+            scope: self.scope,
+            rpc,
+        };
+        self.rpc("vote", request, &option, |r| match r {
+            PeerResponse::Vote(answer) => Ok(answer),
+            other => Err(other),
+        })
+        .await
     }
 
     async fn pre_vote(
@@ -187,22 +191,15 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         rpc: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(
-                PeerRequest::PreVote {
-                    scope: self.scope,
-                    rpc,
-                },
-                &option,
-            )
-            .await?
-        {
-            PeerResponse::Vote(r) => r.map_err(|e| remote_error("pre-vote", e)),
-            other => Err(remote_error(
-                "pre-vote",
-                format!("unexpected answer {other:?}"),
-            )),
-        }
+        let request = PeerRequest::PreVote {
+            scope: self.scope,
+            rpc,
+        };
+        self.rpc("pre-vote", request, &option, |r| match r {
+            PeerResponse::Vote(answer) => Ok(answer),
+            other => Err(other),
+        })
+        .await
     }
 
     async fn transfer_leader(
@@ -210,22 +207,15 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         rpc: TransferLeaderRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<TransferLeaderResponse<TypeConfig>, RPCError<TypeConfig>> {
-        match self
-            .call(
-                PeerRequest::TransferLeader {
-                    scope: self.scope,
-                    rpc,
-                },
-                &option,
-            )
-            .await?
-        {
-            PeerResponse::TransferLeader(r) => r.map_err(|e| remote_error("transfer leader", e)),
-            other => Err(remote_error(
-                "transfer leader",
-                format!("unexpected answer {other:?}"),
-            )),
-        }
+        let request = PeerRequest::TransferLeader {
+            scope: self.scope,
+            rpc,
+        };
+        self.rpc("transfer leader", request, &option, |r| match r {
+            PeerResponse::TransferLeader(answer) => Ok(answer),
+            other => Err(other),
+        })
+        .await
     }
 
     async fn full_snapshot(
