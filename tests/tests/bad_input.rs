@@ -33,6 +33,10 @@ async fn send(conn: &Connection, request: &Request) -> anyhow::Result<Response> 
 fn code(r: Response) -> ErrorCode {
     match r {
         Ok(reply) => panic!("expected an error, got {reply:?}"),
+        Err(ApiError {
+            code: ErrorCode::ConnectionLoss,
+            message,
+        }) => panic!("connection loss: {message}"),
         Err(ApiError { code, .. }) => code,
     }
 }
@@ -50,7 +54,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() -> anyhow::Result<()
     let _serial = serial();
     let cluster = Cluster::start(3)?;
     cluster
-        .wait_for_leader(&[1, 2, 3], std::time::Duration::from_secs(30))
+        .settle(&[1, 2, 3], std::time::Duration::from_secs(30))
         .await?;
     let client = cluster.client().await?;
     client.create("/keep", b"v", CreateMode::Persistent).await?;
@@ -137,7 +141,7 @@ async fn a_node_certificate_with_an_unknown_id_cannot_speak_raft() -> anyhow::Re
     let _serial = serial();
     let cluster = Cluster::start(3)?;
     cluster
-        .wait_for_leader(&[1, 2, 3], std::time::Duration::from_secs(30))
+        .settle(&[1, 2, 3], std::time::Duration::from_secs(30))
         .await?;
     // Issued by the real CA, so TLS accepts it; but node 9 is no member.
     let certs_dir = cluster.dir.path().join("certs");

@@ -15,7 +15,7 @@ const SETTLE: Duration = Duration::from_secs(30);
 async fn writes_through_any_node_are_seen_by_every_node() -> anyhow::Result<()> {
     let _serial = serial();
     let cluster = Cluster::start(3)?;
-    cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
     for id in 1..=3u64 {
         let client = cluster.client_of(id).await?;
         client
@@ -189,7 +189,7 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() -> anyhow::Resul
         3,
         "[raft]\nsnapshot_every_entries = 300\nlog_kept_behind_snapshot = 50\n",
     )?;
-    cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
     cluster
         .client()
         .await?
@@ -245,7 +245,7 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() -> anyhow::Resul
 async fn whole_cluster_killed_mid_write_keeps_every_acknowledged_write() -> anyhow::Result<()> {
     let _serial = serial();
     let mut cluster = Cluster::start(3)?;
-    cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
     cluster
         .client()
         .await?
@@ -260,7 +260,7 @@ async fn whole_cluster_killed_mid_write_keeps_every_acknowledged_write() -> anyh
     for id in 1..=3 {
         cluster.spawn(id, Mode::Existing)?;
     }
-    cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
     for id in 1..=3 {
         assert_all_present(&cluster, id, "/crash", &acked).await?;
     }
@@ -277,7 +277,7 @@ async fn whole_cluster_killed_mid_write_keeps_every_acknowledged_write() -> anyh
 async fn a_node_without_its_data_refuses_to_start() -> anyhow::Result<()> {
     let _serial = serial();
     let mut cluster = Cluster::start(3)?;
-    cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
     let client = cluster.client().await?;
     for i in 0..20 {
         client

@@ -41,7 +41,7 @@ async fn verdicts_and_fuel_agree_on_every_anchor_and_after_a_snapshot_restore() 
         3,
         "[raft]\nsnapshot_every_entries = 200\nlog_kept_behind_snapshot = 20\n",
     )?;
-    cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
     let admin = cluster.admin_client().await?;
     admin
         .set_policy(
@@ -123,7 +123,7 @@ async fn verdicts_and_fuel_agree_on_every_anchor_and_after_a_snapshot_restore() 
 async fn a_hot_swap_takes_effect_at_one_log_index_on_every_anchor() -> anyhow::Result<()> {
     let _serial = serial();
     let cluster = Cluster::start(3)?;
-    cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
     let admin = cluster.admin_client().await?;
     let limits = component("limits");
     admin
@@ -209,7 +209,7 @@ async fn a_hot_swap_takes_effect_at_one_log_index_on_every_anchor() -> anyhow::R
 async fn hostile_policies_deny_and_the_cluster_keeps_serving() -> anyhow::Result<()> {
     let _serial = serial();
     let cluster = Cluster::start(3)?;
-    cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
     let admin = cluster.admin_client().await?;
     let client = cluster.client().await?;
     client.create("/keep", b"v", CreateMode::Persistent).await?;
@@ -273,7 +273,7 @@ async fn hostile_policies_deny_and_the_cluster_keeps_serving() -> anyhow::Result
 async fn audit_mode_logs_denials_and_admits() -> anyhow::Result<()> {
     let _serial = serial();
     let cluster = Cluster::start(3)?;
-    cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
     let admin = cluster.admin_client().await?;
     admin
         .set_policy("/", component("readonly"), "", PolicyMode::Audit)

@@ -1,0 +1,210 @@
+//! The peer protocol's server side: raft RPCs, streamed snapshots, forwarded proposals, read
+//! indexes and status, each for the scope it names.
+
+use openraft::async_runtime::WatchReceiver;
+use scopekeeper_transport::frame::{expect_frame, write_frame};
+use scopekeeper_transport::limits::PEER_FRAME_BYTES_MAX;
+use scopekeeper_transport::{Error as TransportError, RecvStream, SendStream};
+use tokio::io::AsyncWriteExt;
+
+use crate::limits;
+use crate::node::Node;
+use crate::peer::{NodeStatus, PeerRequest, PeerResponse};
+use crate::scope::Scope;
+use crate::scope::snapshot::SnapshotFile;
+use crate::storage::ROOT_SCOPE;
+
+pub(super) async fn refuse_unknown_peer(
+    id: u64,
+    mut send: SendStream,
+) -> Result<(), TransportError> {
+    let why = format!("node {id} is neither a configured peer nor a member of this cluster");
+    tracing::warn!("refused a peer request: {why}");
+    write_frame(&mut send, &PeerResponse::Invalid(why), PEER_FRAME_BYTES_MAX).await?;
+    send.finish()
+        .map_err(|_| TransportError::Closed("peer stream closed early".into()))
+}
+
+pub(super) async fn serve_peer_stream(
+    node: &Node,
+    mut send: SendStream,
+    mut recv: RecvStream,
+) -> Result<(), TransportError> {
+    let request: PeerRequest = match expect_frame(&mut recv, PEER_FRAME_BYTES_MAX).await {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = write_frame(
+                &mut send,
+                &PeerResponse::Invalid(e.to_string()),
+                PEER_FRAME_BYTES_MAX,
+            )
+            .await;
+            let _ = send.finish();
+            return Err(e);
+        }
+    };
+    let response = match request {
+        PeerRequest::Snapshot {
+            scope,
+            vote,
+            meta,
+            len,
+        } => receive_snapshot(node, scope, vote, meta, len, &mut recv).await,
+        other => handle_peer(node, other).await,
+    };
+    write_frame(&mut send, &response, PEER_FRAME_BYTES_MAX).await?;
+    send.finish()
+        .map_err(|_| TransportError::Closed("peer stream closed early".into()))
+}
+
+fn scope_of(node: &Node, scope: u64) -> Result<&Scope, String> {
+    if scope != ROOT_SCOPE {
+        return Err(format!("node {} has no scope {scope}", node.id()));
+    }
+    node.root()
+        .ok_or_else(|| format!("node {} is still starting", node.id()))
+}
+
+async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
+    match request {
+        PeerRequest::Append { scope, rpc } => match scope_of(node, scope) {
+            Ok(s) => {
+                PeerResponse::Append(s.raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+            }
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::Vote { scope, rpc } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::Vote(s.raft.vote(rpc).await.map_err(|e| e.to_string())),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::PreVote { scope, rpc } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::Vote(s.raft.pre_vote(rpc).await.map_err(|e| e.to_string())),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::TransferLeader { scope, rpc } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::TransferLeader(
+                s.raft
+                    .handle_transfer_leader(rpc)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::ProposeTxn {
+            scope,
+            principal,
+            txn,
+            zxid_floor,
+        } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::Txn(s.propose_txn(principal, txn, zxid_floor).await),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::ProposePolicy {
+            scope,
+            principal,
+            set,
+        } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::Policy(s.propose_policy(principal, set).await),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::ReadIndex { scope } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::ReadIndex(s.read_index().await),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::Status { from } => PeerResponse::Status(status(node, from)),
+        PeerRequest::Snapshot { .. } => {
+            PeerResponse::Invalid("snapshot header in the wrong place".into())
+        }
+    }
+}
+
+fn status(node: &Node, from: u64) -> NodeStatus {
+    let config = &node.0.config;
+    let Some(root) = node.root() else {
+        return NodeStatus {
+            id: config.id,
+            cluster: config.cluster.clone(),
+            initialized: false,
+            voters: vec![],
+            acked_by_asker: None,
+        };
+    };
+    let metrics = root.raft.metrics();
+    let metrics = metrics.borrow_watched();
+    let acked_by_asker = metrics
+        .replication
+        .as_ref()
+        .and_then(|r| r.get(&from).cloned())
+        .flatten()
+        .map(|log_id| log_id.index());
+    NodeStatus {
+        id: config.id,
+        cluster: config.cluster.clone(),
+        initialized: root.is_initialized(),
+        voters: root.voters(),
+        acked_by_asker,
+    }
+}
+
+async fn receive_snapshot(
+    node: &Node,
+    scope: u64,
+    vote: crate::scope::types::Vote,
+    meta: crate::scope::types::SnapshotMeta,
+    len: u64,
+    recv: &mut RecvStream,
+) -> PeerResponse {
+    let s = match scope_of(node, scope) {
+        Ok(s) => s,
+        Err(e) => return PeerResponse::Invalid(e),
+    };
+    let dir = node.0.store.dir().join("snapshots").join("incoming");
+    let path = dir.join(format!("{scope}-{:016x}.partial", rand::random::<u64>()));
+    let received = async {
+        tokio::fs::create_dir_all(&dir).await?;
+        let mut file = tokio::fs::File::create(&path).await?;
+        let mut remaining = len;
+        let mut chunk = vec![0u8; limits::SNAPSHOT_CHUNK_BYTES];
+        while remaining > 0 {
+            let want = remaining.min(chunk.len() as u64) as usize;
+            let n =
+                tokio::time::timeout(limits::SNAPSHOT_IDLE_TIMEOUT, recv.read(&mut chunk[..want]))
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "snapshot transfer stalled",
+                        )
+                    })?
+                    .map_err(std::io::Error::other)?
+                    .ok_or_else(|| {
+                        std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            format!("snapshot ended {remaining} bytes early"),
+                        )
+                    })?;
+            file.write_all(&chunk[..n]).await?;
+            remaining -= n as u64;
+        }
+        file.sync_all().await?;
+        Ok::<(), std::io::Error>(())
+    }
+    .await;
+    let response = match received {
+        Err(e) => PeerResponse::Snapshot(Err(format!("receiving snapshot: {e}"))),
+        Ok(()) => {
+            let snapshot = openraft::Snapshot {
+                meta,
+                snapshot: SnapshotFile { path: path.clone() },
+            };
+            PeerResponse::Snapshot(
+                s.raft
+                    .install_full_snapshot(vote, snapshot)
+                    .await
+                    .map_err(|e| e.to_string()),
+            )
+        }
+    };
+    let _ = tokio::fs::remove_file(&path).await;
+    response
+}
