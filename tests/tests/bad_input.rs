@@ -9,19 +9,27 @@ use scopekeeper_transport::frame::expect_frame;
 use scopekeeper_transport::limits::CLIENT_FRAME_BYTES_MAX;
 use scopekeeper_transport::{Alpn, Connection, Credentials, Endpoint, EndpointKeys};
 
-async fn raw_connection(cluster: &Cluster, node: u64) -> anyhow::Result<Connection> {
-    let config = cluster.client_config(&[node]);
-    let creds = Credentials::load(&config.cert, &config.key, &config.ca)?;
+/// A connection proving `creds`, past the client library's own checks.
+async fn dial(
+    creds: &Credentials,
+    addr: std::net::SocketAddr,
+    name: &str,
+    alpn: Alpn,
+) -> anyhow::Result<Connection> {
     let endpoint = Endpoint::bind(
         "127.0.0.1:0".parse()?,
-        &creds,
+        creds,
         &EndpointKeys::generate(),
         CLUSTER,
         false,
     )?;
-    Ok(endpoint
-        .connect(config.endpoints[0].parse()?, CLUSTER, Alpn::Client)
-        .await?)
+    Ok(endpoint.connect(addr, name, alpn).await?)
+}
+
+async fn raw_connection(cluster: &Cluster, node: u64) -> anyhow::Result<Connection> {
+    let config = cluster.client_config(&[node]);
+    let creds = Credentials::load(&config.cert, &config.key, &config.ca)?;
+    dial(&creds, config.endpoints[0].parse()?, CLUSTER, Alpn::Client).await
 }
 
 async fn send(conn: &Connection, request: &Request) -> anyhow::Result<Response> {
@@ -148,15 +156,8 @@ async fn a_node_certificate_with_an_unknown_id_cannot_speak_raft() -> anyhow::Re
     let ca = scopekeeper_transport::CertFiles::in_dir(&certs_dir, "ca").read()?;
     let rogue = certs::issue_node(&ca, 9, CLUSTER)?;
     let creds = Credentials::from_pem(&rogue.cert_pem, &rogue.key_pem, &ca.cert_pem)?;
-    let endpoint = Endpoint::bind(
-        "127.0.0.1:0".parse()?,
-        &creds,
-        &EndpointKeys::generate(),
-        CLUSTER,
-        false,
-    )?;
     let addr = format!("127.0.0.1:{}", cluster.ports[0]).parse()?;
-    let conn = endpoint.connect(addr, "node-1.itest", Alpn::Peer).await?;
+    let conn = dial(&creds, addr, "node-1.itest", Alpn::Peer).await?;
     let answer: PeerResponse = conn
         .call(&PeerRequest::Status { from: 9 }, PEER_FRAME_BYTES_MAX)
         .await?;

@@ -157,13 +157,24 @@ impl ScopeStateMachine {
         self.view.clone()
     }
 
-    fn applied_meta(state: &ScopeState) -> AppliedMeta {
-        AppliedMeta {
+    /// Adds the applied position and governance to `batch`, so they commit with the data.
+    fn record_applied(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        state: &ScopeState,
+    ) -> io::Result<()> {
+        let meta = AppliedMeta {
             last_applied: state.last_applied,
             membership: state.membership.clone(),
             last_zxid: state.tree.last_zxid(),
             governance: state.governance.meta(),
-        }
+        };
+        batch.insert(
+            &self.store.sm_meta,
+            key(self.scope, APPLIED),
+            encode("applied position", &meta)?,
+        );
+        Ok(())
     }
 
     /// Replaces the scope's rows in fjall and its in-memory state with a snapshot's, in one
@@ -207,12 +218,7 @@ impl ScopeStateMachine {
             membership: header.meta.last_membership.clone(),
             governance,
         };
-        let meta = Self::applied_meta(&state);
-        batch.insert(
-            &self.store.sm_meta,
-            key(self.scope, APPLIED),
-            encode("applied position", &meta)?,
-        );
+        self.record_applied(&mut batch, &state)?;
         batch
             .commit()
             .map_err(|e| io_err("installing a snapshot", e))?;
@@ -352,12 +358,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                     None => batch.remove(&self.store.tree, k),
                 }
             }
-            let meta = Self::applied_meta(state);
-            batch.insert(
-                &self.store.sm_meta,
-                key(self.scope, APPLIED),
-                encode("applied position", &meta)?,
-            );
+            self.record_applied(&mut batch, state)?;
         }
         batch
             .commit()
