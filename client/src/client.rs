@@ -370,6 +370,48 @@ impl Client {
         }
     }
 
+    /// Makes the subtree at `path` a scope of its own, under `policy` or, if `None`, the
+    /// policy of the scope governing `path` now. Returns the new scope's id. Needs the
+    /// `admin` role; the current scope's policy must admit the delegation.
+    pub async fn create_scope(
+        &self,
+        path: &str,
+        policy: Option<crate::proto::PolicySpec>,
+    ) -> Result<u64, Error> {
+        path::validate(path, false)?;
+        let request = Request::CreateScope {
+            path: path.into(),
+            policy,
+        };
+        match self.request(&request).await? {
+            Reply::ScopeCreated(id) => Ok(id),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The scope rooted exactly at `path`.
+    pub async fn scope(&self, path: &str) -> Result<crate::proto::ScopeInfo, Error> {
+        match self
+            .request(&Request::ScopeInfo { path: path.into() })
+            .await?
+        {
+            Reply::Scope(info) => Ok(info),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Every scope, parents before children, found by walking delegations from the root.
+    pub async fn scopes(&self) -> Result<Vec<crate::proto::ScopeInfo>, Error> {
+        let mut found = Vec::new();
+        let mut queue = std::collections::VecDeque::from([String::from("/")]);
+        while let Some(root) = queue.pop_front() {
+            let info = self.scope(&root).await?;
+            queue.extend(info.children.iter().map(|(p, _)| p.clone()));
+            found.push(info);
+        }
+        Ok(found)
+    }
+
     /// What the node this client is connected to knows of itself and its raft group.
     pub async fn node_info(&self) -> Result<crate::proto::NodeInfo, Error> {
         match self.request(&Request::NodeInfo).await? {

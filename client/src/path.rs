@@ -97,6 +97,20 @@ pub fn join(parent: &str, name: &str) -> String {
     }
 }
 
+/// Whether `path` is `root` or below it, component by component: `/ab` is not within `/a`.
+pub fn is_within(path: &str, root: &str) -> bool {
+    root == "/"
+        || path == root
+        || (path.len() > root.len()
+            && path.starts_with(root)
+            && path.as_bytes()[root.len()] == b'/')
+}
+
+/// `path` and each of its ancestors, deepest first: `/a/b` -> `/a/b`, `/a`, `/`.
+pub fn ancestors_and_self(path: &str) -> impl Iterator<Item = &str> {
+    std::iter::successors(Some(path), |p| parent(p))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -153,5 +167,16 @@ mod tests {
         assert_eq!(name("/a/b"), "b");
         assert_eq!(join("/", "a"), "/a");
         assert_eq!(join("/a", "b"), "/a/b");
+    }
+
+    #[test]
+    fn within_goes_by_components() {
+        assert!(is_within("/a", "/"));
+        assert!(is_within("/a", "/a"));
+        assert!(is_within("/a/b", "/a"));
+        assert!(!is_within("/ab", "/a"));
+        assert!(!is_within("/", "/a"));
+        let all: Vec<&str> = ancestors_and_self("/a/b").collect();
+        assert_eq!(all, ["/a/b", "/a", "/"]);
     }
 }

@@ -138,6 +138,10 @@ pub enum ErrorCode {
     /// The scope's policy refused the mutation; the message names the policy, its code and why.
     /// Not one of ZooKeeper's: ZooKeeper clients see `NoAuth`.
     PolicyDenied,
+    /// The path is not governed by the scope the request reached (the route was stale). Nodes
+    /// refresh their directory and retry; it reaches a client only if the retries run out, and
+    /// ZooKeeper clients then see `ConnectionLoss`, which they retry too.
+    WrongScope,
 }
 
 impl ErrorCode {
@@ -169,6 +173,7 @@ impl ErrorCode {
             ErrorCode::QuotaExceeded => -125,
             ErrorCode::Throttled => -127,
             ErrorCode::PolicyDenied => -102,
+            ErrorCode::WrongScope => -4,
         }
     }
 }
@@ -232,13 +237,36 @@ pub enum Request {
     PolicyHistory {
         scope: String,
     },
+    /// Makes the subtree at `path` a scope of its own (creating the znode if missing), on the
+    /// anchors of the scope governing it now, under `policy` or, if `None`, that scope's
+    /// policy. Requires the `admin` role and the parent policy's consent.
+    CreateScope {
+        path: String,
+        policy: Option<PolicySpec>,
+    },
+    /// The scope rooted exactly at `path`.
+    ScopeInfo {
+        path: String,
+    },
+}
+
+/// A policy to deploy: the component, its parameters and mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicySpec {
+    #[serde(with = "serde_bytes")]
+    pub component: Vec<u8>,
+    pub params: String,
+    pub mode: PolicyMode,
 }
 
 impl Request {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            Request::Write(_) | Request::Multi(_) | Request::SetPolicy { .. }
+            Request::Write(_)
+                | Request::Multi(_)
+                | Request::SetPolicy { .. }
+                | Request::CreateScope { .. }
         )
     }
 }
@@ -262,6 +290,40 @@ pub enum Reply {
     NodeInfo(NodeInfo),
     Policy(Option<PolicyInfo>),
     PolicyHistory(Vec<PolicyInfo>),
+    /// The id of the scope just created.
+    ScopeCreated(u64),
+    Scope(ScopeInfo),
+}
+
+/// A scope as its anchors know it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeInfo {
+    pub id: u64,
+    pub root: String,
+    pub parent: Option<u64>,
+    /// Bumped whenever the scope's extent or anchors change.
+    pub epoch: u64,
+    /// Node ids of its raft voters.
+    pub anchors: Vec<u64>,
+    pub leader: Option<u64>,
+    pub policy: Option<PolicyInfo>,
+    pub znodes: u64,
+    pub data_bytes: u64,
+    pub applied_index: u64,
+    /// Child scopes: (delegated path, scope id), in path order.
+    pub children: Vec<(String, u64)>,
+}
+
+/// One scope a node replicates, as that node sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostedScope {
+    pub id: u64,
+    pub root: String,
+    pub epoch: u64,
+    pub leader: Option<u64>,
+    pub voters: Vec<u64>,
+    pub applied_index: u64,
+    pub znodes: u64,
 }
 
 /// Whether a scope's policy denies or only reports.
@@ -291,7 +353,7 @@ pub struct PolicyInfo {
     pub component_bytes: u64,
 }
 
-/// The connected node's view of its root scope.
+/// The connected node's view of its root scope, and the list of scopes it replicates.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeInfo {
     pub id: u64,
@@ -312,6 +374,8 @@ pub struct NodeInfo {
     pub policy_judged: u64,
     pub policy_fuel: u64,
     pub policy_digest: u64,
+    /// Every scope this node replicates, the root scope included.
+    pub scopes: Vec<HostedScope>,
 }
 
 /// One response frame on the native protocol.

@@ -3,6 +3,7 @@
 
 pub mod cli;
 pub mod config;
+pub mod directory;
 pub mod identity_file;
 pub mod limits;
 pub mod node;

@@ -22,6 +22,14 @@ pub const BATCH_PROPOSALS_MAX: usize = 256;
 /// Approximate payload of one entry of batched transactions; a larger transaction goes alone.
 pub const BATCH_BYTES_MAX: usize = ENTRY_BYTES_MAX;
 
+/// Times a request is routed again after reaching a scope that no longer governs its path
+/// (each time the directory learns a better route).
+pub const ROUTE_ATTEMPTS_MAX: usize = 8;
+
+/// Times a client request may be forwarded between nodes on its way to an anchor of its
+/// scope: once to an anchor, once more if that node's route was stale too.
+pub const FORWARD_HOPS_MAX: u8 = 2;
+
 /// Snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 

@@ -5,22 +5,24 @@
 //! and a `--join` under an id the cluster's leader has already replicated to.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use openraft::BasicNode;
 use openraft::async_runtime::WatchReceiver;
 use scopekeeper_transport::{Alpn, Credentials, Endpoint, EndpointKeys, Pool};
-use tokio::sync::OnceCell;
+use tokio::sync::{OnceCell, mpsc};
 
 use crate::config::NodeConfig;
+use crate::directory::{Anchor, Directory, Route, ScopeIdentity};
 use crate::identity_file::{self, Membership};
 use crate::peer::{NodeStatus, PeerRequest, PeerResponse, Peers};
 use crate::policy::engine::PolicyEngine;
-use crate::scope::Scope;
 use crate::scope::log_store::ScopeLog;
-use crate::storage::{ROOT_SCOPE, Store};
+use crate::scope::state_machine::{ScopeEvent, stored_scope_ids};
+use crate::scope::{Scope, ScopeHost};
+use crate::storage::{ROOT_SCOPE, ScopeId, Store};
 
 /// How a node treats an empty data directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -45,10 +47,15 @@ pub struct NodeInner {
     pub endpoint: Endpoint,
     pub peers: Arc<Peers>,
     pub store: Store,
-    /// The root scope, once open. Peers may reach the node before it is.
-    pub root: OnceCell<Scope>,
-    /// One deterministic policy engine and component cache for every scope on the node.
-    pub policy_engine: PolicyEngine,
+    /// What every scope on this node shares (storage, peers, the policy engine, events).
+    pub host: ScopeHost,
+    /// The scopes this node replicates, by id. The root scope is there once start-up opened
+    /// it; peers may reach the node before.
+    scopes: RwLock<BTreeMap<ScopeId, Arc<Scope>>>,
+    /// Which scope governs which path, as far as this node knows.
+    directory: RwLock<Directory>,
+    /// Set once start-up has opened every stored scope.
+    started: OnceCell<()>,
 }
 
 #[derive(Clone)]
@@ -110,29 +117,40 @@ impl Node {
             Pool::new(endpoint.clone(), Alpn::Peer),
             &config.cluster,
         ));
+        let (events, event_queue) = mpsc::unbounded_channel();
+        let host = ScopeHost {
+            node_id: config.id,
+            store: store.clone(),
+            peers: peers.clone(),
+            cluster: config.cluster.clone(),
+            tuning: config.raft.clone(),
+            engine: PolicyEngine::new()?,
+            events,
+        };
+        let root_anchors = config
+            .peers
+            .iter()
+            .map(|p| Anchor {
+                node: p.id,
+                addr: p.addr.clone(),
+            })
+            .collect();
         let node = Node(Arc::new(NodeInner {
             config: config.clone(),
             endpoint,
             peers,
             store: store.clone(),
-            root: OnceCell::new(),
-            policy_engine: PolicyEngine::new()?,
+            host,
+            scopes: RwLock::new(BTreeMap::new()),
+            directory: RwLock::new(Directory::new(root_anchors)),
+            started: OnceCell::new(),
         }));
         tokio::spawn(crate::service::accept_loop(node.clone()));
 
         if fresh && probe == PeerProbe::Ask {
             node.check_fresh_start(mode).await?;
         }
-        let root = Scope::open(
-            ROOT_SCOPE,
-            config.id,
-            store,
-            node.0.peers.clone(),
-            &config.cluster,
-            &config.raft,
-            node.0.policy_engine.clone(),
-        )
-        .await?;
+        let root = Scope::open(&node.0.host, ROOT_SCOPE, ScopeIdentity::default()).await?;
         if fresh && mode == StartMode::Bootstrap {
             let voters: BTreeMap<u64, BasicNode> = config
                 .peers
@@ -155,11 +173,113 @@ impl Node {
                 },
             )?;
         }
-        if node.0.root.set(root).is_err() {
-            bail!("root scope opened twice");
+        node.insert_scope(Arc::new(root));
+        let stored = stored_scope_ids(&store)
+            .with_context(|| format!("listing the scopes stored in {}", data_dir.display()))?;
+        for id in stored.into_iter().filter(|&id| id != ROOT_SCOPE) {
+            node.open_scope(id, ScopeIdentity::default()).await?;
         }
+        node.replicate_delegated_scopes().await?;
+        let _ = node.0.started.set(());
+        tokio::spawn(node.clone().follow_scope_events(event_queue));
         tracing::info!(id = config.id, cluster = %config.cluster, listen = %config.listen, "node started");
         Ok(node)
+    }
+
+    fn insert_scope(&self, scope: Arc<Scope>) {
+        self.learn_routes_of(&scope);
+        self.0
+            .scopes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(scope.id, scope);
+    }
+
+    /// Opens a scope stored here (or an empty replica of it) unless it is open already.
+    async fn open_scope(&self, id: ScopeId, fresh: ScopeIdentity) -> anyhow::Result<Arc<Scope>> {
+        if let Some(open) = self.scope(id) {
+            return Ok(open);
+        }
+        let scope = Arc::new(Scope::open(&self.0.host, id, fresh).await?);
+        self.insert_scope(scope.clone());
+        tracing::info!(scope = id, root = %scope.view().read().identity.root, "scope open");
+        Ok(scope)
+    }
+
+    /// The directory learns a local scope's own route and its delegations.
+    fn learn_routes_of(&self, scope: &Scope) {
+        let (own, children): (Option<Route>, Vec<Route>) = {
+            let state = scope.view().read();
+            let own = state.last_applied.is_some().then(|| state.route());
+            (own, state.delegations.values().cloned().collect())
+        };
+        let mut directory = self.0.directory.write().unwrap_or_else(|e| e.into_inner());
+        for route in own.into_iter().chain(children) {
+            directory.learn(route);
+        }
+    }
+
+    /// Opens an empty replica of every child scope that names this node as an anchor but is
+    /// not stored here (this node learnt of the delegation from a snapshot, not from the log):
+    /// the child's leader then sends it a snapshot.
+    async fn replicate_delegated_scopes(&self) -> anyhow::Result<()> {
+        let wanted: Vec<(Route, ScopeId)> = self
+            .scopes()
+            .iter()
+            .flat_map(|parent| {
+                let state = parent.view().read();
+                state
+                    .delegations
+                    .values()
+                    .filter(|r| r.anchors.iter().any(|a| a.node == self.id()))
+                    .map(|r| (r.clone(), parent.id))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (route, parent) in wanted {
+            if self.scope(route.scope).is_none() {
+                let fresh = ScopeIdentity {
+                    id: route.scope,
+                    root: route.root.clone(),
+                    parent: Some(parent),
+                    epoch: route.epoch,
+                };
+                self.open_scope(route.scope, fresh).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Acts on what scopes' apply reports: opens child scopes as they are created here (the
+    /// parent's leader campaigns first, so the child starts led where the parent is) and
+    /// keeps the directory current.
+    async fn follow_scope_events(self, mut events: mpsc::UnboundedReceiver<ScopeEvent>) {
+        while let Some(event) = events.recv().await {
+            let result = match event {
+                ScopeEvent::Delegated { parent, child } => self.on_delegated(parent, child).await,
+                ScopeEvent::SnapshotInstalled { scope } => {
+                    if let Some(s) = self.scope(scope) {
+                        self.learn_routes_of(&s);
+                    }
+                    self.replicate_delegated_scopes().await
+                }
+            };
+            if let Err(e) = result {
+                tracing::error!("acting on {event:?}: {e:#}");
+            }
+        }
+    }
+
+    async fn on_delegated(&self, parent: ScopeId, child: ScopeId) -> anyhow::Result<()> {
+        let scope = self.open_scope(child, ScopeIdentity::default()).await?;
+        if let Some(p) = self.scope(parent) {
+            self.learn_routes_of(&p);
+            if p.raft.is_leader() {
+                // No pre-vote: nobody leads the new group yet, and going first is the point.
+                scope.raft.trigger().elect(false).await.ok();
+            }
+        }
+        Ok(())
     }
 
     /// Asks every peer, concurrently, what it knows before an empty directory becomes a member.
@@ -210,14 +330,14 @@ impl Node {
         Ok(())
     }
 
-    /// Whether `id` may speak the peer protocol to us: a configured peer or a member of the
-    /// root scope (voter or learner).
+    /// Whether `id` may speak the peer protocol to us: a configured peer or a member of a
+    /// scope this node replicates (voter or learner).
     pub fn knows_peer(&self, id: u64) -> bool {
         if self.0.config.peers.iter().any(|p| p.id == id) {
             return true;
         }
-        self.root().is_some_and(|root| {
-            let metrics = root.raft.metrics();
+        self.scopes().iter().any(|scope| {
+            let metrics = scope.raft.metrics();
             let m = metrics.borrow_watched();
             m.membership_config.membership().get_node(&id).is_some()
         })
@@ -228,16 +348,67 @@ impl Node {
     }
 
     /// The root scope; `None` only during start-up.
-    pub fn root(&self) -> Option<&Scope> {
-        self.0.root.get()
+    pub fn root(&self) -> Option<Arc<Scope>> {
+        self.scope(ROOT_SCOPE)
+    }
+
+    /// Whether start-up has opened every scope stored here.
+    pub fn is_started(&self) -> bool {
+        self.0.started.initialized()
+    }
+
+    pub fn scope(&self, id: ScopeId) -> Option<Arc<Scope>> {
+        self.0
+            .scopes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned()
+    }
+
+    /// Every scope this node replicates, in id order.
+    pub fn scopes(&self) -> Vec<Arc<Scope>> {
+        self.0
+            .scopes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// The route of the scope believed to govern `path`.
+    pub fn route(&self, path: &str) -> Route {
+        self.0
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .resolve(path)
+            .clone()
+    }
+
+    pub fn learn_route(&self, route: Route) {
+        self.0
+            .directory
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .learn(route);
+    }
+
+    pub fn forget_route(&self, root: &str) {
+        self.0
+            .directory
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .forget(root);
     }
 
     /// Stops raft and closes every connection.
     pub async fn shutdown(&self) {
-        if let Some(root) = self.0.root.get()
-            && let Err(e) = root.raft.shutdown().await
-        {
-            tracing::warn!("raft shutdown: {e}");
+        for scope in self.scopes() {
+            if let Err(e) = scope.raft.shutdown().await {
+                tracing::warn!(scope = scope.id, "raft shutdown: {e}");
+            }
         }
         self.0.endpoint.close();
         if let Err(e) = self.0.store.sync_now() {

@@ -14,6 +14,9 @@ use scopekeeper_transport::{
 use serde::{Deserialize, Serialize};
 
 use scopekeeper_client::ApiError;
+use scopekeeper_client::proto::{Request, Response};
+
+use crate::directory::Route;
 
 use crate::policy::admission::Principal;
 use crate::scope::types::{CommandResult, SetPolicy, SnapshotMeta, TxnResult, TypeConfig, Vote};
@@ -59,6 +62,20 @@ pub enum PeerRequest {
         principal: Principal,
         set: SetPolicy,
     },
+    /// A scope creation forwarded to the leader of the scope that governs `path` now.
+    ProposeDelegation {
+        scope: ScopeId,
+        principal: Principal,
+        path: String,
+        policy: Option<SetPolicy>,
+    },
+    /// A client request forwarded whole to a node that anchors the scope it concerns, by a
+    /// node that does not. `hops` bounds how often it may be forwarded again.
+    Client {
+        principal: Principal,
+        request: Request,
+        hops: u8,
+    },
     /// Asks the leader for a log index that a linearizable read must wait for.
     ReadIndex { scope: ScopeId },
     /// Asks whether the node has joined a cluster, and what it knows of the asking node.
@@ -72,11 +89,21 @@ pub enum PeerResponse {
     TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
     Snapshot(Result<SnapshotResponse<TypeConfig>, String>),
     Txn(Result<TxnResult, Refusal>),
-    Policy(Result<CommandResult, Refusal>),
+    /// The outcome of a policy change or delegation.
+    Command(Result<CommandResult, Refusal>),
+    Client(Box<ClientAnswer>),
     ReadIndex(Result<u64, Refusal>),
     Status(NodeStatus),
     /// The request was malformed or named something this node does not have.
     Invalid(String),
+}
+
+/// A forwarded client request's response, and the route of the scope that served it, so the
+/// forwarding node can go there directly next time.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ClientAnswer {
+    pub response: Response,
+    pub served_by: Option<Route>,
 }
 
 /// Why a scope did not take a write or a read-index request.

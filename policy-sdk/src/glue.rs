@@ -53,6 +53,7 @@ impl<P: Policy> wit::Guest for Exported<P> {
                 wit::OpKind::Delete => OpKind::Delete,
                 wit::OpKind::SetData => OpKind::SetData,
                 wit::OpKind::Check => OpKind::Check,
+                wit::OpKind::Delegate => OpKind::Delegate,
             },
             path: m.path,
             data: m.data,

@@ -59,6 +59,8 @@ pub enum OpKind {
     Delete,
     SetData,
     Check,
+    /// A child scope is created at the path; its subtree moves under the child's policy.
+    Delegate,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

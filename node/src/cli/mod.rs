@@ -6,6 +6,7 @@ mod commands;
 mod context;
 mod dev;
 mod policy;
+mod scope;
 
 use std::path::PathBuf;
 
@@ -48,6 +49,9 @@ enum Command {
     /// Builds, tests, deploys and inspects scope policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Creates and inspects scopes.
+    #[command(subcommand)]
+    Scope(scope::ScopeCommand),
     /// Measures throughput and latency against a running cluster.
     Bench(bench::BenchArgs),
     #[command(flatten)]
@@ -111,6 +115,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(cmd) => {
             init_logging("warn");
             policy::run(cmd, &cli.connect).await
+        }
+        Command::Scope(cmd) => {
+            init_logging("warn");
+            scope::run(cmd, &cli.connect).await
         }
         Command::Bench(args) => {
             init_logging("warn");

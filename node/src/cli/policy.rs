@@ -76,11 +76,7 @@ pub async fn run(cmd: PolicyCommand, connect: &ConnectArgs) -> anyhow::Result<()
             params,
             mode,
         } => {
-            let mode = match mode.as_str() {
-                "enforce" => PolicyMode::Enforce,
-                "audit" => PolicyMode::Audit,
-                other => bail!("--mode {other:?}: use enforce or audit"),
-            };
+            let mode = parse_mode(&mode)?;
             let component =
                 std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?;
             let client = Client::connect(connect.resolve()?).await?;
@@ -122,6 +118,14 @@ pub async fn run(cmd: PolicyCommand, connect: &ConnectArgs) -> anyhow::Result<()
             }
             Ok(())
         }
+    }
+}
+
+pub fn parse_mode(mode: &str) -> anyhow::Result<PolicyMode> {
+    match mode {
+        "enforce" => Ok(PolicyMode::Enforce),
+        "audit" => Ok(PolicyMode::Audit),
+        other => bail!("--mode {other:?}: use enforce or audit"),
     }
 }
 

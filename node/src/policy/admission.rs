@@ -107,7 +107,11 @@ impl<'a> PolicyAdmission<'a> {
         ))
     }
 
-    fn judge(&mut self, op: &Op, view: OpView<'_>) -> Result<wit::Verdict, EvalError> {
+    fn judge(
+        &mut self,
+        mutation: wit::Mutation,
+        view: OpView<'_>,
+    ) -> Result<wit::Verdict, EvalError> {
         if self.eval.is_none() {
             self.eval = Some(EntryEvaluation::begin(
                 self.engine,
@@ -115,7 +119,6 @@ impl<'a> PolicyAdmission<'a> {
                 limits::POLICY_FUEL_PER_ENTRY,
             )?);
         }
-        let mutation = mutation(op);
         let principal = wit::Principal {
             id: self.principal.id.clone(),
             roles: self.principal.roles.clone(),
@@ -124,7 +127,7 @@ impl<'a> PolicyAdmission<'a> {
             log_index: self.log_index,
             time_ms: self.time_ms,
             scope_root: self.scope_root.to_string(),
-            depth: depth(self.scope_root, op.path()),
+            depth: depth(self.scope_root, &mutation.path),
             target: view.target.map(stat),
             parent: view.parent.map(stat),
             stats: wit::ScopeStats {
@@ -137,12 +140,12 @@ impl<'a> PolicyAdmission<'a> {
     }
 }
 
-impl Admit for PolicyAdmission<'_> {
-    fn admit(&mut self, op: &Op, view: OpView<'_>) -> Result<(), ApiError> {
+impl PolicyAdmission<'_> {
+    fn verdict(&mut self, mutation: wit::Mutation, view: OpView<'_>) -> Result<(), ApiError> {
         if let Some(fault) = &self.host_fault {
             return Err(ApiError::new(ErrorCode::SystemError, fault.clone()));
         }
-        match self.judge(op, view) {
+        match self.judge(mutation, view) {
             Ok(wit::Verdict { decision, warnings }) => {
                 for w in warnings {
                     tracing::info!(log_index = self.log_index, policy = %self.hash(), "policy warning: {w}");
@@ -162,6 +165,23 @@ impl Admit for PolicyAdmission<'_> {
                 Err(ApiError::new(ErrorCode::SystemError, fault))
             }
         }
+    }
+}
+
+impl Admit for PolicyAdmission<'_> {
+    fn admit(&mut self, op: &Op, view: OpView<'_>) -> Result<(), ApiError> {
+        self.verdict(mutation(op), view)
+    }
+
+    fn admit_delegation(&mut self, path: &str, view: OpView<'_>) -> Result<(), ApiError> {
+        let mutation = wit::Mutation {
+            op: wit::OpKind::Delegate,
+            path: path.to_string(),
+            data: Vec::new(),
+            create_mode: None,
+            expected_version: -1,
+        };
+        self.verdict(mutation, view)
     }
 }
 

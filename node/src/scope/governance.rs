@@ -95,23 +95,19 @@ impl Governance {
         stamp: Stamp,
         zxid: i64,
     ) -> Result<PolicyInfo, ApiError> {
-        if !principal.has_role(ADMIN_ROLE) {
-            return Err(ApiError::new(
-                ErrorCode::NoAuth,
-                format!(
-                    "replacing a scope's policy requires the {ADMIN_ROLE:?} role; {:?} has roles {:?}",
-                    principal.id, principal.roles
-                ),
-            ));
-        }
-        if set.component.len() > limits::POLICY_BYTES_MAX
-            || set.params.len() > limits::POLICY_PARAMS_BYTES_MAX
-        {
-            return Err(ApiError::new(
-                ErrorCode::BadArguments,
-                "policy or parameters over their size limits",
-            ));
-        }
+        check_policy_change(principal, set)?;
+        Ok(self.install(principal, set, log_index, stamp, zxid))
+    }
+
+    /// Makes `set` the active policy; the caller has checked it with [`check_policy_change`].
+    pub fn install(
+        &mut self,
+        principal: &Principal,
+        set: &SetPolicy,
+        log_index: u64,
+        stamp: Stamp,
+        zxid: i64,
+    ) -> PolicyInfo {
         let hash = PolicyHash::of(&set.component);
         let info = PolicyInfo {
             hash: hash.hex(),
@@ -133,8 +129,47 @@ impl Governance {
             let excess = self.history.len() - limits::POLICY_HISTORY_MAX;
             self.history.drain(..excess);
         }
-        Ok(info)
+        info
     }
+
+    /// The governance a child scope starts with when it inherits this scope's policy: the
+    /// same active policy, and its history starting from it.
+    pub fn inherited(&self) -> Governance {
+        Governance {
+            active: self.active.clone(),
+            history: self.active.iter().map(|a| a.info.clone()).collect(),
+            judged: Judged::default(),
+        }
+    }
+}
+
+/// Whether `principal` may set `set` as a scope's policy (on a scope, or on a new child
+/// scope). Deterministic: the same answer on every anchor.
+pub fn check_policy_change(principal: &Principal, set: &SetPolicy) -> Result<(), ApiError> {
+    check_admin(principal, "replacing a scope's policy")?;
+    if set.component.len() > limits::POLICY_BYTES_MAX
+        || set.params.len() > limits::POLICY_PARAMS_BYTES_MAX
+    {
+        return Err(ApiError::new(
+            ErrorCode::BadArguments,
+            "policy or parameters over their size limits",
+        ));
+    }
+    Ok(())
+}
+
+/// Whether `principal` holds the cluster's admin role, needed to change what governs a scope.
+pub fn check_admin(principal: &Principal, what: &str) -> Result<(), ApiError> {
+    if principal.has_role(ADMIN_ROLE) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::NoAuth,
+        format!(
+            "{what} requires the {ADMIN_ROLE:?} role; {:?} has roles {:?}",
+            principal.id, principal.roles
+        ),
+    ))
 }
 
 /// Why an entry could not be applied: the host failed in the middle of it.

@@ -27,11 +27,12 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use self::log_store::ScopeLog;
 use self::network::ScopeNetwork;
-use self::state_machine::{ScopeStateMachine, ScopeView};
+use self::state_machine::{ScopeEvents, ScopeStateMachine, ScopeView};
 use self::types::{
     Body, Command, CommandOutcome, CommandResult, Proposal, Raft, SetPolicy, TxnResult,
 };
 use crate::config::RaftTuning;
+use crate::directory::ScopeIdentity;
 use crate::limits;
 use crate::peer::{Peers, Refusal};
 use crate::policy::admission::Principal;
@@ -204,22 +205,44 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// What every scope on a node shares.
+#[derive(Clone)]
+pub struct ScopeHost {
+    pub node_id: u64,
+    pub store: Store,
+    pub peers: Arc<Peers>,
+    pub cluster: String,
+    pub tuning: RaftTuning,
+    pub engine: PolicyEngine,
+    pub events: ScopeEvents,
+}
+
 impl Scope {
+    /// Opens the scope `id` from the node's storage. A scope with nothing stored starts as an
+    /// empty replica with the identity `fresh`, waiting for its leader's snapshot.
     pub async fn open(
+        host: &ScopeHost,
         id: ScopeId,
-        node_id: u64,
-        store: Store,
-        peers: Arc<Peers>,
-        cluster: &str,
-        tuning: &RaftTuning,
-        engine: PolicyEngine,
+        fresh: ScopeIdentity,
     ) -> anyhow::Result<Scope> {
-        let sm = ScopeStateMachine::open(store.clone(), id, engine.clone())
-            .with_context(|| format!("loading scope {id} from {}", store.dir().display()))?;
+        let store = host.store.clone();
+        let engine = host.engine.clone();
+        let sm = ScopeStateMachine::open(
+            store.clone(),
+            id,
+            engine.clone(),
+            fresh,
+            Some(host.events.clone()),
+        )
+        .with_context(|| format!("loading scope {id} from {}", store.dir().display()))?;
         let view = sm.view();
         let log = ScopeLog::new(store, id);
-        let network = ScopeNetwork { scope: id, peers };
-        let raft = Raft::new(node_id, raft_config(cluster, id, tuning)?, network, log, sm)
+        let network = ScopeNetwork {
+            scope: id,
+            peers: host.peers.clone(),
+        };
+        let config = raft_config(&host.cluster, id, &host.tuning)?;
+        let raft = Raft::new(host.node_id, config, network, log, sm)
             .await
             .with_context(|| format!("starting raft for scope {id}"))?;
         let (batches, queue) = mpsc::channel(limits::PROPOSALS_IN_FLIGHT_MAX);
@@ -316,16 +339,9 @@ impl Scope {
                 leader: self.leader(),
             });
         }
-        if !principal.has_role(crate::policy::ADMIN_ROLE) {
-            // Apply would refuse it too; refusing here keeps the log clean.
-            return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
-                scopekeeper_client::ErrorCode::NoAuth,
-                format!(
-                    "replacing a scope's policy requires the admin role; {:?} has roles {:?}",
-                    principal.id, principal.roles
-                ),
-            )));
-        }
+        // Apply would refuse it too; refusing here keeps the log clean.
+        governance::check_admin(&principal, "replacing a scope's policy")
+            .map_err(Refusal::Rejected)?;
         let component = Arc::new(set.component.clone());
         if let Err(refused) = self.engine.check(component, &set.params).await {
             return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
@@ -336,6 +352,45 @@ impl Scope {
         let command = Command {
             stamp: stamp(0),
             body: Body::SetPolicy { principal, set },
+        };
+        let write = tokio::time::timeout(limits::WRITE_TIMEOUT, self.raft.client_write(command));
+        match write.await {
+            Err(_) => Err(unknown_outcome()),
+            Ok(result) => write_result(result),
+        }
+    }
+
+    /// Creates a child scope at `path`; only the leader accepts. A policy given for the child
+    /// is checked here, before commit, as for [`Scope::propose_policy`].
+    pub async fn propose_delegation(
+        &self,
+        principal: Principal,
+        path: String,
+        policy: Option<SetPolicy>,
+    ) -> Result<CommandResult, Refusal> {
+        if !self.raft.is_leader() {
+            return Err(Refusal::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        // Apply checks all of this again; refusing here keeps refused requests out of the log.
+        governance::check_admin(&principal, "creating a scope").map_err(Refusal::Rejected)?;
+        if let Some(set) = &policy {
+            let component = Arc::new(set.component.clone());
+            if let Err(refused) = self.engine.check(component, &set.params).await {
+                return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
+                    scopekeeper_client::ErrorCode::BadArguments,
+                    format!("the new scope's policy was refused before commit: {refused}"),
+                )));
+            }
+        }
+        let command = Command {
+            stamp: stamp(0),
+            body: Body::Delegate {
+                principal,
+                path,
+                policy,
+            },
         };
         let write = tokio::time::timeout(limits::WRITE_TIMEOUT, self.raft.client_write(command));
         match write.await {

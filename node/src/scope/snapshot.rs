@@ -12,13 +12,16 @@ use serde::{Deserialize, Serialize};
 
 use scopekeeper_client::proto::PolicyInfo;
 
-use super::governance::Governance;
+use std::collections::BTreeMap;
+
+use super::state_machine::ScopeState;
 use super::types::SnapshotMeta;
+use crate::directory::{Route, ScopeIdentity};
 use crate::policy::PolicyHash;
 use crate::storage::corrupt;
-use crate::tree::{StoredZnode, Tree};
+use crate::tree::StoredZnode;
 
-const MAGIC: &[u8; 8] = b"SKSNAP01";
+const MAGIC: &[u8; 8] = b"SKSNAP02";
 
 /// What openraft carries between the state machine and the network: a finished snapshot file.
 #[derive(Clone, Debug)]
@@ -35,6 +38,8 @@ pub struct SnapshotHeader {
     pub policy: Option<(PolicyHash, PolicyInfo)>,
     pub history: Vec<PolicyInfo>,
     pub judged: super::governance::Judged,
+    pub identity: ScopeIdentity,
+    pub delegations: BTreeMap<String, Route>,
 }
 
 /// A decoded snapshot.
@@ -45,7 +50,8 @@ pub struct SnapshotContents {
 }
 
 /// Serializes the scope in memory; the caller writes it out without holding the state's lock.
-pub fn encode(meta: &SnapshotMeta, tree: &Tree, governance: &Governance) -> io::Result<Vec<u8>> {
+pub fn encode(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
+    let (tree, governance) = (&state.tree, &state.governance);
     let header = SnapshotHeader {
         meta: meta.clone(),
         last_zxid: tree.last_zxid(),
@@ -53,6 +59,8 @@ pub fn encode(meta: &SnapshotMeta, tree: &Tree, governance: &Governance) -> io::
         policy: governance.active.as_ref().map(|a| (a.hash, a.info.clone())),
         history: governance.history.clone(),
         judged: governance.judged,
+        identity: state.identity.clone(),
+        delegations: state.delegations.clone(),
     };
     let mut out = Vec::with_capacity(64 + tree.len() * 64);
     out.extend_from_slice(MAGIC);

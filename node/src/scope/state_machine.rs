@@ -4,7 +4,7 @@
 //! Apply is boring on purpose: decode, judge (`governance`), `Tree::apply`, write what it
 //! touched, answer. Nothing here reads a clock or depends on which node runs it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -18,22 +18,30 @@ use serde::{Deserialize, Serialize};
 use super::governance::{self, ActivePolicy, Governance, GovernanceMeta};
 use super::snapshot::{self, SnapshotFile};
 use super::types::{
-    Body, CommandOutcome, CommandResult, LogId, SnapshotMeta, StoredMembership, TxnResult,
-    TypeConfig,
+    Body, CommandOutcome, CommandResult, LogId, Proposal, SetPolicy, SnapshotMeta,
+    StoredMembership, TxnResult, TypeConfig, child_scope_id, genesis_log_id,
 };
+use crate::directory::{Anchor, Route, ScopeIdentity};
+use crate::policy::admission::Principal;
 use crate::policy::engine::PolicyEngine;
 use crate::storage::{ScopeId, Store, corrupt, decode, encode, io_err, key};
+use crate::tree::{Outcome, Stamp, Txn};
 use crate::tree::{StoredZnode, Tree};
+use scopekeeper_client::ApiError;
 
 const APPLIED: &[u8] = b"applied";
 
-/// The state machine's position and governance, persisted with the tree in the same batch.
+/// The state machine's position, place in the namespace and governance, persisted with the
+/// tree in the same batch.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 struct AppliedMeta {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     last_zxid: i64,
     governance: GovernanceMeta,
+    identity: ScopeIdentity,
+    /// Child scopes by the path delegated to them.
+    delegations: BTreeMap<String, Route>,
 }
 
 /// What readers see: the tree, the policy, and how far the log has been applied.
@@ -42,7 +50,52 @@ pub struct ScopeState {
     pub last_applied: Option<LogId>,
     pub membership: StoredMembership,
     pub governance: Governance,
+    pub identity: ScopeIdentity,
+    pub delegations: BTreeMap<String, Route>,
 }
+
+impl ScopeState {
+    /// The route to this scope, with its anchors from its current membership.
+    pub fn route(&self) -> Route {
+        Route {
+            scope: self.identity.id,
+            root: self.identity.root.clone(),
+            epoch: self.identity.epoch,
+            anchors: anchors_of(&self.membership),
+        }
+    }
+
+    /// The delegation covering `p`, if `p` is in a child scope.
+    pub fn delegation_of(&self, p: &str) -> Option<&Route> {
+        self.tree
+            .delegation_of(p)
+            .and_then(|d| self.delegations.get(d))
+    }
+}
+
+/// A membership's voters and learners, as anchors.
+pub fn anchors_of(membership: &StoredMembership) -> Vec<Anchor> {
+    membership
+        .membership()
+        .nodes()
+        .map(|(id, node)| Anchor {
+            node: *id,
+            addr: node.addr.clone(),
+        })
+        .collect()
+}
+
+/// What a scope's apply tells the node it runs on, after the batch is durable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ScopeEvent {
+    /// A child scope was written to this node's storage by `parent`'s apply.
+    Delegated { parent: ScopeId, child: ScopeId },
+    /// A snapshot replaced the scope's state; its delegations may name scopes this node must
+    /// now replicate.
+    SnapshotInstalled { scope: ScopeId },
+}
+
+pub type ScopeEvents = tokio::sync::mpsc::UnboundedSender<ScopeEvent>;
 
 /// Shared, read-mostly access to a scope's state.
 #[derive(Clone)]
@@ -61,12 +114,11 @@ impl ScopeView {
 #[derive(Clone)]
 pub struct ScopeStateMachine {
     scope: ScopeId,
-    /// The path this scope governs.
-    root: Arc<str>,
     store: Store,
     engine: PolicyEngine,
     view: ScopeView,
     snapshot_dir: PathBuf,
+    events: Option<ScopeEvents>,
 }
 
 fn load_component(store: &Store, hash: &crate::policy::PolicyHash) -> io::Result<Arc<Vec<u8>>> {
@@ -90,10 +142,33 @@ fn load_component(store: &Store, hash: &crate::policy::PolicyHash) -> io::Result
     Ok(Arc::new(body))
 }
 
+/// The scopes whose state this node's storage holds, in id order.
+pub fn stored_scope_ids(store: &Store) -> io::Result<Vec<ScopeId>> {
+    let mut ids = Vec::new();
+    for guard in store.sm_meta.iter() {
+        let k = guard
+            .key()
+            .map_err(|e| io_err("listing stored scopes", e))?;
+        if k.len() == 8 + APPLIED.len() && &k[8..] == APPLIED {
+            let mut id = [0u8; 8];
+            id.copy_from_slice(&k[..8]);
+            ids.push(u64::from_be_bytes(id));
+        }
+    }
+    Ok(ids)
+}
+
 impl ScopeStateMachine {
     /// Loads the scope's tree from fjall, first finishing any snapshot install a crash
-    /// interrupted (a snapshot file newer than the applied position).
-    pub fn open(store: Store, scope: ScopeId, engine: PolicyEngine) -> io::Result<Self> {
+    /// interrupted (a snapshot file newer than the applied position). A scope with nothing
+    /// stored yet starts as `fresh` says (a replica waiting for its first snapshot).
+    pub fn open(
+        store: Store,
+        scope: ScopeId,
+        engine: PolicyEngine,
+        fresh: ScopeIdentity,
+        events: Option<ScopeEvents>,
+    ) -> io::Result<Self> {
         let snapshot_dir = store.dir().join("snapshots").join(scope.to_string());
         snapshot::remove_temporaries(&snapshot_dir)?;
         let meta: AppliedMeta = match store
@@ -102,7 +177,10 @@ impl ScopeStateMachine {
             .map_err(|e| io_err("reading the applied position", e))?
         {
             Some(v) => decode("applied position", &v)?,
-            None => AppliedMeta::default(),
+            None => AppliedMeta {
+                identity: fresh,
+                ..AppliedMeta::default()
+            },
         };
         let mut stored = Vec::new();
         for guard in store.tree.prefix(scope.to_be_bytes()) {
@@ -113,7 +191,17 @@ impl ScopeStateMachine {
                 .map_err(|_| corrupt("znode key", "path is not UTF-8"))?;
             stored.push((path, decode::<StoredZnode>("znode", &v)?));
         }
-        let tree = Tree::from_stored(meta.last_zxid, stored).map_err(|e| corrupt("tree", &e))?;
+        let tree = if stored.is_empty() && meta.last_applied.is_none() {
+            Tree::placeholder(&meta.identity.root)
+        } else {
+            Tree::from_stored(
+                &meta.identity.root,
+                meta.last_zxid,
+                stored,
+                meta.delegations.keys().cloned(),
+            )
+            .map_err(|e| corrupt("tree", &e))?
+        };
         let governance = Governance {
             active: match &meta.governance.active {
                 Some((hash, info)) => Some(ActivePolicy {
@@ -128,7 +216,6 @@ impl ScopeStateMachine {
         };
         let sm = ScopeStateMachine {
             scope,
-            root: "/".into(),
             store,
             engine,
             view: ScopeView(Arc::new(RwLock::new(ScopeState {
@@ -136,8 +223,11 @@ impl ScopeStateMachine {
                 last_applied: meta.last_applied,
                 membership: meta.membership,
                 governance,
+                identity: meta.identity,
+                delegations: meta.delegations,
             }))),
             snapshot_dir,
+            events,
         };
         if let Some(path) = snapshot::newest(&sm.snapshot_dir)? {
             let header = snapshot::read_header(&path)?;
@@ -168,10 +258,55 @@ impl ScopeStateMachine {
             membership: state.membership.clone(),
             last_zxid: state.tree.last_zxid(),
             governance: state.governance.meta(),
+            identity: state.identity.clone(),
+            delegations: state.delegations.clone(),
         };
         batch.insert(
             &self.store.sm_meta,
             key(self.scope, APPLIED),
+            encode("applied position", &meta)?,
+        );
+        Ok(())
+    }
+
+    fn notify(&self, event: ScopeEvent) {
+        if let Some(events) = &self.events {
+            // The node is shutting down if nobody listens; the state is durable either way.
+            let _ = events.send(event);
+        }
+    }
+
+    /// Writes a child scope's whole starting state into `batch`, under the child's id: the
+    /// carved znodes, its identity, delegations, policy, and the genesis position with the
+    /// parent's membership. Every anchor writes the same bytes from the same entry.
+    fn write_genesis(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        child: &ScopeState,
+        carved: &crate::tree::Carved,
+    ) -> io::Result<()> {
+        let id = child.identity.id;
+        for (p, z) in &carved.znodes {
+            batch.insert(&self.store.tree, key(id, p.as_bytes()), encode("znode", z)?);
+        }
+        if let Some(active) = &child.governance.active {
+            batch.insert(
+                &self.store.policies,
+                active.hash.0,
+                crate::storage::seal(&active.component),
+            );
+        }
+        let meta = AppliedMeta {
+            last_applied: child.last_applied,
+            membership: child.membership.clone(),
+            last_zxid: child.tree.last_zxid(),
+            governance: child.governance.meta(),
+            identity: child.identity.clone(),
+            delegations: child.delegations.clone(),
+        };
+        batch.insert(
+            &self.store.sm_meta,
+            key(id, APPLIED),
             encode("applied position", &meta)?,
         );
         Ok(())
@@ -182,8 +317,13 @@ impl ScopeStateMachine {
     fn load_snapshot_into_store(&self, path: &std::path::Path) -> io::Result<()> {
         let contents = snapshot::decode(path)?;
         let header = contents.header;
-        let tree = Tree::from_stored(header.last_zxid, contents.znodes.clone())
-            .map_err(|e| corrupt("snapshot tree", &e))?;
+        let tree = Tree::from_stored(
+            &header.identity.root,
+            header.last_zxid,
+            contents.znodes.clone(),
+            header.delegations.keys().cloned(),
+        )
+        .map_err(|e| corrupt("snapshot tree", &e))?;
         let mut batch = self.store.db.batch();
         for guard in self.store.tree.prefix(self.scope.to_be_bytes()) {
             let k = guard.key().map_err(|e| io_err("reading the tree", e))?;
@@ -217,6 +357,8 @@ impl ScopeStateMachine {
             last_applied: header.meta.last_log_id,
             membership: header.meta.last_membership.clone(),
             governance,
+            identity: header.identity.clone(),
+            delegations: header.delegations.clone(),
         };
         self.record_applied(&mut batch, &state)?;
         batch
@@ -225,6 +367,115 @@ impl ScopeStateMachine {
         self.store.sync_now()?;
         *self.view.write() = state;
         Ok(())
+    }
+}
+
+/// A Delegate entry, as apply sees it.
+struct Delegation<'a> {
+    stamp: Stamp,
+    principal: &'a Principal,
+    path: &'a str,
+    policy: Option<&'a SetPolicy>,
+    log_index: u64,
+}
+
+impl ScopeStateMachine {
+    /// Applies a Delegate entry: checks, the tree's carve (judged by this scope's policy), the
+    /// child's starting state written into the same batch, and the delegation recorded here.
+    /// `Err` is a host fault (apply halts); a refusal is the inner `Err`.
+    fn apply_delegation(
+        &self,
+        state: &mut ScopeState,
+        batch: &mut fjall::OwnedWriteBatch,
+        touched: &mut BTreeSet<String>,
+        d: Delegation<'_>,
+        created: &mut Vec<ScopeId>,
+    ) -> io::Result<Result<Route, ApiError>> {
+        let checked = match d.policy {
+            Some(set) => governance::check_policy_change(d.principal, set),
+            None => governance::check_admin(d.principal, "creating a scope"),
+        };
+        if let Err(refused) = checked {
+            return Ok(Err(refused));
+        }
+        let proposal = Proposal {
+            principal: d.principal.clone(),
+            txn: Txn::Delegate {
+                path: d.path.to_string(),
+            },
+        };
+        let mut applied = governance::apply_txns(
+            &self.engine,
+            &mut state.governance,
+            &mut state.tree,
+            d.stamp,
+            std::slice::from_ref(&proposal),
+            d.log_index,
+            &state.identity.root,
+        )
+        .map_err(|fault| {
+            tracing::error!(scope = self.scope, "apply halts: {}", fault.0);
+            io::Error::other(fault.0)
+        })?;
+        let Some(applied) = applied.pop() else {
+            return Err(io::Error::other("a delegation produced no result"));
+        };
+        touched.extend(applied.touched);
+        let carved = match (applied.carved, applied.outcome) {
+            (Some(carved), _) => carved,
+            (None, Outcome::Delegated(Err(refused))) => return Ok(Err(refused)),
+            (None, other) => {
+                return Err(io::Error::other(format!("a delegation produced {other:?}")));
+            }
+        };
+        let child_id = child_scope_id(self.scope, d.log_index);
+        let moved: Vec<String> = state
+            .delegations
+            .keys()
+            .filter(|p| scopekeeper_client::path::is_within(p, d.path))
+            .cloned()
+            .collect();
+        let delegations: BTreeMap<String, Route> = moved
+            .into_iter()
+            .filter_map(|p| state.delegations.remove_entry(&p))
+            .collect();
+        let governance = match d.policy {
+            Some(set) => {
+                let mut g = Governance::default();
+                g.install(d.principal, set, 0, d.stamp, applied.zxid);
+                g
+            }
+            None => state.governance.inherited(),
+        };
+        let child = ScopeState {
+            tree: Tree::from_carved(carved.clone()).map_err(|e| corrupt("carved subtree", &e))?,
+            last_applied: Some(genesis_log_id()),
+            membership: StoredMembership::new(
+                Some(genesis_log_id()),
+                state.membership.membership().clone(),
+            ),
+            governance,
+            identity: ScopeIdentity {
+                id: child_id,
+                root: d.path.to_string(),
+                parent: Some(self.scope),
+                epoch: 1,
+            },
+            delegations,
+        };
+        self.write_genesis(batch, &child, &carved)?;
+        let route = child.route();
+        state.delegations.insert(d.path.to_string(), route.clone());
+        state.identity.epoch += 1;
+        created.push(child_id);
+        tracing::info!(
+            scope = self.scope,
+            child = child_id,
+            path = d.path,
+            znodes = carved.znodes.len(),
+            "delegated a subtree to a new scope"
+        );
+        Ok(Ok(route))
     }
 }
 
@@ -243,7 +494,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
                 last_log_id: state.last_applied,
                 last_membership: state.membership.clone(),
             };
-            let bytes = snapshot::encode(&meta, &state.tree, &state.governance)?;
+            let bytes = snapshot::encode(&meta, &state)?;
             (meta, bytes)
         };
         let path = self.snapshot_dir.join(snapshot::file_name(&meta));
@@ -279,6 +530,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
         let mut responses = Vec::with_capacity(entries.len());
         let mut batch = self.store.db.batch();
+        let mut created = Vec::new();
         {
             let mut state = self.view.write();
             let state = &mut *state;
@@ -300,7 +552,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                                 command.stamp,
                                 proposals,
                                 log_id.index(),
-                                &self.root,
+                                &state.identity.root,
                             )
                             .map_err(|fault| {
                                 tracing::error!(scope = self.scope, "apply halts: {}", fault.0);
@@ -339,6 +591,23 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                             }
                             CommandOutcome::PolicySet(result)
                         }
+                        Body::Delegate {
+                            principal,
+                            path,
+                            policy,
+                        } => CommandOutcome::Delegated(self.apply_delegation(
+                            state,
+                            &mut batch,
+                            &mut touched,
+                            Delegation {
+                                stamp: command.stamp,
+                                principal,
+                                path,
+                                policy: policy.as_ref(),
+                                log_index: log_id.index(),
+                            },
+                            &mut created,
+                        )?),
                     },
                     EntryPayload::Membership(m) => {
                         state.membership = StoredMembership::new(Some(log_id), m);
@@ -363,6 +632,12 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         batch
             .commit()
             .map_err(|e| io_err("persisting applied entries", e))?;
+        for child in created {
+            self.notify(ScopeEvent::Delegated {
+                parent: self.scope,
+                child,
+            });
+        }
         for (responder, result) in responses {
             responder.send(result);
         }
@@ -394,6 +669,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         }
         self.load_snapshot_into_store(&target)?;
         snapshot::remove_older(&self.snapshot_dir, &target)?;
+        self.notify(ScopeEvent::SnapshotInstalled { scope: self.scope });
         tracing::info!(
             scope = self.scope,
             "installed snapshot {}",
@@ -459,7 +735,9 @@ mod tests {
     async fn an_install_interrupted_after_the_file_is_finished_on_reopen() {
         let leader_dir = tempfile::tempdir().expect("tempdir");
         let leader_store = Store::open(leader_dir.path()).expect("store");
-        let mut leader = ScopeStateMachine::open(leader_store, 7, engine()).expect("sm");
+        let mut leader =
+            ScopeStateMachine::open(leader_store, 7, engine(), Default::default(), None)
+                .expect("sm");
         let entries = vec![create(1, "/a"), create(2, "/a/b"), create(3, "/c")];
         leader.apply(stream::iter(entries)).await.expect("apply");
         let snapshot = leader.build_snapshot().await.expect("snapshot");
@@ -475,8 +753,14 @@ mod tests {
         std::fs::copy(&snapshot.snapshot.path, &target).expect("copy");
         std::fs::write(target.with_extension("tmp"), b"half-written").expect("stale temporary");
 
-        let follower = ScopeStateMachine::open(follower_store.clone(), 7, engine())
-            .expect("reopen finishes the install");
+        let follower = ScopeStateMachine::open(
+            follower_store.clone(),
+            7,
+            engine(),
+            Default::default(),
+            None,
+        )
+        .expect("reopen finishes the install");
         assert_eq!(follower.view().read().tree, leader.view().read().tree);
         assert_eq!(
             follower.view().read().last_applied,
@@ -488,7 +772,8 @@ mod tests {
         );
         // And the rows are in fjall: a second reopen needs no snapshot.
         std::fs::remove_file(&target).expect("remove");
-        let again = ScopeStateMachine::open(follower_store, 7, engine()).expect("reopen");
+        let again = ScopeStateMachine::open(follower_store, 7, engine(), Default::default(), None)
+            .expect("reopen");
         assert_eq!(again.view().read().tree, leader.view().read().tree);
     }
 }

@@ -27,7 +27,7 @@ impl StoreBuilder<TypeConfig, ScopeLog, ScopeStateMachine, TempDir> for FjallBui
                 e.to_string(),
             )))
         })?;
-        let sm = ScopeStateMachine::open(store.clone(), 7, engine)
+        let sm = ScopeStateMachine::open(store.clone(), 7, engine, Default::default(), None)
             .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, ScopeLog::new(store, 7), sm))
     }

@@ -5,6 +5,7 @@ use std::fmt;
 use scopekeeper_client::proto::{ApiError, PolicyInfo};
 use serde::{Deserialize, Serialize};
 
+use crate::directory::Route;
 use crate::policy::PolicyMode;
 use crate::policy::admission::Principal;
 use crate::tree::{Outcome, Stamp, Txn};
@@ -26,6 +27,14 @@ pub enum Body {
     SetPolicy {
         principal: Principal,
         set: SetPolicy,
+    },
+    /// Creates a child scope at `path` on this scope's anchors: the subtree there moves into
+    /// it, under `policy` (or this scope's own policy if `None`). Needs the admin role and the
+    /// admission of this scope's policy (a `delegate` mutation). Never batched.
+    Delegate {
+        principal: Principal,
+        path: String,
+        policy: Option<SetPolicy>,
     },
 }
 
@@ -49,6 +58,7 @@ impl fmt::Display for Command {
         match &self.body {
             Body::Txns(proposals) => write!(f, "{} transactions", proposals.len()),
             Body::SetPolicy { set, .. } => write!(f, "set policy ({} bytes)", set.component.len()),
+            Body::Delegate { path, .. } => write!(f, "delegate {path}"),
         }
     }
 }
@@ -66,6 +76,8 @@ pub enum CommandOutcome {
     /// One result per proposal, in order.
     Txns(Vec<TxnResult>),
     PolicySet(Result<PolicyInfo, ApiError>),
+    /// The new child scope's route.
+    Delegated(Result<Route, ApiError>),
     /// Blank and membership entries.
     Nothing,
 }
@@ -91,3 +103,29 @@ pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;
 pub type StoredMembership = openraft::alias::StoredMembershipOf<TypeConfig>;
 pub type SnapshotMeta = openraft::alias::SnapshotMetaOf<TypeConfig>;
+
+/// The log position a scope created by delegation starts from: every anchor writes the same
+/// state at it (what the parent carved out), as if a snapshot at index 0, so the group needs
+/// no `initialize` and a replica that missed it gets a snapshot from the leader.
+pub fn genesis_log_id() -> LogId {
+    use openraft::vote::RaftLeaderIdExt;
+    LogId::new(
+        <TypeConfig as openraft::RaftTypeConfig>::LeaderId::new_committed(0, 0),
+        0,
+    )
+}
+
+/// The id of the scope created by the delegation at `log_index` of `parent`: deterministic on
+/// every anchor, and never reused (a hash of a position no other entry has).
+pub fn child_scope_id(parent: crate::storage::ScopeId, log_index: u64) -> crate::storage::ScopeId {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"scopekeeper/child-scope/v1");
+    h.update(parent.to_be_bytes());
+    h.update(log_index.to_be_bytes());
+    let digest = h.finalize();
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    // Positive as an i64 (shown in JSON and to ZooKeeper tooling), and never the root's 0.
+    (u64::from_be_bytes(id) >> 1).max(1)
+}

@@ -5,13 +5,14 @@ use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 use scopekeeper_client::limits as client_limits;
-use scopekeeper_client::proto::{ApiError, ErrorCode, Reply, Request, Response};
+use scopekeeper_client::proto::{ApiError, ErrorCode, MultiSlot, Op, Reply, Request, Response};
 use scopekeeper_transport::frame::{expect_frame, write_frame};
 use scopekeeper_transport::limits::CLIENT_FRAME_BYTES_MAX;
 use scopekeeper_transport::{
     Alpn, Connection, Error as TransportError, Principal, RecvStream, SendStream,
 };
 
+use crate::directory::Route;
 use crate::limits;
 use crate::node::Node;
 use crate::peer::{PeerRequest, PeerResponse, Refusal};
@@ -113,38 +114,199 @@ pub fn policy_principal(principal: &Principal) -> crate::policy::admission::Prin
     }
 }
 
-/// The scope rooted exactly at `path`. Only the root scope exists until delegation arrives.
-fn scope_rooted_at<'a>(node: &'a Node, root: &'a Scope, path: &str) -> Result<&'a Scope, ApiError> {
-    crate::tree::checked_path(path)?;
-    if path != "/" {
-        return Err(ApiError::new(
-            ErrorCode::NoNode,
-            format!(
-                "no scope is rooted at {path}; node {} has one scope, rooted at /",
-                node.id()
-            ),
-        ));
-    }
-    Ok(root)
-}
-
 pub async fn handle_client(
     node: &Node,
     principal: &crate::policy::admission::Principal,
     request: Request,
 ) -> Response {
-    let root = node.root().ok_or_else(|| starting(node))?;
+    handle_routed(node, principal, request, limits::FORWARD_HOPS_MAX)
+        .await
+        .0
+}
+
+/// The path whose scope serves a request.
+fn routing_path(request: &Request) -> &str {
     match request {
-        Request::Write(op) => match propose_txn(node, root, Txn::Single(op), principal)
-            .await?
-            .outcome
+        Request::Write(op) => crate::tree::governing_path(op),
+        Request::Multi(ops) => ops.first().map_or("/", crate::tree::governing_path),
+        Request::GetData { path }
+        | Request::Exists { path }
+        | Request::GetChildren { path }
+        | Request::Sync { path }
+        | Request::CreateScope { path, .. }
+        | Request::ScopeInfo { path } => path,
+        Request::SetPolicy { scope, .. }
+        | Request::GetPolicy { scope }
+        | Request::PolicyHistory { scope } => scope,
+        Request::NodeInfo => "/",
+    }
+}
+
+fn is_wrong_scope(response: &Response) -> bool {
+    match response {
+        Err(e) => e.code == ErrorCode::WrongScope,
+        Ok(Reply::Multi(slots)) => slots
+            .iter()
+            .any(|s| matches!(s, MultiSlot::Failed(ErrorCode::WrongScope))),
+        Ok(_) => false,
+    }
+}
+
+/// Serves a request on the scope that governs its path: here if this node replicates it,
+/// otherwise forwarded whole to one of its anchors (at most `hops` more times). A stale route
+/// is refused by the scope it reaches (`WrongScope`); the directory learns better and the
+/// request goes again. Returns the response and the route of the scope that served it.
+pub(super) async fn handle_routed(
+    node: &Node,
+    principal: &crate::policy::admission::Principal,
+    request: Request,
+    hops: u8,
+) -> (Response, Option<Route>) {
+    if !node.is_started() {
+        return (Err(starting(node)), None);
+    }
+    if request == Request::NodeInfo {
+        return (Ok(Reply::NodeInfo(node_info(node))), None);
+    }
+    let path = routing_path(&request).to_string();
+    let mut last = None;
+    for _ in 0..limits::ROUTE_ATTEMPTS_MAX {
+        let route = node.route(&path);
+        if let Request::Multi(ops) = &request
+            && let Err(spanning) = check_one_scope(node, ops)
         {
-            Outcome::Single(r) => r.map(Reply::Write),
-            Outcome::Multi(_) => Err(ApiError::new(
-                ErrorCode::SystemError,
-                "a single op produced a multi result",
-            )),
-        },
+            return (Err(spanning), None);
+        }
+        let local = node.scope(route.scope).filter(|s| s.is_initialized());
+        let (response, served_by) = match &local {
+            Some(scope) => (
+                serve_local(node, scope, principal, &request).await,
+                Some(scope.view().read().route()),
+            ),
+            None if hops == 0 => {
+                return (
+                    Err(ApiError::new(
+                        ErrorCode::WrongScope,
+                        format!(
+                            "node {} does not replicate scope {} (rooted at {}) and the request \
+                             was forwarded too often; retry",
+                            node.id(),
+                            route.scope,
+                            route.root
+                        ),
+                    )),
+                    None,
+                );
+            }
+            None => forward(node, &route, principal, &request, hops - 1).await,
+        };
+        if !is_wrong_scope(&response) {
+            if let Some(r) = &served_by {
+                node.learn_route(r.clone());
+            }
+            return (response, served_by);
+        }
+        // The route was stale. The scope that refused knows where the path went if it
+        // delegated it; otherwise the route is dropped and resolution falls back to a parent.
+        let better = local.and_then(|s| s.view().read().delegation_of(&path).cloned());
+        match better {
+            Some(child) => node.learn_route(child),
+            None => node.forget_route(&route.root),
+        }
+        last = Some(response);
+    }
+    let exhausted = ApiError::new(
+        ErrorCode::WrongScope,
+        format!("could not find the scope governing {path}; retry"),
+    );
+    (last.unwrap_or(Err(exhausted)), None)
+}
+
+/// A multi must stay within one scope until cross-scope commit exists.
+fn check_one_scope(node: &Node, ops: &[Op]) -> Result<(), ApiError> {
+    let Some(first) = ops.first() else {
+        return Ok(());
+    };
+    let home = node.route(crate::tree::governing_path(first));
+    for op in &ops[1..] {
+        let other = node.route(crate::tree::governing_path(op));
+        if other.scope != home.scope {
+            return Err(ApiError::new(
+                ErrorCode::Unimplemented,
+                format!(
+                    "a multi must stay within one scope: {} is in the scope rooted at {}, {} in the \
+                     one rooted at {}; split it into one multi per scope",
+                    first.path(),
+                    home.root,
+                    op.path(),
+                    other.root
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Sends a request to an anchor of `route`'s scope, trying the next anchor only when the
+/// request surely was not delivered.
+async fn forward(
+    node: &Node,
+    route: &Route,
+    principal: &crate::policy::admission::Principal,
+    request: &Request,
+    hops: u8,
+) -> (Response, Option<Route>) {
+    let message = PeerRequest::Client {
+        principal: principal.clone(),
+        request: request.clone(),
+        hops,
+    };
+    let mut why = format!(
+        "scope {} (rooted at {}) has no known anchors",
+        route.scope, route.root
+    );
+    for anchor in route.anchors.iter().filter(|a| a.node != node.id()) {
+        match node.0.peers.call(anchor.node, &anchor.addr, &message).await {
+            Ok(PeerResponse::Client(answer)) => return (answer.response, answer.served_by),
+            Ok(PeerResponse::Invalid(e)) => why = format!("node {}: {e}", anchor.node),
+            Ok(other) => why = format!("node {} answered {other:?}", anchor.node),
+            Err(e @ (TransportError::Connect { .. } | TransportError::Unreachable { .. })) => {
+                why = format!("node {}: {e}", anchor.node);
+            }
+            Err(e) => {
+                return (
+                    Err(connection_loss(format!(
+                        "forwarding to node {}: {e}; the outcome is unknown",
+                        anchor.node
+                    ))),
+                    None,
+                );
+            }
+        }
+    }
+    (Err(connection_loss(why)), None)
+}
+
+/// A request served by a scope this node replicates.
+async fn serve_local(
+    node: &Node,
+    scope: &Scope,
+    principal: &crate::policy::admission::Principal,
+    request: &Request,
+) -> Response {
+    match request {
+        Request::Write(op) => {
+            match propose_txn(node, scope, Txn::Single(op.clone()), principal)
+                .await?
+                .outcome
+            {
+                Outcome::Single(r) => r.map(Reply::Write),
+                other => Err(ApiError::new(
+                    ErrorCode::SystemError,
+                    format!("a single op produced {other:?}"),
+                )),
+            }
+        }
         Request::Multi(ops) => {
             if ops.len() > client_limits::MULTI_OPS_MAX {
                 return Err(ApiError::new(
@@ -156,69 +318,131 @@ pub async fn handle_client(
                     ),
                 ));
             }
-            match propose_txn(node, root, Txn::Multi(ops), principal)
+            match propose_txn(node, scope, Txn::Multi(ops.clone()), principal)
                 .await?
                 .outcome
             {
                 Outcome::Multi(slots) => Ok(Reply::Multi(slots)),
-                Outcome::Single(_) => Err(ApiError::new(
+                other => Err(ApiError::new(
                     ErrorCode::SystemError,
-                    "a multi produced a single result",
+                    format!("a multi produced {other:?}"),
                 )),
             }
         }
         Request::GetData { path } => {
-            linearize(node, root).await?;
-            let (data, stat) = root.view().read().tree.get_data(&path)?;
+            linearize(node, scope).await?;
+            let (data, stat) = scope.view().read().tree.get_data(path)?;
             Ok(Reply::Data { data, stat })
         }
         Request::Exists { path } => {
-            linearize(node, root).await?;
-            Ok(Reply::Exists(root.view().read().tree.exists(&path)?))
+            linearize(node, scope).await?;
+            Ok(Reply::Exists(scope.view().read().tree.exists(path)?))
         }
         Request::GetChildren { path } => {
-            linearize(node, root).await?;
-            let (children, stat) = root.view().read().tree.get_children(&path)?;
+            linearize(node, scope).await?;
+            let (children, stat) = scope.view().read().tree.get_children(path)?;
             Ok(Reply::Children { children, stat })
         }
-        Request::NodeInfo => Ok(Reply::NodeInfo(node_info(node, root))),
+        Request::NodeInfo => Ok(Reply::NodeInfo(node_info(node))),
         Request::Sync { path } => {
-            crate::tree::checked_path(&path)?;
-            linearize(node, root).await?;
+            crate::tree::checked_path(path)?;
+            linearize(node, scope).await?;
+            scope.view().read().tree.owns(path)?;
             Ok(Reply::Synced)
         }
         Request::SetPolicy {
-            scope,
+            scope: root,
             component,
             params,
             mode,
         } => {
-            let target = scope_rooted_at(node, root, &scope)?;
+            rooted_at(scope, root)?;
             let set = SetPolicy {
-                component,
-                params,
-                mode,
+                component: component.clone(),
+                params: params.clone(),
+                mode: *mode,
             };
-            match propose_policy(node, target, set, principal).await?.outcome {
+            match propose_policy(node, scope, set, principal).await?.outcome {
                 CommandOutcome::PolicySet(r) => r.map(|info| Reply::Policy(Some(info))),
                 other => Err(unexpected_outcome(other)),
             }
         }
-        Request::GetPolicy { scope } => {
-            let target = scope_rooted_at(node, root, &scope)?;
-            linearize(node, target).await?;
-            let state = target.view().read();
+        Request::GetPolicy { scope: root } => {
+            linearize(node, scope).await?;
+            rooted_at(scope, root)?;
+            let state = scope.view().read();
             Ok(Reply::Policy(
                 state.governance.active.as_ref().map(|a| a.info.clone()),
             ))
         }
-        Request::PolicyHistory { scope } => {
-            let target = scope_rooted_at(node, root, &scope)?;
-            linearize(node, target).await?;
+        Request::PolicyHistory { scope: root } => {
+            linearize(node, scope).await?;
+            rooted_at(scope, root)?;
             Ok(Reply::PolicyHistory(
-                target.view().read().governance.history.clone(),
+                scope.view().read().governance.history.clone(),
             ))
         }
+        Request::CreateScope { path, policy } => {
+            crate::tree::checked_path(path)?;
+            let policy = policy.as_ref().map(|p| SetPolicy {
+                component: p.component.clone(),
+                params: p.params.clone(),
+                mode: p.mode,
+            });
+            match propose_delegation(node, scope, path, policy, principal)
+                .await?
+                .outcome
+            {
+                CommandOutcome::Delegated(r) => r.map(|route| Reply::ScopeCreated(route.scope)),
+                other => Err(unexpected_outcome(other)),
+            }
+        }
+        Request::ScopeInfo { path } => {
+            linearize(node, scope).await?;
+            rooted_at(scope, path)?;
+            Ok(Reply::Scope(scope_info(scope)))
+        }
+    }
+}
+
+/// Checks that `scope` is the one rooted exactly at `path`; `WrongScope` if `path` was
+/// delegated elsewhere, so the caller finds the right one.
+fn rooted_at(scope: &Scope, path: &str) -> Result<(), ApiError> {
+    crate::tree::checked_path(path)?;
+    let state = scope.view().read();
+    if state.identity.root == path {
+        return Ok(());
+    }
+    state.tree.owns(path)?;
+    Err(ApiError::new(
+        ErrorCode::NoNode,
+        format!(
+            "no scope is rooted at {path}; it is governed by the scope rooted at {} \
+             (`scopekeeper scope list` shows every scope)",
+            state.identity.root
+        ),
+    ))
+}
+
+fn scope_info(scope: &Scope) -> scopekeeper_client::proto::ScopeInfo {
+    let leader = scope.leader().map(|(id, _)| id);
+    let state = scope.view().read();
+    scopekeeper_client::proto::ScopeInfo {
+        id: state.identity.id,
+        root: state.identity.root.clone(),
+        parent: state.identity.parent,
+        epoch: state.identity.epoch,
+        anchors: state.membership.membership().voter_ids().collect(),
+        leader,
+        policy: state.governance.active.as_ref().map(|a| a.info.clone()),
+        znodes: state.tree.len() as u64,
+        data_bytes: state.tree.data_bytes(),
+        applied_index: state.last_applied.map_or(0, |l| l.index()),
+        children: state
+            .delegations
+            .iter()
+            .map(|(p, r)| (p.clone(), r.scope))
+            .collect(),
     }
 }
 
@@ -229,7 +453,42 @@ fn unexpected_outcome(outcome: CommandOutcome) -> ApiError {
     )
 }
 
-fn node_info(node: &Node, root: &Scope) -> scopekeeper_client::proto::NodeInfo {
+fn node_info(node: &Node) -> scopekeeper_client::proto::NodeInfo {
+    let scopes = node
+        .scopes()
+        .iter()
+        .map(|scope| {
+            let metrics = scope.raft.metrics();
+            let m = metrics.borrow_watched();
+            let state = scope.view().read();
+            scopekeeper_client::proto::HostedScope {
+                id: scope.id,
+                root: state.identity.root.clone(),
+                epoch: state.identity.epoch,
+                leader: m.current_leader,
+                voters: m.membership_config.membership().voter_ids().collect(),
+                applied_index: m.last_applied.map_or(0, |l| l.index()),
+                znodes: state.tree.len() as u64,
+            }
+        })
+        .collect();
+    let Some(root) = node.root() else {
+        return scopekeeper_client::proto::NodeInfo {
+            id: node.id(),
+            leader: None,
+            term: 0,
+            voters: vec![],
+            applied_index: 0,
+            committed_index: 0,
+            snapshot_index: 0,
+            purged_index: 0,
+            znodes: 0,
+            policy_judged: 0,
+            policy_fuel: 0,
+            policy_digest: 0,
+            scopes,
+        };
+    };
     let judged = root.view().read().governance.judged;
     let metrics = root.raft.metrics();
     let m = metrics.borrow_watched();
@@ -246,6 +505,7 @@ fn node_info(node: &Node, root: &Scope) -> scopekeeper_client::proto::NodeInfo {
         policy_judged: judged.entries,
         policy_fuel: judged.fuel,
         policy_digest: judged.digest,
+        scopes,
     }
 }
 
@@ -324,9 +584,9 @@ impl TryFrom<PeerResponse> for CommandResult {
     type Error = Refusal;
     fn try_from(response: PeerResponse) -> Result<Self, Refusal> {
         match response {
-            PeerResponse::Policy(result) => result,
+            PeerResponse::Command(result) => result,
             other => Err(Refusal::Unknown(format!(
-                "the leader answered a policy change with {other:?}"
+                "the leader answered a policy change or delegation with {other:?}"
             ))),
         }
     }
@@ -366,6 +626,27 @@ async fn propose_policy(
             scope: scope.id,
             principal: principal.clone(),
             set: set.clone(),
+        },
+    )
+    .await
+}
+
+async fn propose_delegation(
+    node: &Node,
+    scope: &Scope,
+    path: &str,
+    policy: Option<SetPolicy>,
+    principal: &crate::policy::admission::Principal,
+) -> Result<CommandResult, ApiError> {
+    through_leader(
+        node,
+        scope,
+        || scope.propose_delegation(principal.clone(), path.to_string(), policy.clone()),
+        |_| PeerRequest::ProposeDelegation {
+            scope: scope.id,
+            principal: principal.clone(),
+            path: path.to_string(),
+            policy: policy.clone(),
         },
     )
     .await

@@ -9,10 +9,10 @@ use tokio::io::AsyncWriteExt;
 
 use crate::limits;
 use crate::node::Node;
-use crate::peer::{NodeStatus, PeerRequest, PeerResponse};
+use crate::peer::{ClientAnswer, NodeStatus, PeerRequest, PeerResponse};
 use crate::scope::Scope;
 use crate::scope::snapshot::SnapshotFile;
-use crate::storage::ROOT_SCOPE;
+use std::sync::Arc;
 
 pub(super) async fn refuse_unknown_peer(
     id: u64,
@@ -57,12 +57,14 @@ pub(super) async fn serve_peer_stream(
         .map_err(|_| TransportError::Closed("peer stream closed early".into()))
 }
 
-fn scope_of(node: &Node, scope: u64) -> Result<&Scope, String> {
-    if scope != ROOT_SCOPE {
-        return Err(format!("node {} has no scope {scope}", node.id()));
-    }
-    node.root()
-        .ok_or_else(|| format!("node {} is still starting", node.id()))
+fn scope_of(node: &Node, scope: u64) -> Result<Arc<Scope>, String> {
+    node.scope(scope).ok_or_else(|| {
+        if node.is_started() {
+            format!("node {} does not replicate scope {scope}", node.id())
+        } else {
+            format!("node {} is still starting", node.id())
+        }
+    })
 }
 
 async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
@@ -104,9 +106,29 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
             principal,
             set,
         } => match scope_of(node, scope) {
-            Ok(s) => PeerResponse::Policy(s.propose_policy(principal, set).await),
+            Ok(s) => PeerResponse::Command(s.propose_policy(principal, set).await),
             Err(e) => PeerResponse::Invalid(e),
         },
+        PeerRequest::ProposeDelegation {
+            scope,
+            principal,
+            path,
+            policy,
+        } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::Command(s.propose_delegation(principal, path, policy).await),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::Client {
+            principal,
+            request,
+            hops,
+        } => {
+            let (response, served_by) = super::handle_routed(node, &principal, request, hops).await;
+            PeerResponse::Client(Box::new(ClientAnswer {
+                response,
+                served_by,
+            }))
+        }
         PeerRequest::ReadIndex { scope } => match scope_of(node, scope) {
             Ok(s) => PeerResponse::ReadIndex(s.read_index().await),
             Err(e) => PeerResponse::Invalid(e),

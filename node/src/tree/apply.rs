@@ -61,11 +61,27 @@ impl Tree {
                 Outcome::Single(result)
             }
             Txn::Multi(ops) => Outcome::Multi(self.apply_multi(&mut txc, ops, admit)),
+            Txn::Delegate { path } => match self.delegate(&mut txc, path, admit) {
+                Ok(carved) => {
+                    drop(txc);
+                    return Applied {
+                        zxid,
+                        outcome: Outcome::Delegated(Ok(())),
+                        touched,
+                        carved: Some(carved),
+                    };
+                }
+                Err(e) => {
+                    self.rollback(&mut txc);
+                    Outcome::Delegated(Err(e))
+                }
+            },
         };
         Applied {
             zxid,
             outcome,
             touched,
+            carved: None,
         }
     }
 
@@ -136,6 +152,43 @@ impl Tree {
             .expect("undo refers to a node the transaction saw")
     }
 
+    /// Creates `at` if missing (judged as a create), asks whether it may be delegated, and
+    /// carves it out. Carving is last and cannot fail, so a refusal rolls back cleanly.
+    fn delegate(
+        &mut self,
+        txc: &mut Txc<'_>,
+        at: &str,
+        admit: &mut impl Admit,
+    ) -> Result<super::Carved, ApiError> {
+        check_path_len(at)?;
+        path::validate(at, false)?;
+        self.owns(at)?;
+        if at == self.root {
+            return Err(ApiError::new(
+                ErrorCode::NodeExists,
+                format!("{at} is already the root of a scope"),
+            ));
+        }
+        if !self.nodes.contains_key(at) {
+            let create = Op::Create {
+                path: at.to_string(),
+                data: Vec::new(),
+                mode: scopekeeper_client::proto::CreateMode::Persistent,
+            };
+            self.apply_op(txc, &create, admit)?;
+        }
+        let view = OpView {
+            target: self.nodes.get(at).map(|z| &z.stat),
+            parent: path::parent(at)
+                .and_then(|p| self.nodes.get(p))
+                .map(|z| &z.stat),
+            znodes: self.nodes.len() as u64,
+            data_bytes: self.data_bytes,
+        };
+        admit.admit_delegation(at, view)?;
+        self.carve(at, txc.touched)
+    }
+
     fn apply_op(
         &mut self,
         txc: &mut Txc<'_>,
@@ -145,6 +198,7 @@ impl Tree {
         let sequential = matches!(op, Op::Create { mode, .. } if mode.is_sequential());
         check_path_len(op.path())?;
         path::validate(op.path(), sequential)?;
+        self.owns(super::governing_path(op))?;
         let parent = path::parent(op.path())
             .and_then(|p| self.nodes.get(p))
             .map(|z| &z.stat);
@@ -182,10 +236,10 @@ impl Tree {
         check_data_len(data)?;
         check_path_len(requested)?;
         path::validate(requested, sequential)?;
-        if requested == "/" {
+        if requested == self.root {
             return Err(ApiError::new(
                 ErrorCode::NodeExists,
-                "the root node always exists",
+                format!("{requested} is the root of its scope and always exists"),
             ));
         }
         let parent_path = path::parent(requested).unwrap_or("/").to_string();
@@ -200,7 +254,8 @@ impl Tree {
         } else {
             requested.to_string()
         };
-        if self.nodes.contains_key(&full) {
+        // A delegated name is listed by its parent but has no znode here.
+        if parent.children.contains(path::name(&full)) {
             return Err(ApiError::new(
                 ErrorCode::NodeExists,
                 format!("{full} already exists"),
@@ -243,11 +298,22 @@ impl Tree {
 
     fn delete(&mut self, txc: &mut Txc<'_>, p: &str, version: i32) -> Result<OpResult, ApiError> {
         checked_path(p)?;
-        let Some(parent_path) = path::parent(p) else {
-            return Err(ApiError::new(
-                ErrorCode::BadArguments,
-                "the root node cannot be deleted",
-            ));
+        let parent_path = match path::parent(p) {
+            Some(parent) if p != self.root => parent,
+            _ if p == "/" => {
+                return Err(ApiError::new(
+                    ErrorCode::BadArguments,
+                    "the root node cannot be deleted",
+                ));
+            }
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::BadArguments,
+                    format!(
+                        "{p} is the root of a scope; it cannot be deleted while the scope exists"
+                    ),
+                ));
+            }
         };
         let z = self.node(p)?;
         check_version(p, z.stat.version, version)?;

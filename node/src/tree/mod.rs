@@ -7,6 +7,8 @@
 
 mod apply;
 #[cfg(test)]
+mod delegation_test;
+#[cfg(test)]
 mod model_test;
 #[cfg(test)]
 mod tests;
@@ -39,6 +41,10 @@ pub struct StoredZnode {
 pub enum Txn {
     Single(Op),
     Multi(Vec<Op>),
+    /// Hands the subtree at `path` to a new child scope (created empty first if missing).
+    Delegate {
+        path: String,
+    },
 }
 
 impl Txn {
@@ -48,6 +54,7 @@ impl Txn {
         match self {
             Txn::Single(op) => op_bytes(op),
             Txn::Multi(ops) => ops.iter().map(op_bytes).sum::<usize>() + 8,
+            Txn::Delegate { path } => path.len() + 16,
         }
     }
 }
@@ -68,21 +75,40 @@ pub struct Applied {
     pub outcome: Outcome,
     /// Paths whose znode was created, changed or deleted, in order, possibly repeated.
     pub touched: Vec<String>,
+    /// What a successful `Txn::Delegate` took out, for the child scope.
+    pub carved: Option<Carved>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Outcome {
     Single(Result<OpResult, ApiError>),
     Multi(Vec<MultiSlot>),
+    Delegated(Result<(), ApiError>),
 }
 
-/// The tree of one scope.
+/// The tree of one scope: the znode at the scope's root and everything below it, except
+/// subtrees delegated to child scopes. A delegated path stays listed among its parent's
+/// children (so `getChildren`, numChildren and cversion stay right) but its znode and
+/// everything below belong to the child scope.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tree {
+    root: String,
     nodes: BTreeMap<String, Znode>,
+    delegated: BTreeSet<String>,
     last_zxid: i64,
     /// Sum of every znode's data length, kept as the tree changes.
     data_bytes: u64,
+}
+
+/// A subtree taken out of a tree by [`Tree::carve`], to seed a child scope.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Carved {
+    pub root: String,
+    pub znodes: Vec<(String, StoredZnode)>,
+    /// Delegations below `root`, which move with it.
+    pub delegated: Vec<String>,
+    /// The parent's last zxid when it was carved: the child's zxids continue from it.
+    pub last_zxid: i64,
 }
 
 /// What an admission hook sees of the tree when an op is about to run.
@@ -101,6 +127,8 @@ pub struct OpView<'a> {
 /// deterministic: the same ops and views give the same answers on every replica.
 pub trait Admit {
     fn admit(&mut self, op: &Op, view: OpView<'_>) -> Result<(), ApiError>;
+    /// Whether the subtree at `path` may become a child scope; `view.target` is its root.
+    fn admit_delegation(&mut self, path: &str, view: OpView<'_>) -> Result<(), ApiError>;
 }
 
 /// Admits everything: a scope without a policy.
@@ -108,6 +136,9 @@ pub struct AdmitAll;
 
 impl Admit for AdmitAll {
     fn admit(&mut self, _op: &Op, _view: OpView<'_>) -> Result<(), ApiError> {
+        Ok(())
+    }
+    fn admit_delegation(&mut self, _path: &str, _view: OpView<'_>) -> Result<(), ApiError> {
         Ok(())
     }
 }
@@ -131,20 +162,43 @@ impl Tree {
             },
         );
         Tree {
+            root: "/".to_string(),
             nodes,
+            delegated: BTreeSet::new(),
             last_zxid: 0,
             data_bytes: 0,
         }
     }
 
-    /// Rebuilds a tree from stored znodes (any order) and the last zxid applied.
+    /// A stand-in for a scope replica that has not received its state yet: only a root znode
+    /// with a zero Stat. Never served: the replica has no membership until its first snapshot.
+    pub fn placeholder(root: &str) -> Self {
+        let mut tree = Tree::new();
+        if root != "/" {
+            let z = tree.nodes.remove("/").expect("a new tree has a root");
+            tree.nodes.insert(root.to_string(), z);
+            tree.root = root.to_string();
+        }
+        tree
+    }
+
+    /// Rebuilds the tree of the scope rooted at `root` from stored znodes (any order), its
+    /// delegated paths and the last zxid applied. The root scope's root znode is created if
+    /// missing (a fresh cluster); any other scope's must be stored.
     pub fn from_stored(
+        root: &str,
         last_zxid: i64,
         stored: impl IntoIterator<Item = (String, StoredZnode)>,
+        delegated: impl IntoIterator<Item = String>,
     ) -> Result<Self, String> {
         let mut nodes: BTreeMap<String, Znode> = BTreeMap::new();
         for (p, z) in stored {
             path::validate(&p, false).map_err(|e| format!("stored znode: {e}"))?;
+            if !path::is_within(&p, root) {
+                return Err(format!(
+                    "stored znode {p} is outside the scope rooted at {root}"
+                ));
+            }
             let node = Znode {
                 data: z.data,
                 stat: z.stat,
@@ -152,17 +206,24 @@ impl Tree {
             };
             nodes.insert(p, node);
         }
-        nodes.entry("/".to_string()).or_insert_with(|| Znode {
-            data: Vec::new(),
-            stat: Stat::default(),
-            children: BTreeSet::new(),
-        });
-        let paths: Vec<String> = nodes
+        if root == "/" {
+            nodes.entry("/".to_string()).or_insert_with(|| Znode {
+                data: Vec::new(),
+                stat: Stat::default(),
+                children: BTreeSet::new(),
+            });
+        }
+        if !nodes.contains_key(root) {
+            return Err(format!("the scope's root znode {root} is missing"));
+        }
+        let delegated: BTreeSet<String> = delegated.into_iter().collect();
+        let listed: Vec<String> = nodes
             .keys()
-            .filter(|p| p.as_str() != "/")
+            .filter(|p| p.as_str() != root)
+            .chain(delegated.iter())
             .cloned()
             .collect();
-        for p in paths {
+        for p in listed {
             let parent = path::parent(&p).unwrap_or("/").to_string();
             let Some(parent_node) = nodes.get_mut(&parent) else {
                 return Err(format!("stored znode {p} has no parent {parent}"));
@@ -171,12 +232,118 @@ impl Tree {
         }
         let data_bytes = nodes.values().map(|z| z.data.len() as u64).sum();
         let tree = Tree {
+            root: root.to_string(),
             nodes,
+            delegated,
             last_zxid,
             data_bytes,
         };
         tree.check_invariants()?;
         Ok(tree)
+    }
+
+    /// The tree of a new child scope, from what its parent carved out.
+    pub fn from_carved(carved: Carved) -> Result<Self, String> {
+        Self::from_stored(
+            &carved.root,
+            carved.last_zxid,
+            carved.znodes,
+            carved.delegated,
+        )
+    }
+
+    /// The path of the scope's root znode.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Paths delegated to child scopes, in order.
+    pub fn delegated(&self) -> &BTreeSet<String> {
+        &self.delegated
+    }
+
+    /// Whether this tree governs `p`: at or below its root and not in a delegated subtree.
+    /// A delegated path itself belongs to the child scope.
+    pub fn owns(&self, p: &str) -> Result<(), ApiError> {
+        if !path::is_within(p, &self.root) {
+            return Err(ApiError::new(
+                ErrorCode::WrongScope,
+                format!("{p} is outside the scope rooted at {}", self.root),
+            ));
+        }
+        if self.delegated.is_empty() {
+            return Ok(());
+        }
+        match path::ancestors_and_self(p)
+            .take_while(|a| *a != self.root)
+            .find(|a| self.delegated.contains(*a))
+        {
+            Some(d) => Err(ApiError::new(
+                ErrorCode::WrongScope,
+                format!("{p} is in {d}, which is delegated to another scope"),
+            )),
+            None => Ok(()),
+        }
+    }
+
+    /// The delegated path that `p` falls in, if any.
+    pub fn delegation_of(&self, p: &str) -> Option<&str> {
+        path::ancestors_and_self(p)
+            .take_while(|a| *a != self.root)
+            .find_map(|a| self.delegated.get(a).map(String::as_str))
+    }
+
+    /// Moves the znode at `at` and everything below it out of this tree, leaving `at`
+    /// delegated: still listed by its parent, governed elsewhere. Changes no Stat here (the
+    /// parent's children do not change) and consumes no zxid. The removed paths are added to
+    /// `touched` so storage deletes them.
+    pub fn carve(&mut self, at: &str, touched: &mut Vec<String>) -> Result<Carved, ApiError> {
+        checked_path(at)?;
+        self.owns(at)?;
+        if at == self.root {
+            return Err(ApiError::new(
+                ErrorCode::BadArguments,
+                format!("{at} is already the root of its scope"),
+            ));
+        }
+        self.node(at)?;
+        let below: Vec<String> = self
+            .nodes
+            .range(at.to_string()..)
+            .map(|(p, _)| p)
+            .take_while(|p| p.starts_with(at))
+            .filter(|p| path::is_within(p, at))
+            .cloned()
+            .collect();
+        let mut znodes = Vec::with_capacity(below.len());
+        for p in below {
+            let z = self.nodes.remove(&p).expect("listed from the map above");
+            self.data_bytes -= z.data.len() as u64;
+            touched.push(p.clone());
+            znodes.push((
+                p,
+                StoredZnode {
+                    data: z.data,
+                    stat: z.stat,
+                },
+            ));
+        }
+        let delegated: Vec<String> = self
+            .delegated
+            .iter()
+            .filter(|d| path::is_within(d, at))
+            .cloned()
+            .collect();
+        for d in &delegated {
+            self.delegated.remove(d);
+        }
+        self.delegated.insert(at.to_string());
+        Ok(Carved {
+            root: at.to_string(),
+            znodes,
+            delegated,
+            last_zxid: self.last_zxid,
+        })
     }
 
     pub fn last_zxid(&self) -> i64 {
@@ -215,17 +382,20 @@ impl Tree {
 
     pub fn get_data(&self, p: &str) -> Result<(Vec<u8>, Stat), ApiError> {
         checked_path(p)?;
+        self.owns(p)?;
         let z = self.node(p)?;
         Ok((z.data.clone(), z.stat))
     }
 
     pub fn exists(&self, p: &str) -> Result<Option<Stat>, ApiError> {
         checked_path(p)?;
+        self.owns(p)?;
         Ok(self.nodes.get(p).map(|z| z.stat))
     }
 
     pub fn get_children(&self, p: &str) -> Result<(Vec<String>, Stat), ApiError> {
         checked_path(p)?;
+        self.owns(p)?;
         let z = self.node(p)?;
         Ok((z.children.iter().cloned().collect(), z.stat))
     }
@@ -236,14 +406,35 @@ impl Tree {
             .ok_or_else(|| ApiError::new(ErrorCode::NoNode, format!("no node at {p}")))
     }
 
-    /// Checks what must hold after every apply: each child listed exists, each node's parent
-    /// lists it, and `numChildren` and `dataLength` agree with what they count.
+    /// Checks what must hold after every apply: every znode is within the root and outside
+    /// every delegation; each child listed exists here or is delegated; each node's parent
+    /// lists it; `numChildren` and `dataLength` agree with what they count.
     pub fn check_invariants(&self) -> Result<(), String> {
         let data_bytes: u64 = self.nodes.values().map(|z| z.data.len() as u64).sum();
         if data_bytes != self.data_bytes {
             return Err(format!("data_bytes {} != {data_bytes}", self.data_bytes));
         }
+        if !self.nodes.contains_key(&self.root) {
+            return Err(format!("root {} is missing", self.root));
+        }
+        for d in &self.delegated {
+            if *d == self.root || !path::is_within(d, &self.root) {
+                return Err(format!(
+                    "delegation {d} is not below the root {}",
+                    self.root
+                ));
+            }
+            let listed = path::parent(d)
+                .and_then(|p| self.nodes.get(p))
+                .is_some_and(|pz| pz.children.contains(path::name(d)));
+            if !listed {
+                return Err(format!("delegation {d} is not listed by its parent"));
+            }
+        }
         for (p, z) in &self.nodes {
+            if let Err(e) = self.owns(p) {
+                return Err(format!("znode {p} is not governed here: {}", e.message));
+            }
             if z.stat.num_children as usize != z.children.len() {
                 return Err(format!(
                     "{p}: numChildren {} != {}",
@@ -260,9 +451,12 @@ impl Tree {
             }
             for c in &z.children {
                 let child = path::join(p, c);
-                if !self.nodes.contains_key(&child) {
+                if !self.nodes.contains_key(&child) && !self.delegated.contains(&child) {
                     return Err(format!("{p} lists missing child {c}"));
                 }
+            }
+            if *p == self.root {
+                continue;
             }
             if let Some(parent) = path::parent(p) {
                 let listed = self
@@ -275,6 +469,15 @@ impl Tree {
             }
         }
         Ok(())
+    }
+}
+
+/// The path whose scope governs `op`: its own, except for a sequential create, whose znode is
+/// named only when it is applied and lands beside the others of its parent's children.
+pub fn governing_path(op: &Op) -> &str {
+    match op {
+        Op::Create { path, mode, .. } if mode.is_sequential() => path::parent(path).unwrap_or("/"),
+        other => other.path(),
     }
 }
 

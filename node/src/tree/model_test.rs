@@ -42,6 +42,7 @@ impl Model {
                 self.op(zxid, stamp.time_ms, op)
                     .map_err(|code| scopekeeper_client::ApiError::new(code, "")),
             ),
+            Txn::Delegate { .. } => unreachable!("the model has no delegations"),
             Txn::Multi(ops) => {
                 let saved = self.clone();
                 let mut slots = Vec::new();
@@ -188,7 +189,7 @@ fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn arb_txn() -> impl Strategy<Value = (Stamp, Txn)> {
+pub(super) fn arb_txn() -> impl Strategy<Value = (Stamp, Txn)> {
     let txn = prop_oneof![
         3 => arb_op().prop_map(Txn::Single),
         1 => prop::collection::vec(arb_op(), 1..5).prop_map(Txn::Multi),
@@ -198,10 +199,11 @@ fn arb_txn() -> impl Strategy<Value = (Stamp, Txn)> {
 }
 
 /// Results compared without messages: the model does not word its errors.
-fn strip(outcome: Outcome) -> Result<Vec<MultiSlot>, ErrorCode> {
+pub(super) fn strip(outcome: Outcome) -> Result<Vec<MultiSlot>, ErrorCode> {
     match outcome {
         Outcome::Single(r) => r.map(|ok| vec![MultiSlot::Done(ok)]).map_err(|e| e.code),
         Outcome::Multi(slots) => Ok(slots),
+        Outcome::Delegated(r) => r.map(|()| Vec::new()).map_err(|e| e.code),
     }
 }
 

@@ -24,7 +24,7 @@ fn single(tree: &mut Tree, hint: i64, op: Op) -> Result<OpResult, ErrorCode> {
     tree.check_invariants().expect("invariants hold");
     match applied.outcome {
         Outcome::Single(r) => r.map_err(|e| e.code),
-        Outcome::Multi(_) => unreachable!(),
+        other => unreachable!("{other:?}"),
     }
 }
 
@@ -253,6 +253,7 @@ fn stored_form_rebuilds_the_same_tree() {
         .iter()
         .map(|(p, _)| (p.clone(), t.stored(p).expect("exists")))
         .collect();
-    let rebuilt = Tree::from_stored(t.last_zxid(), stored.into_iter().rev()).expect("rebuilds");
+    let rebuilt = Tree::from_stored("/", t.last_zxid(), stored.into_iter().rev(), Vec::new())
+        .expect("rebuilds");
     assert_eq!(rebuilt, t);
 }

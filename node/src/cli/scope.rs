@@ -1,0 +1,117 @@
+//! `scopekeeper scope ...`: create and inspect scopes.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use scopekeeper_client::Client;
+use scopekeeper_client::proto::{PolicySpec, ScopeInfo};
+
+use super::context::ConnectArgs;
+use super::policy::parse_mode;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum ScopeCommand {
+    /// Makes the subtree at PATH a scope of its own, replicated by its own raft group (admin
+    /// role required; the current scope's policy must admit it). PATH may hold a subtree
+    /// already: it moves into the new scope.
+    Create {
+        path: String,
+        /// The new scope's policy component; without it, the parent scope's policy applies.
+        #[arg(long)]
+        policy: Option<PathBuf>,
+        #[arg(long, default_value = "", requires = "policy")]
+        params: String,
+        /// `enforce` (default) or `audit`.
+        #[arg(long, default_value = "enforce", requires = "policy")]
+        mode: String,
+    },
+    /// Prints the tree of scopes: root path, id, anchors, leader, policy, epoch and size.
+    List,
+    /// Prints one scope: the one rooted exactly at PATH.
+    Show { path: String },
+}
+
+pub async fn run(cmd: ScopeCommand, connect: &ConnectArgs) -> anyhow::Result<()> {
+    let client = Client::connect(connect.resolve()?).await?;
+    match cmd {
+        ScopeCommand::Create {
+            path,
+            policy,
+            params,
+            mode,
+        } => {
+            let policy = match policy {
+                Some(file) => Some(PolicySpec {
+                    component: std::fs::read(&file)
+                        .with_context(|| format!("reading {}", file.display()))?,
+                    params,
+                    mode: parse_mode(&mode)?,
+                }),
+                None => None,
+            };
+            let id = client.create_scope(&path, policy).await?;
+            println!("created scope {id} rooted at {path}");
+            print_scope(&client.scope(&path).await?);
+        }
+        ScopeCommand::List => {
+            let scopes = client.scopes().await?;
+            println!(
+                "{:<28} {:>20} {:<12} {:>6} {:>5} {:>9} {:>12}  policy",
+                "root", "id", "anchors", "leader", "epoch", "znodes", "bytes"
+            );
+            for s in &scopes {
+                let depth = if s.root == "/" {
+                    0
+                } else {
+                    s.root.matches('/').count()
+                };
+                let root = format!("{}{}", "  ".repeat(depth.saturating_sub(1)), s.root);
+                println!(
+                    "{:<28} {:>20} {:<12} {:>6} {:>5} {:>9} {:>12}  {}",
+                    root,
+                    s.id,
+                    join(&s.anchors),
+                    s.leader.map_or("-".to_string(), |l| l.to_string()),
+                    s.epoch,
+                    s.znodes,
+                    s.data_bytes,
+                    policy_label(s)
+                );
+            }
+        }
+        ScopeCommand::Show { path } => print_scope(&client.scope(&path).await?),
+    }
+    Ok(())
+}
+
+fn join(ids: &[u64]) -> String {
+    ids.iter().map(u64::to_string).collect::<Vec<_>>().join(",")
+}
+
+fn policy_label(s: &ScopeInfo) -> String {
+    match &s.policy {
+        Some(p) => format!("{} {:?}", &p.hash[..12.min(p.hash.len())], p.mode),
+        None => "open (none deployed)".into(),
+    }
+}
+
+fn print_scope(s: &ScopeInfo) {
+    println!("root:     {}", s.root);
+    println!("id:       {}", s.id);
+    match s.parent {
+        Some(p) => println!("parent:   {p}"),
+        None => println!("parent:   - (the root scope)"),
+    }
+    println!("epoch:    {}", s.epoch);
+    println!("anchors:  {}", join(&s.anchors));
+    println!(
+        "leader:   {}",
+        s.leader.map_or("none known".to_string(), |l| l.to_string())
+    );
+    println!("policy:   {}", policy_label(s));
+    println!("znodes:   {} ({} bytes of data)", s.znodes, s.data_bytes);
+    println!("applied:  log index {}", s.applied_index);
+    for (path, id) in &s.children {
+        println!("child:    {path} (scope {id})");
+    }
+}

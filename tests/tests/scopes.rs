@@ -1,0 +1,296 @@
+//! Many scopes on real node processes: a subtree becomes a scope with its own raft group and
+//! policy; the parent keeps listing it; routing, multis, restarts, and a node that learns of a
+//! scope only from a snapshot.
+
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use scopekeeper::policy::build::repository_component;
+use scopekeeper_client::proto::{PolicyMode, PolicySpec};
+use scopekeeper_client::{Client, CreateMode, ErrorCode, Op};
+use scopekeeper_tests::{Cluster, Mode, serial};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn component(name: &str) -> Vec<u8> {
+    repository_component(name).unwrap_or_else(|e| panic!("building policy {name}: {e:#}"))
+}
+
+fn create(path: &str, data: &[u8]) -> Op {
+    Op::Create {
+        path: path.into(),
+        data: data.to_vec(),
+        mode: CreateMode::Persistent,
+    }
+}
+
+/// Waits until node `id` replicates the scope rooted at `root` and has applied `index` of it.
+async fn wait_for_scope(cluster: &Cluster, id: u64, root: &str, index: u64) -> anyhow::Result<()> {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), cluster.info(id)).await
+            && info
+                .scopes
+                .iter()
+                .any(|s| s.root == root && s.applied_index >= index && s.leader.is_some())
+        {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("node {id} did not apply index {index} of the scope at {root} within {SETTLE:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subtree_becomes_a_scope_of_its_own() -> anyhow::Result<()> {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    for (p, d) in [
+        ("/app", "a"),
+        ("/app/a", "1"),
+        ("/app/a/deep", ""),
+        ("/other", ""),
+    ] {
+        admin
+            .create(p, d.as_bytes(), CreateMode::Persistent)
+            .await?;
+    }
+    let (_, root_before) = admin.children("/").await?;
+    let app_before = admin.exists("/app").await?.expect("exists");
+
+    let app = admin.create_scope("/app", None).await?;
+    assert_ne!(app, 0);
+
+    // Every node serves both scopes, and the parent still lists the delegated child.
+    for id in 1..=3u64 {
+        let client = cluster.client_of(id).await?;
+        let (children, root) = client.children("/").await?;
+        assert_eq!(children, ["app", "other"], "node {id}");
+        assert_eq!(
+            (root.num_children, root.cversion, root.pzxid),
+            (
+                root_before.num_children,
+                root_before.cversion,
+                root_before.pzxid
+            ),
+            "delegation changes nothing the parent shows (node {id})"
+        );
+        assert_eq!(client.exists("/app").await?, Some(app_before), "node {id}");
+        assert_eq!(client.get("/app/a").await?.0, b"1");
+    }
+    for id in 1..=3u64 {
+        let client = cluster.client_of(id).await?;
+        client
+            .create(&format!("/app/from-{id}"), b"x", CreateMode::Persistent)
+            .await?;
+        client
+            .create(&format!("/other/from-{id}"), b"y", CreateMode::Persistent)
+            .await?;
+    }
+    let (children, app_stat) = admin.children("/app").await?;
+    assert_eq!(children, ["a", "from-1", "from-2", "from-3"]);
+    assert_eq!(app_stat.num_children, 4);
+
+    let scopes = admin.scopes().await?;
+    let roots: Vec<&str> = scopes.iter().map(|s| s.root.as_str()).collect();
+    assert_eq!(roots, ["/", "/app"]);
+    assert_eq!(scopes[0].children, [("/app".to_string(), app)]);
+    assert_eq!(scopes[1].parent, Some(0));
+    assert_eq!(scopes[1].anchors, [1, 2, 3]);
+    assert!(scopes[1].leader.is_some(), "the new scope elected a leader");
+    assert_eq!(scopes[1].znodes, 6, "/app, a, deep and three writes");
+
+    // A multi stays within one scope; across two it is refused and nothing happens.
+    let err = admin
+        .multi(vec![create("/app/m", b""), create("/other/m", b"")])
+        .await
+        .expect_err("spans two scopes");
+    assert_eq!(err.code(), ErrorCode::Unimplemented);
+    assert!(err.to_string().contains("one scope"), "{err}");
+    assert_eq!(admin.exists("/app/m").await?, None);
+    admin
+        .multi(vec![create("/app/m", b""), create("/app/m/n", b"")])
+        .await?;
+
+    // The scope's root cannot go while the scope exists; nor can it be created twice.
+    let err = admin.delete("/app", -1).await.expect_err("scope root");
+    assert_eq!(err.code(), ErrorCode::BadArguments);
+    let err = admin.create_scope("/app", None).await.expect_err("exists");
+    assert_eq!(err.code(), ErrorCode::NodeExists);
+    // Only the admin role creates scopes.
+    let plain = cluster.client().await?;
+    let err = plain
+        .create_scope("/other", None)
+        .await
+        .expect_err("no role");
+    assert_eq!(err.code(), ErrorCode::NoAuth);
+
+    // A scope inside a scope: the child's anchors carve it, and it lists under its parent.
+    let nested = admin.create_scope("/app/a", None).await?;
+    admin
+        .create("/app/a/n2", b"", CreateMode::Persistent)
+        .await?;
+    let scopes = admin.scopes().await?;
+    let roots: Vec<&str> = scopes.iter().map(|s| s.root.as_str()).collect();
+    assert_eq!(roots, ["/", "/app", "/app/a"]);
+    assert_eq!(scopes[2].id, nested);
+    assert_eq!(scopes[2].parent, Some(app));
+
+    // Every scope comes back after the whole cluster is killed.
+    for id in 1..=3 {
+        cluster.kill9(id);
+    }
+    for id in 1..=3 {
+        cluster.spawn(id, Mode::Existing)?;
+    }
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    assert_eq!(admin.get("/app/a/deep").await?.0, b"");
+    assert_eq!(admin.children("/app/a").await?.0, ["deep", "n2"]);
+    assert_eq!(admin.children("/other").await?.0.len(), 3);
+    admin
+        .create("/app/after", b"", CreateMode::Persistent)
+        .await?;
+    let after: Vec<String> = admin.scopes().await?.into_iter().map(|s| s.root).collect();
+    assert_eq!(after, ["/", "/app", "/app/a"]);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_scope_is_judged_by_its_own_policy() -> anyhow::Result<()> {
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create("/frozen", b"", CreateMode::Persistent).await?;
+    admin
+        .create("/frozen/kept", b"v", CreateMode::Persistent)
+        .await?;
+    let readonly = PolicySpec {
+        component: component("readonly"),
+        params: String::new(),
+        mode: PolicyMode::Enforce,
+    };
+    admin.create_scope("/frozen", Some(readonly)).await?;
+    let client = cluster.client().await?;
+    let err = client
+        .create("/frozen/new", b"", CreateMode::Persistent)
+        .await
+        .expect_err("readonly scope");
+    assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    assert_eq!(client.get("/frozen/kept").await?.0, b"v");
+    client.create("/free", b"", CreateMode::Persistent).await?;
+    assert!(admin.policy("/frozen").await?.is_some());
+    assert!(
+        admin.policy("/").await?.is_none(),
+        "the parent keeps its own"
+    );
+
+    // A parent's policy decides whether a subtree may leave it: readonly refuses delegation.
+    admin
+        .set_policy("/frozen", component("readonly"), "", PolicyMode::Enforce)
+        .await?;
+    admin
+        .set_policy("/", component("readonly"), "", PolicyMode::Enforce)
+        .await?;
+    let err = admin
+        .create_scope("/free", None)
+        .await
+        .expect_err("the root's policy refuses");
+    assert_eq!(err.code(), ErrorCode::PolicyDenied);
+    admin
+        .set_policy("/", component("open"), "", PolicyMode::Enforce)
+        .await?;
+    admin.create_scope("/free", None).await?;
+    Ok(())
+}
+
+/// A node down while a scope was created learns of it from its parent's snapshot, and gets
+/// the new scope's state from that scope's leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_missed_a_delegation_catches_up_by_snapshot() -> anyhow::Result<()> {
+    let _serial = serial();
+    let mut cluster = Cluster::start_with(
+        3,
+        "[raft]\nsnapshot_every_entries = 100\nlog_kept_behind_snapshot = 10\n",
+    )?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create("/app", b"", CreateMode::Persistent).await?;
+    admin
+        .create("/app/before", b"", CreateMode::Persistent)
+        .await?;
+
+    // The root's leader is the one that reliably needs a snapshot when it comes back.
+    let victim = cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    let victim_applied = cluster.info(victim).await?.applied_index;
+    cluster.kill9(victim);
+    let others: Vec<u64> = (1..=3).filter(|&id| id != victim).collect();
+    let leader = cluster.wait_for_leader(&others, SETTLE).await?;
+    let client = cluster.client_of(others[0]).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create_scope("/app", None).await?;
+    for i in 0..50 {
+        client
+            .create(&format!("/app/n{i}"), b"", CreateMode::Persistent)
+            .await?;
+    }
+    let mut i = 0;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.info(leader).await?.purged_index <= victim_applied + 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the root never compacted its log"
+        );
+        for _ in 0..50 {
+            i += 1;
+            client
+                .create(&format!("/r{i}"), b"", CreateMode::Persistent)
+                .await?;
+        }
+    }
+
+    cluster.spawn(victim, Mode::Existing)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let applied = cluster
+        .info(others[0])
+        .await?
+        .scopes
+        .iter()
+        .find(|s| s.root == "/app")
+        .map_or(0, |s| s.applied_index);
+    wait_for_scope(&cluster, victim, "/app", applied).await?;
+    let back: Client = cluster.client_of(victim).await?;
+    assert_eq!(back.children("/app").await?.0.len(), 51);
+    let log = std::fs::read_to_string(cluster.log_file(victim))?;
+    assert!(
+        log.matches("installed snapshot").count() >= 2,
+        "node {victim} caught up on both scopes by snapshot"
+    );
+    // It takes part in the new scope: with another node down, writes still commit.
+    cluster.kill9(others[1]);
+    let survivors = [victim, others[0]];
+    cluster.wait_for_leader(&survivors, SETTLE).await?;
+    let client = Client::connect(cluster.client_config(&survivors)).await?;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match client
+            .create("/app/two-left", b"", CreateMode::Persistent)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if e.code() == ErrorCode::NodeExists => break,
+            // The scope may be electing a leader among the survivors.
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    assert!(client.exists("/app/two-left").await?.is_some());
+    Ok(())
+}
