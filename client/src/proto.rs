@@ -324,6 +324,8 @@ pub struct HostedScope {
     pub voters: Vec<u64>,
     pub applied_index: u64,
     pub znodes: u64,
+    /// Whether this replica's raft ticker is parked because the scope is idle.
+    pub quiescent: bool,
 }
 
 /// Whether a scope's policy denies or only reports.

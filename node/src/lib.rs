@@ -6,6 +6,7 @@ pub mod config;
 pub mod directory;
 pub mod identity_file;
 pub mod limits;
+pub mod liveness;
 pub mod node;
 pub mod peer;
 pub mod policy;

@@ -26,6 +26,23 @@ pub const BATCH_BYTES_MAX: usize = ENTRY_BYTES_MAX;
 /// (each time the directory learns a better route).
 pub const ROUTE_ATTEMPTS_MAX: usize = 8;
 
+/// How often a node heartbeats each peer (standing in for quiescent scopes' heartbeats).
+pub const LIVENESS_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// A peer silent for this long is presumed dead: quiescent scopes it leads wake and elect.
+/// Equal to raft's minimum election timeout, so failover takes as long as without quiescence.
+pub const NODE_DEAD_AFTER: std::time::Duration = std::time::Duration::from_millis(1000);
+
+/// A scope no client has used for this long parks its raft ticker on every replica.
+pub const QUIESCE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Pause before routing again after a `WrongScope`, times the attempt number.
+pub const ROUTE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// How long an anchor of a scope waits for that scope to open here (just created, or waiting
+/// for its first snapshot) before forwarding a request for it elsewhere.
+pub const SCOPE_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Times a client request may be forwarded between nodes on its way to an anchor of its
 /// scope: once to an anchor, once more if that node's route was stale too.
 pub const FORWARD_HOPS_MAX: u8 = 2;

@@ -182,6 +182,7 @@ impl Node {
         node.replicate_delegated_scopes().await?;
         let _ = node.0.started.set(());
         tokio::spawn(node.clone().follow_scope_events(event_queue));
+        tokio::spawn(crate::liveness::run(node.clone()));
         tracing::info!(id = config.id, cluster = %config.cluster, listen = %config.listen, "node started");
         Ok(node)
     }

@@ -80,6 +80,16 @@ pub enum PeerRequest {
     ReadIndex { scope: ScopeId },
     /// Asks whether the node has joined a cluster, and what it knows of the asking node.
     Status { from: u64 },
+    /// Node-level liveness, one per peer per tick, standing in for the heartbeats of every
+    /// quiescent scope the two nodes share.
+    Heartbeat { from: u64 },
+    /// The leader of an idle, fully replicated scope asks a follower to park its raft ticker.
+    Quiesce {
+        scope: ScopeId,
+        leader: u64,
+        term: u64,
+        last_log_index: u64,
+    },
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -94,6 +104,10 @@ pub enum PeerResponse {
     Client(Box<ClientAnswer>),
     ReadIndex(Result<u64, Refusal>),
     Status(NodeStatus),
+    Alive,
+    /// Whether the follower parked its ticker (it did not if it disagrees about the leader,
+    /// the term or the log).
+    Quiesced(bool),
     /// The request was malformed or named something this node does not have.
     Invalid(String),
 }

@@ -294,3 +294,83 @@ async fn a_node_that_missed_a_delegation_catches_up_by_snapshot() -> anyhow::Res
     assert!(client.exists("/app/two-left").await?.is_some());
     Ok(())
 }
+
+/// Whether every running node among `ids` reports every scope it holds as quiescent.
+async fn all_quiescent(cluster: &Cluster, ids: &[u64]) -> bool {
+    for &id in ids {
+        match cluster.info(id).await {
+            Ok(info) if info.scopes.iter().all(|s| s.quiescent) => {}
+            _ => return false,
+        }
+    }
+    true
+}
+
+/// Idle scopes park their raft tickers on every replica, wake for clients, and still fail
+/// over when the leader's node dies: node-level heartbeats stand in for theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_scopes_go_quiet_and_still_fail_over() -> anyhow::Result<()> {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create_scope("/quiet", None).await?;
+    admin
+        .create("/quiet/a", b"1", CreateMode::Persistent)
+        .await?;
+
+    let deadline = Instant::now() + SETTLE;
+    while !all_quiescent(&cluster, &[1, 2, 3]).await {
+        assert!(
+            Instant::now() < deadline,
+            "the idle cluster never went quiet"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // A client wakes what it uses.
+    assert_eq!(admin.get("/quiet/a").await?.0, b"1");
+    admin
+        .create("/quiet/b", b"2", CreateMode::Persistent)
+        .await?;
+    let deadline = Instant::now() + SETTLE;
+    while !all_quiescent(&cluster, &[1, 2, 3]).await {
+        assert!(
+            Instant::now() < deadline,
+            "the cluster never went quiet again"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    let info = cluster.info(1).await?;
+    let leader = info
+        .scopes
+        .iter()
+        .find(|s| s.root == "/quiet")
+        .and_then(|s| s.leader)
+        .expect("the quiet scope has a leader");
+    cluster.kill9(leader);
+    let survivors: Vec<u64> = (1..=3).filter(|&id| id != leader).collect();
+    let client = Client::connect(cluster.client_config(&survivors)).await?;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match client
+            .create("/quiet/after", b"3", CreateMode::Persistent)
+            .await
+        {
+            Ok(_) => break,
+            Err(e) if e.code() == ErrorCode::NodeExists => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for id in &survivors {
+        let client = cluster.client_of(*id).await?;
+        assert_eq!(client.children("/quiet").await?.0, ["a", "after", "b"]);
+        client
+            .create(&format!("/root-{id}"), b"", CreateMode::Persistent)
+            .await?;
+    }
+    Ok(())
+}

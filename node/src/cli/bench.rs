@@ -33,6 +33,10 @@ pub struct BenchArgs {
     /// ZooKeeper connect string for `--target zookeeper`, e.g. `127.0.0.1:2181,127.0.0.1:2182`.
     #[arg(long, default_value = "127.0.0.1:2181")]
     pub zk_hosts: String,
+    /// Spread the clients over this many new scopes (client i writes in scope i mod N), each
+    /// with its own raft group; 0 writes wherever the bench root falls. Needs the admin role.
+    #[arg(long, default_value_t = 0)]
+    pub scopes: usize,
 }
 
 /// One connection to the system under test.
@@ -99,6 +103,18 @@ impl Conn {
                 .await
                 .map(|_| ())
                 .map_err(Into::into),
+        }
+    }
+
+    /// Makes `path` a scope of its own; only Scopekeeper has scopes.
+    async fn create_scope(&self, path: &str) -> anyhow::Result<()> {
+        match self {
+            Conn::Scopekeeper(c) => c
+                .create_scope(path, None)
+                .await
+                .map(|_| ())
+                .with_context(|| format!("creating the scope {path} (needs the admin role)")),
+            Conn::ZooKeeper(_) => bail!("--scopes needs --target scopekeeper"),
         }
     }
 
@@ -203,6 +219,7 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
         Duration::from_secs(args.duration),
         args.value_size,
         mix,
+        args.scopes,
     )
     .await?;
     let (p50, p99, p999) = (
@@ -212,8 +229,9 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
     );
     if args.json {
         println!(
-            "{{\"target\":{:?},\"clients\":{},\"mix\":{:?},\"value_size\":{},\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3}}}",
+            "{{\"target\":{:?},\"scopes\":{},\"clients\":{},\"mix\":{:?},\"value_size\":{},\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3}}}",
             args.target,
+            args.scopes,
             args.clients,
             args.mix,
             args.value_size,
@@ -248,6 +266,7 @@ async fn bench(
     duration: Duration,
     value_size: usize,
     mix: Mix,
+    scopes: usize,
 ) -> anyhow::Result<BenchReport> {
     let run_id = format!(
         "/bench-{}-{}",
@@ -259,12 +278,24 @@ async fn bench(
         .create(&run_id, b"")
         .await
         .context("creating the bench root")?;
+    // Each client writes under its home: the bench root, or one of the new scopes.
+    let homes: Vec<String> = if scopes == 0 {
+        vec![run_id.clone()]
+    } else {
+        (0..scopes).map(|i| format!("{run_id}/s{i}")).collect()
+    };
+    if scopes > 0 {
+        for home in &homes {
+            setup.create_scope(home).await?;
+        }
+    }
+    let homes = Arc::new(homes);
     let value = Arc::new(vec![b'x'; value_size]);
     let mut tasks = Vec::new();
     let start = Arc::new(tokio::sync::Barrier::new(clients));
     for c in 0..clients {
-        let (run_id, value, start, target) =
-            (run_id.clone(), value.clone(), start.clone(), target.clone());
+        let (value, start, target) = (value.clone(), start.clone(), target.clone());
+        let run_id = homes[c % homes.len()].clone();
         tasks.push(tokio::spawn(async move {
             let client = target.connect(c).await?;
             let keys: Vec<String> = (0..KEYS_PER_CLIENT)

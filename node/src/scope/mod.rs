@@ -17,7 +17,8 @@ pub mod types;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use openraft::async_runtime::WatchReceiver;
@@ -47,6 +48,10 @@ pub struct Scope {
     /// Transactions waiting to be batched into the next entry; bounded, a full queue refuses.
     batches: mpsc::Sender<Pending>,
     engine: PolicyEngine,
+    /// Whether this replica's raft ticker is parked (see `liveness`).
+    quiescent: AtomicBool,
+    /// When a client last asked this scope for anything, for quiescence.
+    last_activity: std::sync::Mutex<Instant>,
 }
 
 /// A transaction waiting for its batch.
@@ -253,7 +258,44 @@ impl Scope {
             view,
             batches,
             engine,
+            quiescent: AtomicBool::new(false),
+            last_activity: std::sync::Mutex::new(Instant::now()),
         })
+    }
+
+    /// A client asked for something: the scope must be awake to serve it.
+    fn note_activity(&self) {
+        *self.last_activity.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.wake();
+    }
+
+    /// How long since a client last asked this scope for anything.
+    pub fn idle_for(&self) -> Duration {
+        self.last_activity
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .elapsed()
+    }
+
+    /// Parks raft's ticker: no heartbeats, no election timer, no wakeups. Only when the
+    /// group is idle and fully replicated; node-level liveness wakes it if its leader dies.
+    pub fn quiesce(&self) {
+        if !self.quiescent.swap(true, Ordering::AcqRel) {
+            self.raft.runtime_config().tick(false);
+            tracing::debug!(scope = self.id, "quiescent");
+        }
+    }
+
+    /// Resumes raft's ticker; the first tick comes within one heartbeat interval.
+    pub fn wake(&self) {
+        if self.quiescent.swap(false, Ordering::AcqRel) {
+            self.raft.runtime_config().tick(true);
+            tracing::debug!(scope = self.id, "awake");
+        }
+    }
+
+    pub fn is_quiescent(&self) -> bool {
+        self.quiescent.load(Ordering::Acquire)
     }
 
     pub fn view(&self) -> &ScopeView {
@@ -303,6 +345,7 @@ impl Scope {
         txn: Txn,
         zxid_floor: i64,
     ) -> Result<TxnResult, Refusal> {
+        self.note_activity();
         if !self.raft.is_leader() {
             return Err(Refusal::NotLeader {
                 leader: self.leader(),
@@ -334,6 +377,7 @@ impl Scope {
         principal: Principal,
         set: SetPolicy,
     ) -> Result<CommandResult, Refusal> {
+        self.note_activity();
         if !self.raft.is_leader() {
             return Err(Refusal::NotLeader {
                 leader: self.leader(),
@@ -368,6 +412,7 @@ impl Scope {
         path: String,
         policy: Option<SetPolicy>,
     ) -> Result<CommandResult, Refusal> {
+        self.note_activity();
         if !self.raft.is_leader() {
             return Err(Refusal::NotLeader {
                 leader: self.leader(),
@@ -403,6 +448,7 @@ impl Scope {
     /// lease (no quorum round while a quorum acknowledged within the lease; followers refuse to
     /// vote during it), which assumes clocks advance at about the same rate everywhere.
     pub async fn read_index(&self) -> Result<u64, Refusal> {
+        self.note_activity();
         match self.raft.ensure_linearizable(ReadPolicy::LeaseRead).await {
             Ok(read) => Ok(read.index()),
             Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(

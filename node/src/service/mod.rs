@@ -170,14 +170,14 @@ pub(super) async fn handle_routed(
     }
     let path = routing_path(&request).to_string();
     let mut last = None;
-    for _ in 0..limits::ROUTE_ATTEMPTS_MAX {
+    for attempt in 1..=limits::ROUTE_ATTEMPTS_MAX as u32 {
         let route = node.route(&path);
         if let Request::Multi(ops) = &request
             && let Err(spanning) = check_one_scope(node, ops)
         {
             return (Err(spanning), None);
         }
-        let local = node.scope(route.scope).filter(|s| s.is_initialized());
+        let local = local_scope(node, &route).await;
         let (response, served_by) = match &local {
             Some(scope) => (
                 serve_local(node, scope, principal, &request).await,
@@ -214,12 +214,34 @@ pub(super) async fn handle_routed(
             None => node.forget_route(&route.root),
         }
         last = Some(response);
+        // A scope just created may not be open everywhere yet.
+        tokio::time::sleep(limits::ROUTE_RETRY_PAUSE * attempt).await;
     }
     let exhausted = ApiError::new(
         ErrorCode::WrongScope,
         format!("could not find the scope governing {path}; retry"),
     );
     (last.unwrap_or(Err(exhausted)), None)
+}
+
+/// The scope `route` names, if this node serves it: open and a member of its group. A node
+/// that is an anchor but has not opened the scope yet (its apply of the delegation is a moment
+/// behind, or it waits for its first snapshot) waits a little rather than forward in circles.
+async fn local_scope(node: &Node, route: &Route) -> Option<std::sync::Arc<Scope>> {
+    let ready = || node.scope(route.scope).filter(|s| s.is_initialized());
+    if !route.anchors.iter().any(|a| a.node == node.id()) {
+        return ready();
+    }
+    let deadline = Instant::now() + limits::SCOPE_OPEN_WAIT;
+    loop {
+        if let Some(scope) = ready() {
+            return Some(scope);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// A multi must stay within one scope until cross-scope commit exists.
@@ -469,6 +491,7 @@ fn node_info(node: &Node) -> scopekeeper_client::proto::NodeInfo {
                 voters: m.membership_config.membership().voter_ids().collect(),
                 applied_index: m.last_applied.map_or(0, |l| l.index()),
                 znodes: state.tree.len() as u64,
+                quiescent: scope.is_quiescent(),
             }
         })
         .collect();

@@ -67,23 +67,53 @@ fn scope_of(node: &Node, scope: u64) -> Result<Arc<Scope>, String> {
     })
 }
 
+/// A scope woken for raft traffic that needs its ticker: anything but an empty append, which
+/// is the leader's last heartbeats (or a commit index) reaching a follower it just quiesced.
+fn awake(node: &Node, scope: u64) -> Result<Arc<Scope>, String> {
+    let s = scope_of(node, scope)?;
+    s.wake();
+    Ok(s)
+}
+
 async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
     match request {
-        PeerRequest::Append { scope, rpc } => match scope_of(node, scope) {
-            Ok(s) => {
-                PeerResponse::Append(s.raft.append_entries(rpc).await.map_err(|e| e.to_string()))
+        PeerRequest::Append { scope, rpc } => {
+            let s = if rpc.entries.is_empty() {
+                scope_of(node, scope)
+            } else {
+                awake(node, scope)
+            };
+            match s {
+                Ok(s) => PeerResponse::Append(
+                    s.raft.append_entries(rpc).await.map_err(|e| e.to_string()),
+                ),
+                Err(e) => PeerResponse::Invalid(e),
             }
-            Err(e) => PeerResponse::Invalid(e),
-        },
-        PeerRequest::Vote { scope, rpc } => match scope_of(node, scope) {
+        }
+        PeerRequest::Vote { scope, rpc } => match awake(node, scope) {
             Ok(s) => PeerResponse::Vote(s.raft.vote(rpc).await.map_err(|e| e.to_string())),
             Err(e) => PeerResponse::Invalid(e),
         },
-        PeerRequest::PreVote { scope, rpc } => match scope_of(node, scope) {
+        PeerRequest::PreVote { scope, rpc } => match awake(node, scope) {
             Ok(s) => PeerResponse::Vote(s.raft.pre_vote(rpc).await.map_err(|e| e.to_string())),
             Err(e) => PeerResponse::Invalid(e),
         },
-        PeerRequest::TransferLeader { scope, rpc } => match scope_of(node, scope) {
+        PeerRequest::Heartbeat { .. } => PeerResponse::Alive,
+        PeerRequest::Quiesce {
+            scope,
+            leader,
+            term,
+            last_log_index,
+        } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::Quiesced(crate::liveness::follow_quiesce(
+                &s,
+                leader,
+                term,
+                last_log_index,
+            )),
+            Err(e) => PeerResponse::Invalid(e),
+        },
+        PeerRequest::TransferLeader { scope, rpc } => match awake(node, scope) {
             Ok(s) => PeerResponse::TransferLeader(
                 s.raft
                     .handle_transfer_leader(rpc)
@@ -176,7 +206,7 @@ async fn receive_snapshot(
     len: u64,
     recv: &mut RecvStream,
 ) -> PeerResponse {
-    let s = match scope_of(node, scope) {
+    let s = match awake(node, scope) {
         Ok(s) => s,
         Err(e) => return PeerResponse::Invalid(e),
     };
