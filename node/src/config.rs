@@ -1,5 +1,6 @@
 //! A node's configuration file (`scopekeeper serve --config node.toml`).
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -18,6 +19,10 @@ pub struct NodeConfig {
     /// Where the node keeps its database and snapshots.
     pub data_dir: PathBuf,
     pub tls: TlsFiles,
+    /// This node's labels, e.g. `zone = "a"`: what scope policies place anchors and judge
+    /// quorums by.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
     /// Every member of the cluster, this node included.
     #[serde(default)]
     pub peers: Vec<PeerAddress>,
@@ -58,6 +63,10 @@ pub struct PeerAddress {
     pub id: u64,
     /// `host:port` of the peer's QUIC endpoint.
     pub addr: String,
+    /// The peer's labels, as its own configuration gives them; the bootstrapping node records
+    /// them in the root scope's membership.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 impl NodeConfig {
@@ -104,6 +113,16 @@ impl NodeConfig {
         }
         if !self.peers.is_empty() && !ids.contains(&self.id) {
             bail!("peers must include this node (id {})", self.id);
+        }
+        if let Some(me) = self.peers.iter().find(|p| p.id == self.id)
+            && !me.labels.is_empty()
+            && me.labels != self.labels
+        {
+            bail!(
+                "this node's labels {:?} differ from its entry in peers ({:?}); make them agree",
+                self.labels,
+                me.labels
+            );
         }
         Ok(())
     }

@@ -84,6 +84,17 @@ pub const POLICY_FUEL_PER_ENTRY: u64 = 20_000_000;
 /// Fuel for `validate-params` before a policy is committed.
 pub const POLICY_FUEL_VALIDATE: u64 = 20_000_000;
 
+/// Anchors a scope may have: its quorum rule is checked over every subset of them.
+pub const QUORUM_ANCHORS_MAX: usize = 16;
+
+/// Fuel for each call of a policy's `quorum` while tabulating it, and for the whole table.
+pub const POLICY_FUEL_PER_QUORUM_CALL: u64 = 100_000;
+pub const POLICY_FUEL_QUORUM_TABLE_MAX: u64 = 1_000_000_000;
+
+/// How long the leader waits, after a write is committed and applied, for the anchors its
+/// scope's quorum rule demands to store it, before answering that the outcome is unknown.
+pub const QUORUM_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Linear memory a policy instance may grow to; beyond it allocation fails inside the guest.
 pub const POLICY_MEMORY_BYTES_MAX: usize = 32 * 1024 * 1024;
 

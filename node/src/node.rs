@@ -9,7 +9,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use openraft::BasicNode;
 use openraft::async_runtime::WatchReceiver;
 use scopekeeper_transport::{Alpn, Credentials, Endpoint, EndpointKeys, Pool};
 use tokio::sync::{OnceCell, mpsc};
@@ -21,6 +20,7 @@ use crate::peer::{NodeStatus, PeerRequest, PeerResponse, Peers};
 use crate::policy::engine::PolicyEngine;
 use crate::scope::log_store::ScopeLog;
 use crate::scope::state_machine::{ScopeEvent, stored_scope_ids};
+use crate::scope::types::AnchorNode;
 use crate::scope::{Scope, ScopeHost};
 use crate::storage::{ROOT_SCOPE, ScopeId, Store};
 
@@ -152,13 +152,14 @@ impl Node {
         }
         let root = Scope::open(&node.0.host, ROOT_SCOPE, ScopeIdentity::default()).await?;
         if fresh && mode == StartMode::Bootstrap {
-            let voters: BTreeMap<u64, BasicNode> = config
+            let voters: BTreeMap<u64, AnchorNode> = config
                 .peers
                 .iter()
-                .map(|p| (p.id, BasicNode::new(p.addr.clone())))
+                .map(|p| (p.id, AnchorNode::new(p.addr.clone(), p.labels.clone())))
                 .collect();
             let voters = if voters.is_empty() {
-                BTreeMap::from([(config.id, BasicNode::new(config.listen.to_string()))])
+                let me = AnchorNode::new(config.listen.to_string(), config.labels.clone());
+                BTreeMap::from([(config.id, me)])
             } else {
                 voters
             };

@@ -40,6 +40,13 @@ fn default_dir() -> anyhow::Result<PathBuf> {
     Ok(PathBuf::from(home).join(".local/share/scopekeeper/dev"))
 }
 
+/// The dev cluster pretends each node is in its own zone, `a`, `b`, `c`, so zone-aware
+/// policies can be tried locally.
+fn dev_labels(id: u64) -> std::collections::BTreeMap<String, String> {
+    let zone = char::from(b'a' + ((id - 1) % 26) as u8);
+    std::collections::BTreeMap::from([("zone".to_string(), zone.to_string())])
+}
+
 fn node_config(dir: &Path, layout: &DevLayout, id: u64) -> NodeConfig {
     let addr = |i: u64| format!("127.0.0.1:{}", u64::from(layout.base_port) + i - 1);
     let certs = dir.join("certs");
@@ -53,10 +60,12 @@ fn node_config(dir: &Path, layout: &DevLayout, id: u64) -> NodeConfig {
             cert: certs.join(format!("node-{id}.pem")),
             key: certs.join(format!("node-{id}.key")),
         },
+        labels: dev_labels(id),
         peers: (1..=NODES)
             .map(|i| PeerAddress {
                 id: i,
                 addr: addr(i),
+                labels: dev_labels(i),
             })
             .collect(),
         raft: Default::default(),

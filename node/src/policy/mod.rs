@@ -5,11 +5,13 @@
 //! - `eval`: a fresh instance per log entry; verdicts, fuel, traps.
 //! - `admission`: the bridge from the tree's `Admit` hook to a policy.
 //! - `build`: turning a policy crate's core module into a component.
+//! - `quorum`: the policy's ack rule tabulated over the anchors, checked, and consulted.
 
 pub mod admission;
 pub mod build;
 pub mod engine;
 pub mod eval;
+pub mod quorum;
 #[cfg(test)]
 mod tests;
 

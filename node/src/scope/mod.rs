@@ -6,6 +6,7 @@
 //! (each append acknowledged only after the shared fsync), commits, every anchor applies it to
 //! its tree and fjall, then the proposer's responder answers the client.
 
+pub mod ack;
 pub mod governance;
 pub mod log_store;
 pub mod network;
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context;
 use openraft::async_runtime::WatchReceiver;
 use openraft::error::{ClientWriteError, RaftError};
-use openraft::{BasicNode, ReadPolicy, SnapshotPolicy};
+use openraft::{ReadPolicy, SnapshotPolicy};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
 use self::log_store::ScopeLog;
@@ -48,6 +49,8 @@ pub struct Scope {
     /// Transactions waiting to be batched into the next entry; bounded, a full queue refuses.
     batches: mpsc::Sender<Pending>,
     engine: PolicyEngine,
+    /// Holds answers until the scope's quorum rule accepts the anchors that stored them.
+    ack: Arc<ack::AckGate>,
     /// Whether this replica's raft ticker is parked (see `liveness`).
     quiescent: AtomicBool,
     /// When a client last asked this scope for anything, for quiescence.
@@ -92,10 +95,24 @@ fn write_result(result: WriteResult) -> Result<CommandResult, Refusal> {
     }
 }
 
+/// A write's result once the scope's quorum rule accepts who stored it.
+async fn acknowledged(
+    raft: &Raft,
+    ack: &ack::AckGate,
+    result: WriteResult,
+) -> Result<CommandResult, Refusal> {
+    let index = result.as_ref().ok().map(|r| r.log_id.index());
+    let outcome = write_result(result)?;
+    if let Some(index) = index {
+        ack.wait(raft, index).await?;
+    }
+    Ok(outcome)
+}
+
 /// Forms batches in arrival order and submits them to raft in that order, with at most
 /// `BATCHES_IN_FLIGHT_MAX` entries in flight: an idle scope sends each transaction at once,
 /// a busy one lets them gather behind the entries in flight.
-async fn run_batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>) {
+async fn run_batcher(raft: Raft, ack: Arc<ack::AckGate>, mut queue: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(limits::BATCHES_IN_FLIGHT_MAX));
     while let Some(first) = queue.recv().await {
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
@@ -118,18 +135,23 @@ async fn run_batcher(raft: Raft, mut queue: mpsc::Receiver<Pending>) {
                 Err(_) => break,
             }
         }
-        submit(&raft, batch, permit).await;
+        submit(&raft, &ack, batch, permit).await;
         if let Some(next) = overflow {
             let Ok(permit) = in_flight.clone().acquire_owned().await else {
                 return;
             };
-            submit(&raft, vec![next], permit).await;
+            submit(&raft, &ack, vec![next], permit).await;
         }
     }
 }
 
 /// Submits one batch as one entry, in order, and answers its transactions when it is applied.
-async fn submit(raft: &Raft, batch: Vec<Pending>, permit: tokio::sync::OwnedSemaphorePermit) {
+async fn submit(
+    raft: &Raft,
+    ack: &Arc<ack::AckGate>,
+    batch: Vec<Pending>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) {
     let floor = batch.iter().map(|p| p.zxid_floor).max().unwrap_or(0);
     let (proposals, waiters): (Vec<Proposal>, Vec<_>) =
         batch.into_iter().map(|p| (p.proposal, p.reply)).unzip();
@@ -144,12 +166,13 @@ async fn submit(raft: &Raft, batch: Vec<Pending>, permit: tokio::sync::OwnedSema
         }
         return;
     }
+    let (raft, ack) = (raft.clone(), ack.clone());
     tokio::spawn(async move {
         let _permit = permit;
         let outcome = match tokio::time::timeout(limits::WRITE_TIMEOUT, applied).await {
             Err(_) => Err(unknown_outcome()),
             Ok(Err(_)) => Err(Refusal::Unknown("raft dropped the write".into())),
-            Ok(Ok(result)) => write_result(result.map_err(RaftError::APIError)),
+            Ok(Ok(result)) => acknowledged(&raft, &ack, result.map_err(RaftError::APIError)).await,
         };
         match outcome {
             Ok(CommandResult {
@@ -250,14 +273,20 @@ impl Scope {
         let raft = Raft::new(host.node_id, config, network, log, sm)
             .await
             .with_context(|| format!("starting raft for scope {id}"))?;
+        let ack = Arc::new(ack::AckGate::new(
+            engine.clone(),
+            view.clone(),
+            host.node_id,
+        ));
         let (batches, queue) = mpsc::channel(limits::PROPOSALS_IN_FLIGHT_MAX);
-        tokio::spawn(run_batcher(raft.clone(), queue));
+        tokio::spawn(run_batcher(raft.clone(), ack.clone(), queue));
         Ok(Scope {
             id,
             raft,
             view,
             batches,
             engine,
+            ack,
             quiescent: AtomicBool::new(false),
             last_activity: std::sync::Mutex::new(Instant::now()),
         })
@@ -303,7 +332,7 @@ impl Scope {
     }
 
     /// Makes this node's scope a member of a new cluster with the given voters.
-    pub async fn initialize(&self, voters: BTreeMap<u64, BasicNode>) -> anyhow::Result<()> {
+    pub async fn initialize(&self, voters: BTreeMap<u64, types::AnchorNode>) -> anyhow::Result<()> {
         match self.raft.initialize(voters).await {
             Ok(()) => Ok(()),
             Err(RaftError::APIError(openraft::error::InitializeError::NotAllowed(_))) => Ok(()),
@@ -386,13 +415,8 @@ impl Scope {
         // Apply would refuse it too; refusing here keeps the log clean.
         governance::check_admin(&principal, "replacing a scope's policy")
             .map_err(Refusal::Rejected)?;
-        let component = Arc::new(set.component.clone());
-        if let Err(refused) = self.engine.check(component, &set.params).await {
-            return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
-                scopekeeper_client::ErrorCode::BadArguments,
-                format!("policy refused before commit: {refused}"),
-            )));
-        }
+        self.check_policy(&set, "policy refused before commit")
+            .await?;
         let command = Command {
             stamp: stamp(0),
             body: Body::SetPolicy { principal, set },
@@ -400,7 +424,7 @@ impl Scope {
         let write = tokio::time::timeout(limits::WRITE_TIMEOUT, self.raft.client_write(command));
         match write.await {
             Err(_) => Err(unknown_outcome()),
-            Ok(result) => write_result(result),
+            Ok(result) => acknowledged(&self.raft, &self.ack, result).await,
         }
     }
 
@@ -421,13 +445,9 @@ impl Scope {
         // Apply checks all of this again; refusing here keeps refused requests out of the log.
         governance::check_admin(&principal, "creating a scope").map_err(Refusal::Rejected)?;
         if let Some(set) = &policy {
-            let component = Arc::new(set.component.clone());
-            if let Err(refused) = self.engine.check(component, &set.params).await {
-                return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
-                    scopekeeper_client::ErrorCode::BadArguments,
-                    format!("the new scope's policy was refused before commit: {refused}"),
-                )));
-            }
+            // The new scope starts on this scope's anchors: its rule must suit them.
+            self.check_policy(set, "the new scope's policy was refused before commit")
+                .await?;
         }
         let command = Command {
             stamp: stamp(0),
@@ -440,7 +460,43 @@ impl Scope {
         let write = tokio::time::timeout(limits::WRITE_TIMEOUT, self.raft.client_write(command));
         match write.await {
             Err(_) => Err(unknown_outcome()),
-            Ok(result) => write_result(result),
+            Ok(result) => acknowledged(&self.raft, &self.ack, result).await,
+        }
+    }
+
+    /// The checks before commit of a policy for this scope's anchors: the engine's (size,
+    /// validation, imports, compilation, parameters) and its quorum rule, tabulated over the
+    /// voters and refused with a counter-example if it is not monotone or admits disjoint
+    /// quorums.
+    async fn check_policy(&self, set: &SetPolicy, what: &str) -> Result<(), Refusal> {
+        let refuse = |why: String| {
+            Refusal::Rejected(scopekeeper_client::ApiError::new(
+                scopekeeper_client::ErrorCode::BadArguments,
+                format!("{what}: {why}"),
+            ))
+        };
+        let component = Arc::new(set.component.clone());
+        let compiled = self
+            .engine
+            .check(component, &set.params)
+            .await
+            .map_err(|e| refuse(e.to_string()))?;
+        let (engine, params, voters) = (
+            self.engine.clone(),
+            set.params.clone(),
+            ack::AckGate::voters(&self.view),
+        );
+        let tabulate = tokio::task::spawn_blocking(move || {
+            crate::policy::quorum::policy_table(&engine, &compiled, &params, &voters)
+        });
+        match tokio::time::timeout(limits::POLICY_COMPILE_TIMEOUT, tabulate).await {
+            Err(_) => Err(refuse(format!(
+                "its quorum rule took longer than {:?} to evaluate over the anchors",
+                limits::POLICY_COMPILE_TIMEOUT
+            ))),
+            Ok(Err(join)) => Err(refuse(format!("checking its quorum rule failed: {join}"))),
+            Ok(Ok(Err(rule))) => Err(refuse(rule.to_string())),
+            Ok(Ok(Ok(_))) => Ok(()),
         }
     }
 

@@ -9,7 +9,7 @@ use openraft::raft::{
     AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
     TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::{BasicNode, RaftNetworkFactory, RaftNetworkV2};
+use openraft::{RaftNetworkFactory, RaftNetworkV2};
 use scopekeeper_transport::Error as TransportError;
 use scopekeeper_transport::frame::{expect_frame, write_frame};
 use scopekeeper_transport::limits::PEER_FRAME_BYTES_MAX;
@@ -37,7 +37,7 @@ pub struct PeerLink {
 impl RaftNetworkFactory<TypeConfig> for ScopeNetwork {
     type Network = PeerLink;
 
-    async fn new_client(&mut self, target: u64, node: &BasicNode) -> PeerLink {
+    async fn new_client(&mut self, target: u64, node: &super::types::AnchorNode) -> PeerLink {
         PeerLink {
             scope: self.scope,
             target,

@@ -88,13 +88,43 @@ pub struct TxnResult {
     pub outcome: Outcome,
 }
 
+/// A member of a scope's raft group: where to reach it and the labels of its node (zone,
+/// tier), which the scope's policy sees when it judges quorums and placement.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorNode {
+    pub addr: String,
+    pub labels: std::collections::BTreeMap<String, String>,
+}
+
+impl AnchorNode {
+    pub fn new(
+        addr: impl Into<String>,
+        labels: std::collections::BTreeMap<String, String>,
+    ) -> Self {
+        AnchorNode {
+            addr: addr.into(),
+            labels,
+        }
+    }
+}
+
+impl fmt::Display for AnchorNode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.addr)?;
+        for (k, v) in &self.labels {
+            write!(f, " {k}={v}")?;
+        }
+        Ok(())
+    }
+}
+
 openraft::declare_raft_types!(
-    /// A scope's raft types: commands in, results out, nodes addressed by `BasicNode.addr`.
+    /// A scope's raft types: commands in, results out, members addressed by `AnchorNode.addr`.
     pub TypeConfig:
         D = Command,
         R = CommandResult,
         NodeId = u64,
-        Node = openraft::BasicNode,
+        Node = AnchorNode,
 );
 
 pub type Raft = openraft::Raft<TypeConfig, super::state_machine::ScopeStateMachine>;
