@@ -103,8 +103,8 @@ fn peers_of(node: &Node) -> BTreeMap<u64, String> {
     for scope in node.scopes() {
         let metrics = scope.raft.metrics();
         let m = metrics.borrow_watched();
-        for (id, n) in m.membership_config.membership().nodes() {
-            peers.entry(*id).or_insert_with(|| n.addr.clone());
+        for (_, n) in m.membership_config.membership().nodes() {
+            peers.entry(n.node).or_insert_with(|| n.addr.clone());
         }
     }
     peers.remove(&node.id());
@@ -142,7 +142,7 @@ async fn try_quiesce(
     let (term, last_log_index, followers) = {
         let metrics = scope.raft.metrics();
         let m = metrics.borrow_watched();
-        if m.current_leader != Some(node.id()) {
+        if m.current_leader != Some(scope.replica) {
             return;
         }
         let Some(last) = m.last_log_index else {
@@ -155,8 +155,8 @@ async fn try_quiesce(
             .membership_config
             .membership()
             .nodes()
-            .map(|(id, _)| *id)
-            .filter(|id| *id != node.id())
+            .map(|(replica, _)| *replica)
+            .filter(|replica| *replica != scope.replica)
             .collect();
         let caught_up = members.iter().all(|id| {
             replication
@@ -167,12 +167,13 @@ async fn try_quiesce(
         if !caught_up || m.last_applied.map(|l| l.index()) != Some(last) {
             return;
         }
+        // (node, address) of each follower.
         let followers: Vec<(u64, String)> = m
             .membership_config
             .membership()
             .nodes()
-            .filter(|(id, _)| members.contains(id))
-            .map(|(id, n)| (*id, n.addr.clone()))
+            .filter(|(replica, _)| members.contains(replica))
+            .map(|(_, n)| (n.node, n.addr.clone()))
             .collect();
         (m.current_term, last, followers)
     };
@@ -184,7 +185,7 @@ async fn try_quiesce(
     }
     let request = PeerRequest::Quiesce {
         scope: scope.id,
-        leader: node.id(),
+        leader: scope.replica,
         term,
         last_log_index,
     };

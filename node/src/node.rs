@@ -150,15 +150,21 @@ impl Node {
         if fresh && probe == PeerProbe::Ask {
             node.check_fresh_start(mode).await?;
         }
-        let root = Scope::open(&node.0.host, ROOT_SCOPE, ScopeIdentity::default()).await?;
+        let root = Scope::open(&node.0.host, ROOT_SCOPE, ScopeIdentity::default(), None).await?;
         if fresh && mode == StartMode::Bootstrap {
             let voters: BTreeMap<u64, AnchorNode> = config
                 .peers
                 .iter()
-                .map(|p| (p.id, AnchorNode::new(p.addr.clone(), p.labels.clone())))
+                .map(|p| {
+                    (
+                        p.id,
+                        AnchorNode::new(p.id, p.addr.clone(), p.labels.clone()),
+                    )
+                })
                 .collect();
             let voters = if voters.is_empty() {
-                let me = AnchorNode::new(config.listen.to_string(), config.labels.clone());
+                let me =
+                    AnchorNode::new(config.id, config.listen.to_string(), config.labels.clone());
                 BTreeMap::from([(config.id, me)])
             } else {
                 voters
@@ -178,7 +184,7 @@ impl Node {
         let stored = stored_scope_ids(&store)
             .with_context(|| format!("listing the scopes stored in {}", data_dir.display()))?;
         for id in stored.into_iter().filter(|&id| id != ROOT_SCOPE) {
-            node.open_scope(id, ScopeIdentity::default()).await?;
+            node.open_scope(id, ScopeIdentity::default(), None).await?;
         }
         node.replicate_delegated_scopes().await?;
         let _ = node.0.started.set(());
@@ -198,11 +204,16 @@ impl Node {
     }
 
     /// Opens a scope stored here (or an empty replica of it) unless it is open already.
-    async fn open_scope(&self, id: ScopeId, fresh: ScopeIdentity) -> anyhow::Result<Arc<Scope>> {
+    async fn open_scope(
+        &self,
+        id: ScopeId,
+        fresh: ScopeIdentity,
+        replica: Option<u64>,
+    ) -> anyhow::Result<Arc<Scope>> {
         if let Some(open) = self.scope(id) {
             return Ok(open);
         }
-        let scope = Arc::new(Scope::open(&self.0.host, id, fresh).await?);
+        let scope = Arc::new(Scope::open(&self.0.host, id, fresh, replica).await?);
         self.insert_scope(scope.clone());
         tracing::info!(scope = id, root = %scope.view().read().identity.root, "scope open");
         Ok(scope)
@@ -246,9 +257,99 @@ impl Node {
                     parent: Some(parent),
                     epoch: route.epoch,
                 };
-                self.open_scope(route.scope, fresh).await?;
+                self.open_scope(route.scope, fresh, None).await?;
             }
         }
+        Ok(())
+    }
+
+    /// The scope a leader's raft message for `replica` is meant for: open already, or opened
+    /// now as an empty replica because the leader is adding this node to the scope. An empty
+    /// replica opened under another id (a joining node's root scope) is opened again under the
+    /// leader's; a replica with any raft state never changes id.
+    pub async fn scope_for_replica(&self, id: ScopeId, replica: u64) -> Result<Arc<Scope>, String> {
+        if !self.is_started() {
+            return Err(format!("node {} is still starting", self.id()));
+        }
+        let fail = |e: anyhow::Error| format!("opening scope {id} as replica {replica}: {e:#}");
+        if let Some(open) = self.scope(id) {
+            if open.replica == replica {
+                return Ok(open);
+            }
+            let empty = !ScopeLog::new(self.0.store.clone(), id)
+                .has_state()
+                .map_err(|e| fail(e.into()))?
+                && !open.is_initialized();
+            if !empty {
+                return Err(format!(
+                    "node {} holds replica {} of scope {id}, not {replica}",
+                    self.id(),
+                    open.replica
+                ));
+            }
+            tracing::info!(
+                scope = id,
+                from = open.replica,
+                to = replica,
+                "empty replica takes the id its leader gave it"
+            );
+            self.close_scope(&open).await;
+            ScopeLog::new(self.0.store.clone(), id)
+                .set_replica(replica)
+                .map_err(|e| fail(e.into()))?;
+        }
+        let fresh = ScopeIdentity {
+            id,
+            root: "/".into(),
+            parent: None,
+            epoch: 0,
+        };
+        self.open_scope(id, fresh, Some(replica))
+            .await
+            .map_err(fail)
+    }
+
+    /// Stops a scope's raft and forgets it (its storage stays).
+    async fn close_scope(&self, scope: &Scope) {
+        self.0
+            .scopes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&scope.id);
+        if let Err(e) = scope.raft.shutdown().await {
+            tracing::warn!(scope = scope.id, "raft shutdown: {e}");
+        }
+    }
+
+    /// After a membership change that removed this node's replica: stop it and delete its
+    /// data. Raft no longer counts on it; keeping it would only let it campaign for nothing.
+    async fn retire_if_removed(&self, id: ScopeId) -> anyhow::Result<()> {
+        let Some(scope) = self.scope(id) else {
+            return Ok(());
+        };
+        let (member, route) = {
+            let state = scope.view().read();
+            let member = state
+                .membership
+                .membership()
+                .get_node(&scope.replica)
+                .is_some();
+            (member, state.route())
+        };
+        if member || !scope.is_initialized() {
+            return Ok(());
+        }
+        tracing::info!(
+            scope = id,
+            replica = scope.replica,
+            "this node's replica was removed; deleting it"
+        );
+        self.learn_route(route);
+        self.close_scope(&scope).await;
+        self.0
+            .store
+            .remove_scope(id)
+            .with_context(|| format!("deleting the removed replica of scope {id}"))?;
         Ok(())
     }
 
@@ -263,7 +364,16 @@ impl Node {
                     if let Some(s) = self.scope(scope) {
                         self.learn_routes_of(&s);
                     }
-                    self.replicate_delegated_scopes().await
+                    match self.retire_if_removed(scope).await {
+                        Ok(()) => self.replicate_delegated_scopes().await,
+                        Err(e) => Err(e),
+                    }
+                }
+                ScopeEvent::MembershipChanged { scope } => {
+                    if let Some(s) = self.scope(scope) {
+                        self.learn_routes_of(&s);
+                    }
+                    self.retire_if_removed(scope).await
                 }
             };
             if let Err(e) = result {
@@ -273,7 +383,9 @@ impl Node {
     }
 
     async fn on_delegated(&self, parent: ScopeId, child: ScopeId) -> anyhow::Result<()> {
-        let scope = self.open_scope(child, ScopeIdentity::default()).await?;
+        let scope = self
+            .open_scope(child, ScopeIdentity::default(), None)
+            .await?;
         if let Some(p) = self.scope(parent) {
             self.learn_routes_of(&p);
             if p.raft.is_leader() {
@@ -341,7 +453,10 @@ impl Node {
         self.scopes().iter().any(|scope| {
             let metrics = scope.raft.metrics();
             let m = metrics.borrow_watched();
-            m.membership_config.membership().get_node(&id).is_some()
+            m.membership_config
+                .membership()
+                .nodes()
+                .any(|(_, n)| n.node == id)
         })
     }
 

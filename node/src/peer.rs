@@ -25,8 +25,11 @@ use crate::tree::Txn;
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerRequest {
+    /// `replica` is the target's raft id: a node asked to hold a scope it does not have yet
+    /// (a new anchor) opens an empty replica under that id and waits for a snapshot.
     Append {
         scope: ScopeId,
+        replica: u64,
         rpc: AppendEntriesRequest<TypeConfig>,
     },
     Vote {
@@ -44,6 +47,7 @@ pub enum PeerRequest {
     /// A snapshot follows on the same stream as `len` raw bytes.
     Snapshot {
         scope: ScopeId,
+        replica: u64,
         vote: Vote,
         meta: SnapshotMeta,
         len: u64,

@@ -91,6 +91,29 @@ impl Store {
     }
 
     /// Makes everything written so far durable before returning.
+    /// Deletes every row and snapshot of one scope, durably: for a replica that was removed
+    /// from its scope. The rows go in one batch, so a crash leaves all or none of them.
+    pub fn remove_scope(&self, scope: ScopeId) -> std::io::Result<()> {
+        let mut batch = self.db.batch();
+        for keyspace in [&self.log, &self.raft_meta, &self.tree, &self.sm_meta] {
+            for guard in keyspace.prefix(scope.to_be_bytes()) {
+                let k = guard
+                    .key()
+                    .map_err(|e| io_err("listing a removed scope's rows", e))?;
+                batch.remove(keyspace, k);
+            }
+        }
+        batch
+            .commit()
+            .map_err(|e| io_err("deleting a removed scope", e))?;
+        self.sync_now()?;
+        let snapshots = self.dir().join("snapshots").join(scope.to_string());
+        match std::fs::remove_dir_all(&snapshots) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
     pub fn sync_now(&self) -> std::io::Result<()> {
         self.db
             .persist(PersistMode::SyncAll)

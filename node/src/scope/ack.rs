@@ -43,18 +43,16 @@ impl AckGate {
         }
     }
 
-    /// The scope's voters as the quorum rule sees them.
+    /// The nodes holding the scope's voting replicas, as the quorum rule sees them.
     pub fn voters(view: &ScopeView) -> Vec<QuorumAnchor> {
         let state = view.read();
         let membership = state.membership.membership();
         membership
             .voter_ids()
-            .map(|id| QuorumAnchor {
-                id,
-                labels: membership
-                    .get_node(&id)
-                    .map(|n| n.labels.clone())
-                    .unwrap_or_default(),
+            .filter_map(|r| membership.get_node(&r))
+            .map(|n| QuorumAnchor {
+                id: n.node,
+                labels: n.labels.clone(),
             })
             .collect()
     }
@@ -149,18 +147,21 @@ impl AckGate {
         }
     }
 
-    /// The anchors known to have stored `index`: this leader (it applied it, so it holds it)
-    /// and every follower whose matched log reaches it.
+    /// The nodes known to have stored `index`: this leader's (it applied it, so it holds it)
+    /// and those of every follower whose matched log reaches it.
     fn acked(
         &self,
         m: &openraft::RaftMetrics<super::types::TypeConfig>,
         index: u64,
     ) -> BTreeSet<u64> {
         let mut acked = BTreeSet::from([self.node_id]);
+        let membership = m.membership_config.membership();
         if let Some(replication) = &m.replication {
-            for (id, matched) in replication.iter() {
-                if matched.as_ref().is_some_and(|l| l.index() >= index) {
-                    acked.insert(*id);
+            for (replica, matched) in replication.iter() {
+                if matched.as_ref().is_some_and(|l| l.index() >= index)
+                    && let Some(n) = membership.get_node(replica)
+                {
+                    acked.insert(n.node);
                 }
             }
         }

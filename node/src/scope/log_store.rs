@@ -15,6 +15,8 @@ use crate::storage::{ScopeId, Store, decode, encode, io_err, key};
 const VOTE: &[u8] = b"vote";
 const COMMITTED: &[u8] = b"committed";
 const PURGED: &[u8] = b"purged";
+/// This node's raft id in the scope.
+const REPLICA: &[u8] = b"replica";
 
 #[derive(Clone)]
 pub struct ScopeLog {
@@ -45,6 +47,16 @@ impl ScopeLog {
             .raft_meta
             .insert(key(self.scope, name), encode("raft metadata", value)?)
             .map_err(|e| io_err("writing raft metadata", e))
+    }
+
+    /// This node's raft id in the scope, once chosen.
+    pub fn replica(&self) -> io::Result<Option<u64>> {
+        self.get_meta(REPLICA)
+    }
+
+    pub fn set_replica(&self, replica: u64) -> io::Result<()> {
+        self.put_meta(REPLICA, &replica)?;
+        self.store.sync_now()
     }
 
     /// Whether this scope has any raft state on this node (a vote or a log).

@@ -44,6 +44,8 @@ use crate::tree::{Stamp, Txn};
 
 pub struct Scope {
     pub id: ScopeId,
+    /// This node's raft id in the scope (its replica), never reused within the scope.
+    pub replica: u64,
     pub raft: Raft,
     view: ScopeView,
     /// Transactions waiting to be batched into the next entry; bounded, a full queue refuses.
@@ -89,7 +91,7 @@ fn write_result(result: WriteResult) -> Result<CommandResult, Refusal> {
     match result {
         Ok(response) => Ok(response.data),
         Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => Err(Refusal::NotLeader {
-            leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+            leader: f.leader_node.map(|n| (n.node, n.addr)),
         }),
         Err(e) => Err(Refusal::Unknown(e.to_string())),
     }
@@ -248,10 +250,16 @@ pub struct ScopeHost {
 impl Scope {
     /// Opens the scope `id` from the node's storage. A scope with nothing stored starts as an
     /// empty replica with the identity `fresh`, waiting for its leader's snapshot.
+    ///
+    /// The replica's raft id is the one stored; else the one the scope's stored membership
+    /// gives this node (a scope created here by delegation); else `replica` (a new anchor being
+    /// added, named by the leader's first message); else the node's id (the root scope's first
+    /// replicas).
     pub async fn open(
         host: &ScopeHost,
         id: ScopeId,
         fresh: ScopeIdentity,
+        replica: Option<u64>,
     ) -> anyhow::Result<Scope> {
         let store = host.store.clone();
         let engine = host.engine.clone();
@@ -265,12 +273,31 @@ impl Scope {
         .with_context(|| format!("loading scope {id} from {}", store.dir().display()))?;
         let view = sm.view();
         let log = ScopeLog::new(store, id);
+        let stored = log
+            .replica()
+            .with_context(|| format!("reading this node's replica id in scope {id}"))?;
+        let replica = match stored {
+            Some(r) => r,
+            None => {
+                let from_membership = view
+                    .read()
+                    .membership
+                    .membership()
+                    .nodes()
+                    .find(|(_, n)| n.node == host.node_id)
+                    .map(|(r, _)| *r);
+                let r = from_membership.or(replica).unwrap_or(host.node_id);
+                log.set_replica(r)
+                    .with_context(|| format!("recording this node's replica id in scope {id}"))?;
+                r
+            }
+        };
         let network = ScopeNetwork {
             scope: id,
             peers: host.peers.clone(),
         };
         let config = raft_config(&host.cluster, id, &host.tuning)?;
-        let raft = Raft::new(host.node_id, config, network, log, sm)
+        let raft = Raft::new(replica, config, network, log, sm)
             .await
             .with_context(|| format!("starting raft for scope {id}"))?;
         let ack = Arc::new(ack::AckGate::new(
@@ -282,6 +309,7 @@ impl Scope {
         tokio::spawn(run_batcher(raft.clone(), ack.clone(), queue));
         Ok(Scope {
             id,
+            replica,
             raft,
             view,
             batches,
@@ -345,23 +373,34 @@ impl Scope {
         !self.voters().is_empty()
     }
 
+    /// The nodes holding the scope's voting replicas.
     pub fn voters(&self) -> Vec<u64> {
-        self.raft
-            .metrics()
-            .borrow_watched()
-            .membership_config
-            .membership()
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        let membership = m.membership_config.membership();
+        membership
             .voter_ids()
+            .filter_map(|r| membership.get_node(&r).map(|n| n.node))
             .collect()
     }
 
-    /// The leader this node knows of, with its address.
+    /// The node holding the given replica of this scope.
+    pub fn node_of(&self, replica: u64) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.membership_config
+            .membership()
+            .get_node(&replica)
+            .map(|n| n.node)
+    }
+
+    /// The node leading the scope as far as this replica knows, with its address.
     pub fn leader(&self) -> Option<(u64, String)> {
         let metrics = self.raft.metrics();
         let metrics = metrics.borrow_watched();
         let leader = metrics.current_leader?;
         let node = metrics.membership_config.membership().get_node(&leader)?;
-        Some((leader, node.addr.clone()))
+        Some((node.node, node.addr.clone()))
     }
 
     /// Proposes a client transaction; only the leader accepts. It joins the next batch: one
@@ -510,7 +549,7 @@ impl Scope {
             Err(RaftError::APIError(openraft::error::LinearizableReadError::ForwardToLeader(
                 f,
             ))) => Err(Refusal::NotLeader {
-                leader: f.leader_id.zip(f.leader_node.map(|n| n.addr)),
+                leader: f.leader_node.map(|n| (n.node, n.addr)),
             }),
             Err(e) => Err(Refusal::Unknown(e.to_string())),
         }

@@ -27,9 +27,13 @@ pub struct ScopeNetwork {
     pub peers: Arc<Peers>,
 }
 
+/// The way to one member of the group: its replica (raft) id, and the node that holds it.
 pub struct PeerLink {
     scope: ScopeId,
-    target: u64,
+    /// The target's raft id in this scope.
+    replica: u64,
+    /// The node holding it, whose certificate the connection checks.
+    node: u64,
     addr: String,
     peers: Arc<Peers>,
 }
@@ -40,7 +44,8 @@ impl RaftNetworkFactory<TypeConfig> for ScopeNetwork {
     async fn new_client(&mut self, target: u64, node: &super::types::AnchorNode) -> PeerLink {
         PeerLink {
             scope: self.scope,
-            target,
+            replica: target,
+            node: node.node,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
         }
@@ -69,7 +74,7 @@ impl PeerLink {
     ) -> Result<PeerResponse, RPCError<TypeConfig>> {
         match tokio::time::timeout(
             option.hard_ttl(),
-            self.peers.call(self.target, &self.addr, &request),
+            self.peers.call(self.node, &self.addr, &request),
         )
         .await
         {
@@ -79,7 +84,7 @@ impl PeerLink {
                     std::io::ErrorKind::TimedOut,
                     format!(
                         "node {} did not answer within {:?}",
-                        self.target,
+                        self.node,
                         option.hard_ttl()
                     ),
                 ),
@@ -115,9 +120,10 @@ impl PeerLink {
             .await
             .map_err(|e| TransportError::io(&snapshot.snapshot.path, e))?
             .len();
-        let (mut send, mut recv) = self.peers.open_stream(self.target, &self.addr).await?;
+        let (mut send, mut recv) = self.peers.open_stream(self.node, &self.addr).await?;
         let header = PeerRequest::Snapshot {
             scope: self.scope,
+            replica: self.replica,
             vote,
             meta: snapshot.meta.clone(),
             len,
@@ -161,6 +167,7 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
         let request = PeerRequest::Append {
             scope: self.scope,
+            replica: self.replica,
             rpc,
         };
         self.rpc("append", request, &option, |r| match r {

@@ -40,6 +40,7 @@ pub struct SnapshotHeader {
     pub judged: super::governance::Judged,
     pub identity: ScopeIdentity,
     pub delegations: BTreeMap<String, Route>,
+    pub replica_high: u64,
 }
 
 /// A decoded snapshot.
@@ -61,6 +62,7 @@ pub fn encode(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
         judged: governance.judged,
         identity: state.identity.clone(),
         delegations: state.delegations.clone(),
+        replica_high: state.replica_high,
     };
     let mut out = Vec::with_capacity(64 + tree.len() * 64);
     out.extend_from_slice(MAGIC);

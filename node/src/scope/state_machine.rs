@@ -42,6 +42,7 @@ struct AppliedMeta {
     identity: ScopeIdentity,
     /// Child scopes by the path delegated to them.
     delegations: BTreeMap<String, Route>,
+    replica_high: u64,
 }
 
 /// What readers see: the tree, the policy, and how far the log has been applied.
@@ -52,6 +53,9 @@ pub struct ScopeState {
     pub governance: Governance,
     pub identity: ScopeIdentity,
     pub delegations: BTreeMap<String, Route>,
+    /// The highest raft id any replica of the scope has had: a new replica takes a higher one,
+    /// so no id is ever reused.
+    pub replica_high: u64,
 }
 
 impl ScopeState {
@@ -78,9 +82,9 @@ pub fn anchors_of(membership: &StoredMembership) -> Vec<Anchor> {
     membership
         .membership()
         .nodes()
-        .map(|(id, node)| Anchor {
-            node: *id,
-            addr: node.addr.clone(),
+        .map(|(_, anchor)| Anchor {
+            node: anchor.node,
+            addr: anchor.addr.clone(),
         })
         .collect()
 }
@@ -93,6 +97,8 @@ pub enum ScopeEvent {
     /// A snapshot replaced the scope's state; its delegations may name scopes this node must
     /// now replicate.
     SnapshotInstalled { scope: ScopeId },
+    /// The scope's anchors changed; this node's replica may have been removed.
+    MembershipChanged { scope: ScopeId },
 }
 
 pub type ScopeEvents = tokio::sync::mpsc::UnboundedSender<ScopeEvent>;
@@ -225,6 +231,7 @@ impl ScopeStateMachine {
                 governance,
                 identity: meta.identity,
                 delegations: meta.delegations,
+                replica_high: meta.replica_high,
             }))),
             snapshot_dir,
             events,
@@ -260,6 +267,7 @@ impl ScopeStateMachine {
             governance: state.governance.meta(),
             identity: state.identity.clone(),
             delegations: state.delegations.clone(),
+            replica_high: state.replica_high,
         };
         batch.insert(
             &self.store.sm_meta,
@@ -303,6 +311,7 @@ impl ScopeStateMachine {
             governance: child.governance.meta(),
             identity: child.identity.clone(),
             delegations: child.delegations.clone(),
+            replica_high: child.replica_high,
         };
         batch.insert(
             &self.store.sm_meta,
@@ -359,6 +368,7 @@ impl ScopeStateMachine {
             governance,
             identity: header.identity.clone(),
             delegations: header.delegations.clone(),
+            replica_high: header.replica_high,
         };
         self.record_applied(&mut batch, &state)?;
         batch
@@ -462,6 +472,7 @@ impl ScopeStateMachine {
                 epoch: 1,
             },
             delegations,
+            replica_high: state.replica_high,
         };
         self.write_genesis(batch, &child, &carved)?;
         let route = child.route();
@@ -531,6 +542,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         let mut responses = Vec::with_capacity(entries.len());
         let mut batch = self.store.db.batch();
         let mut created = Vec::new();
+        let mut membership_changed = false;
         {
             let mut state = self.view.write();
             let state = &mut *state;
@@ -610,7 +622,25 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                         )?),
                     },
                     EntryPayload::Membership(m) => {
+                        let voters_before: BTreeSet<u64> =
+                            state.membership.membership().voter_ids().collect();
                         state.membership = StoredMembership::new(Some(log_id), m);
+                        let voters_after: BTreeSet<u64> =
+                            state.membership.membership().voter_ids().collect();
+                        // A route's anchors are its voters: a new set is a new epoch.
+                        if voters_before != voters_after && !voters_before.is_empty() {
+                            state.identity.epoch += 1;
+                        }
+                        state.replica_high = state.replica_high.max(
+                            state
+                                .membership
+                                .membership()
+                                .nodes()
+                                .map(|(r, _)| *r)
+                                .max()
+                                .unwrap_or(0),
+                        );
+                        membership_changed = true;
                         CommandOutcome::Nothing
                     }
                 };
@@ -632,6 +662,9 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         batch
             .commit()
             .map_err(|e| io_err("persisting applied entries", e))?;
+        if membership_changed {
+            self.notify(ScopeEvent::MembershipChanged { scope: self.scope });
+        }
         for child in created {
             self.notify(ScopeEvent::Delegated {
                 parent: self.scope,

@@ -88,20 +88,25 @@ pub struct TxnResult {
     pub outcome: Outcome,
 }
 
-/// A member of a scope's raft group: where to reach it and the labels of its node (zone,
-/// tier), which the scope's policy sees when it judges quorums and placement.
+/// A member of a scope's raft group: which node holds it, where to reach it, and the labels of
+/// its node (zone, tier), which the scope's policy sees when it judges quorums and placement.
+/// A replica's raft id is its own and never reused within the scope (the root scope's first
+/// replicas take their node's id); `node` says where it lives.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnchorNode {
+    pub node: u64,
     pub addr: String,
     pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl AnchorNode {
     pub fn new(
+        node: u64,
         addr: impl Into<String>,
         labels: std::collections::BTreeMap<String, String>,
     ) -> Self {
         AnchorNode {
+            node,
             addr: addr.into(),
             labels,
         }
@@ -110,7 +115,7 @@ impl AnchorNode {
 
 impl fmt::Display for AnchorNode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.addr)?;
+        write!(f, "node {} at {}", self.node, self.addr)?;
         for (k, v) in &self.labels {
             write!(f, " {k}={v}")?;
         }

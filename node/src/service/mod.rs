@@ -454,7 +454,13 @@ fn scope_info(scope: &Scope) -> scopekeeper_client::proto::ScopeInfo {
         root: state.identity.root.clone(),
         parent: state.identity.parent,
         epoch: state.identity.epoch,
-        anchors: state.membership.membership().voter_ids().collect(),
+        anchors: {
+            let membership = state.membership.membership();
+            membership
+                .voter_ids()
+                .filter_map(|r| membership.get_node(&r).map(|n| n.node))
+                .collect()
+        },
         leader,
         policy: state.governance.active.as_ref().map(|a| a.info.clone()),
         znodes: state.tree.len() as u64,
@@ -480,6 +486,8 @@ fn node_info(node: &Node) -> scopekeeper_client::proto::NodeInfo {
         .scopes()
         .iter()
         .map(|scope| {
+            let leader = scope.leader().map(|(id, _)| id);
+            let voters = scope.voters();
             let metrics = scope.raft.metrics();
             let m = metrics.borrow_watched();
             let state = scope.view().read();
@@ -487,8 +495,8 @@ fn node_info(node: &Node) -> scopekeeper_client::proto::NodeInfo {
                 id: scope.id,
                 root: state.identity.root.clone(),
                 epoch: state.identity.epoch,
-                leader: m.current_leader,
-                voters: m.membership_config.membership().voter_ids().collect(),
+                leader,
+                voters,
                 applied_index: m.last_applied.map_or(0, |l| l.index()),
                 znodes: state.tree.len() as u64,
                 quiescent: scope.is_quiescent(),
@@ -513,11 +521,12 @@ fn node_info(node: &Node) -> scopekeeper_client::proto::NodeInfo {
         };
     };
     let judged = root.view().read().governance.judged;
+    let leader = root.leader().map(|(id, _)| id);
     let metrics = root.raft.metrics();
     let m = metrics.borrow_watched();
     scopekeeper_client::proto::NodeInfo {
         id: node.id(),
-        leader: m.current_leader,
+        leader,
         term: m.current_term,
         voters: root.voters(),
         applied_index: m.last_applied.map_or(0, |l| l.index()),

@@ -46,10 +46,11 @@ pub(super) async fn serve_peer_stream(
     let response = match request {
         PeerRequest::Snapshot {
             scope,
+            replica,
             vote,
             meta,
             len,
-        } => receive_snapshot(node, scope, vote, meta, len, &mut recv).await,
+        } => receive_snapshot(node, scope, replica, vote, meta, len, &mut recv).await,
         other => handle_peer(node, other).await,
     };
     write_frame(&mut send, &response, PEER_FRAME_BYTES_MAX).await?;
@@ -77,12 +78,17 @@ fn awake(node: &Node, scope: u64) -> Result<Arc<Scope>, String> {
 
 async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
     match request {
-        PeerRequest::Append { scope, rpc } => {
-            let s = if rpc.entries.is_empty() {
-                scope_of(node, scope)
-            } else {
-                awake(node, scope)
-            };
+        PeerRequest::Append {
+            scope,
+            replica,
+            rpc,
+        } => {
+            let s = node.scope_for_replica(scope, replica).await;
+            if let Ok(s) = &s
+                && !rpc.entries.is_empty()
+            {
+                s.wake();
+            }
             match s {
                 Ok(s) => PeerResponse::Append(
                     s.raft.append_entries(rpc).await.map_err(|e| e.to_string()),
@@ -183,10 +189,14 @@ fn status(node: &Node, from: u64) -> NodeStatus {
     };
     let metrics = root.raft.metrics();
     let metrics = metrics.borrow_watched();
-    let acked_by_asker = metrics
-        .replication
-        .as_ref()
-        .and_then(|r| r.get(&from).cloned())
+    let asker = metrics
+        .membership_config
+        .membership()
+        .nodes()
+        .find(|(_, n)| n.node == from)
+        .map(|(replica, _)| *replica);
+    let acked_by_asker = asker
+        .and_then(|r| metrics.replication.as_ref()?.get(&r).cloned())
         .flatten()
         .map(|log_id| log_id.index());
     NodeStatus {
@@ -201,15 +211,17 @@ fn status(node: &Node, from: u64) -> NodeStatus {
 async fn receive_snapshot(
     node: &Node,
     scope: u64,
+    replica: u64,
     vote: crate::scope::types::Vote,
     meta: crate::scope::types::SnapshotMeta,
     len: u64,
     recv: &mut RecvStream,
 ) -> PeerResponse {
-    let s = match awake(node, scope) {
+    let s = match node.scope_for_replica(scope, replica).await {
         Ok(s) => s,
         Err(e) => return PeerResponse::Invalid(e),
     };
+    s.wake();
     let dir = node.0.store.dir().join("snapshots").join("incoming");
     let path = dir.join(format!("{scope}-{:016x}.partial", rand::random::<u64>()));
     let received = async {
