@@ -412,6 +412,22 @@ impl Client {
         Ok(found)
     }
 
+    /// The cluster's nodes.
+    pub async fn nodes(&self) -> Result<Vec<crate::proto::ClusterNode>, Error> {
+        match self.request(&Request::Nodes).await? {
+            Reply::Nodes(nodes) => Ok(nodes),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Registers, drains or forgets a node (needs the `admin` role).
+    pub async fn change_node(&self, change: crate::proto::NodeChange) -> Result<(), Error> {
+        match self.request(&Request::ChangeNode(change)).await? {
+            Reply::Synced => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// What the node this client is connected to knows of itself and its raft group.
     pub async fn node_info(&self) -> Result<crate::proto::NodeInfo, Error> {
         match self.request(&Request::NodeInfo).await? {

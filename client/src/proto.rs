@@ -2,6 +2,7 @@
 //! and the operations the server's tree applies. Every type here is serialized with postcard and
 //! is therefore a promise: change it only together with the ALPN version.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::{Deserialize, Serialize};
@@ -248,6 +249,35 @@ pub enum Request {
     ScopeInfo {
         path: String,
     },
+    /// The cluster's nodes, as the root scope records them.
+    Nodes,
+    /// Registers, drains or forgets a node. Requires the `admin` role.
+    ChangeNode(NodeChange),
+}
+
+/// A change to the cluster's node registry (kept in the root scope).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeChange {
+    /// A node that may hold anchors from now on; its certificate must come from the cluster CA.
+    Join {
+        id: u64,
+        addr: String,
+        labels: BTreeMap<String, String>,
+    },
+    /// Placement moves every anchor off the node; it takes no new ones.
+    Drain { id: u64 },
+    /// Drops a drained node from the registry once no scope is anchored on it.
+    Forget { id: u64 },
+}
+
+/// A node of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterNode {
+    pub id: u64,
+    pub addr: String,
+    pub labels: BTreeMap<String, String>,
+    /// Being drained: placement moves its anchors away.
+    pub draining: bool,
 }
 
 /// A policy to deploy: the component, its parameters and mode.
@@ -267,6 +297,7 @@ impl Request {
                 | Request::Multi(_)
                 | Request::SetPolicy { .. }
                 | Request::CreateScope { .. }
+                | Request::ChangeNode(_)
         )
     }
 }
@@ -292,6 +323,7 @@ pub enum Reply {
     PolicyHistory(Vec<PolicyInfo>),
     /// The id of the scope just created.
     ScopeCreated(u64),
+    Nodes(Vec<ClusterNode>),
     Scope(ScopeInfo),
 }
 

@@ -9,6 +9,7 @@ pub mod limits;
 pub mod liveness;
 pub mod node;
 pub mod peer;
+pub mod placement;
 pub mod policy;
 pub mod scope;
 pub mod service;

@@ -36,6 +36,13 @@ pub const NODE_DEAD_AFTER: std::time::Duration = std::time::Duration::from_milli
 /// A scope no client has used for this long parks its raft ticker on every replica.
 pub const QUIESCE_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How often a node checks that the scopes it leads are anchored where their policies want.
+pub const PLACEMENT_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// How long a new anchor may take to catch up before placement gives up on the move (it is
+/// tried again at the next tick).
+pub const ANCHOR_CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Pause before routing again after a `WrongScope`, times the attempt number.
 pub const ROUTE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 

@@ -56,6 +56,8 @@ pub struct NodeInner {
     directory: RwLock<Directory>,
     /// Set once start-up has opened every stored scope.
     started: OnceCell<()>,
+    /// Held while a scope is opened or re-opened, so the same scope is never opened twice.
+    opening: tokio::sync::Mutex<()>,
 }
 
 #[derive(Clone)]
@@ -79,8 +81,8 @@ impl Node {
             .with_context(|| format!("creating {}", data_dir.display()))?;
         let marker = identity_file::read(&data_dir)?;
         let store = Store::open(&data_dir)?;
-        let has_state = ScopeLog::new(store.clone(), ROOT_SCOPE)
-            .has_state()
+        // Any scope's: a node that joined later may anchor scopes but not the root.
+        let has_state = ScopeLog::any_state(&store)
             .with_context(|| format!("reading raft state in {}", data_dir.display()))?;
         let fresh = match (&marker, has_state) {
             (Some(m), true) => {
@@ -144,6 +146,7 @@ impl Node {
             scopes: RwLock::new(BTreeMap::new()),
             directory: RwLock::new(Directory::new(root_anchors)),
             started: OnceCell::new(),
+            opening: tokio::sync::Mutex::new(()),
         }));
         tokio::spawn(crate::service::accept_loop(node.clone()));
 
@@ -190,6 +193,7 @@ impl Node {
         let _ = node.0.started.set(());
         tokio::spawn(node.clone().follow_scope_events(event_queue));
         tokio::spawn(crate::liveness::run(node.clone()));
+        tokio::spawn(crate::placement::run(node.clone()));
         tracing::info!(id = config.id, cluster = %config.cluster, listen = %config.listen, "node started");
         Ok(node)
     }
@@ -205,6 +209,17 @@ impl Node {
 
     /// Opens a scope stored here (or an empty replica of it) unless it is open already.
     async fn open_scope(
+        &self,
+        id: ScopeId,
+        fresh: ScopeIdentity,
+        replica: Option<u64>,
+    ) -> anyhow::Result<Arc<Scope>> {
+        let _opening = self.0.opening.lock().await;
+        self.open_scope_locked(id, fresh, replica).await
+    }
+
+    /// [`Node::open_scope`], for a caller holding the `opening` lock.
+    async fn open_scope_locked(
         &self,
         id: ScopeId,
         fresh: ScopeIdentity,
@@ -267,10 +282,27 @@ impl Node {
     /// now as an empty replica because the leader is adding this node to the scope. An empty
     /// replica opened under another id (a joining node's root scope) is opened again under the
     /// leader's; a replica with any raft state never changes id.
-    pub async fn scope_for_replica(&self, id: ScopeId, replica: u64) -> Result<Arc<Scope>, String> {
+    pub async fn scope_for_replica(
+        &self,
+        id: ScopeId,
+        replica: u64,
+        joining: bool,
+    ) -> Result<Arc<Scope>, String> {
         if !self.is_started() {
             return Err(format!("node {} is still starting", self.id()));
         }
+        if let Some(open) = self.scope(id).filter(|s| s.replica == replica) {
+            return Ok(open);
+        }
+        // A first member of the scope gets its state from applying the scope's creation here;
+        // opening an empty replica first would race with it.
+        if !joining && self.scope(id).is_none() {
+            return Err(format!(
+                "node {} has not applied the creation of scope {id} yet; retry",
+                self.id()
+            ));
+        }
+        let _opening = self.0.opening.lock().await;
         let fail = |e: anyhow::Error| format!("opening scope {id} as replica {replica}: {e:#}");
         if let Some(open) = self.scope(id) {
             if open.replica == replica {
@@ -304,7 +336,7 @@ impl Node {
             parent: None,
             epoch: 0,
         };
-        self.open_scope(id, fresh, Some(replica))
+        self.open_scope_locked(id, fresh, Some(replica))
             .await
             .map_err(fail)
     }
@@ -321,31 +353,18 @@ impl Node {
         }
     }
 
-    /// After a membership change that removed this node's replica: stop it and delete its
-    /// data. Raft no longer counts on it; keeping it would only let it campaign for nothing.
-    async fn retire_if_removed(&self, id: ScopeId) -> anyhow::Result<()> {
-        let Some(scope) = self.scope(id) else {
-            return Ok(());
-        };
-        let (member, route) = {
-            let state = scope.view().read();
-            let member = state
-                .membership
-                .membership()
-                .get_node(&scope.replica)
-                .is_some();
-            (member, state.route())
-        };
-        if member || !scope.is_initialized() {
-            return Ok(());
-        }
+    /// After applying the membership change that removed this node's replica: stop it and
+    /// delete its data. Raft no longer counts on it; keeping it would only let it campaign.
+    async fn retire(&self, scope: &Arc<Scope>) -> anyhow::Result<()> {
+        let id = scope.id;
         tracing::info!(
             scope = id,
             replica = scope.replica,
             "this node's replica was removed; deleting it"
         );
-        self.learn_route(route);
-        self.close_scope(&scope).await;
+        self.learn_route(scope.view().read().route());
+        let _opening = self.0.opening.lock().await;
+        self.close_scope(scope).await;
         self.0
             .store
             .remove_scope(id)
@@ -364,16 +383,20 @@ impl Node {
                     if let Some(s) = self.scope(scope) {
                         self.learn_routes_of(&s);
                     }
-                    match self.retire_if_removed(scope).await {
-                        Ok(()) => self.replicate_delegated_scopes().await,
-                        Err(e) => Err(e),
-                    }
+                    self.replicate_delegated_scopes().await
                 }
-                ScopeEvent::MembershipChanged { scope } => {
-                    if let Some(s) = self.scope(scope) {
-                        self.learn_routes_of(&s);
+                ScopeEvent::MembershipChanged {
+                    scope,
+                    ref before,
+                    ref after,
+                } => {
+                    let Some(s) = self.scope(scope) else { continue };
+                    self.learn_routes_of(&s);
+                    if before.contains(&s.replica) && !after.contains(&s.replica) {
+                        self.retire(&s).await
+                    } else {
+                        Ok(())
                     }
-                    self.retire_if_removed(scope).await
                 }
             };
             if let Err(e) = result {
@@ -444,10 +467,16 @@ impl Node {
         Ok(())
     }
 
-    /// Whether `id` may speak the peer protocol to us: a configured peer or a member of a
-    /// scope this node replicates (voter or learner).
+    /// Whether `id` may speak the peer protocol to us: a configured peer, a registered node, or
+    /// a member of a scope this node replicates (voter or learner).
     pub fn knows_peer(&self, id: u64) -> bool {
         if self.0.config.peers.iter().any(|p| p.id == id) {
+            return true;
+        }
+        if self
+            .root()
+            .is_some_and(|root| root.view().read().nodes.contains_key(&id))
+        {
             return true;
         }
         self.scopes().iter().any(|scope| {

@@ -30,6 +30,9 @@ pub enum PeerRequest {
     Append {
         scope: ScopeId,
         replica: u64,
+        /// Whether the target was added after the scope's creation (so it starts empty);
+        /// a first member gets its state from the scope's creation and must wait for it.
+        joining: bool,
         rpc: AppendEntriesRequest<TypeConfig>,
     },
     Vote {
@@ -48,6 +51,7 @@ pub enum PeerRequest {
     Snapshot {
         scope: ScopeId,
         replica: u64,
+        joining: bool,
         vote: Vote,
         meta: SnapshotMeta,
         len: u64,
@@ -72,6 +76,11 @@ pub enum PeerRequest {
         principal: Principal,
         path: String,
         policy: Option<SetPolicy>,
+    },
+    /// A node registry change forwarded to the root scope's leader.
+    ProposeNodes {
+        principal: Principal,
+        change: scopekeeper_client::proto::NodeChange,
     },
     /// A client request forwarded whole to a node that anchors the scope it concerns, by a
     /// node that does not. `hops` bounds how often it may be forwarded again.

@@ -58,6 +58,10 @@ pub struct Cluster {
     children: Vec<Option<Child>>,
     /// Extra TOML appended to every node's config (e.g. raft tuning).
     pub extra_config: String,
+    /// Nodes 1..=founders bootstrap the cluster; the others join it later.
+    founders: usize,
+    /// Each node's `zone` label, if any.
+    zones: Vec<String>,
 }
 
 impl Cluster {
@@ -67,6 +71,18 @@ impl Cluster {
     }
 
     pub fn start_with(n: usize, extra_config: &str) -> anyhow::Result<Cluster> {
+        Self::start_layout(n, n, &[], extra_config)
+    }
+
+    /// Starts `n` nodes of which the first `founders` form the cluster (node 1 bootstraps
+    /// them as the root scope's voters) and the rest start with `--join`, to be registered
+    /// with `node join`. `zones[i]` labels node i+1.
+    pub fn start_layout(
+        n: usize,
+        founders: usize,
+        zones: &[&str],
+        extra_config: &str,
+    ) -> anyhow::Result<Cluster> {
         let mut dir = tempfile::Builder::new().prefix("sk-cluster-").tempdir()?;
         // SK_KEEP_TEST_DIRS=1 keeps every cluster's data and logs for a post-mortem.
         dir.disable_cleanup(std::env::var_os("SK_KEEP_TEST_DIRS").is_some());
@@ -90,6 +106,8 @@ impl Cluster {
             ports,
             children: (0..n).map(|_| None).collect(),
             extra_config: extra_config.to_string(),
+            founders,
+            zones: zones.iter().map(|z| z.to_string()).collect(),
         };
         for id in 1..=n as u64 {
             cluster.write_config(id)?;
@@ -116,20 +134,45 @@ impl Cluster {
         self.node_dir(id).join("node.toml")
     }
 
+    /// The TOML labels of node `id`.
+    fn labels(&self, id: u64) -> String {
+        match self.zones.get(id as usize - 1) {
+            Some(zone) => format!("{{ zone = \"{zone}\" }}"),
+            None => "{}".into(),
+        }
+    }
+
+    pub fn addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.ports[id as usize - 1])
+    }
+
+    /// Node `id`'s zone label, if the layout gave it one.
+    pub fn zone(&self, id: u64) -> Option<&str> {
+        self.zones.get(id as usize - 1).map(String::as_str)
+    }
+
     fn write_config(&self, id: u64) -> anyhow::Result<()> {
         let certs = self.dir.path().join("certs");
+        // Founders know each other (node 1 bootstraps them); later nodes know everyone.
+        let known = if (id as usize) <= self.founders {
+            self.founders
+        } else {
+            self.ports.len()
+        };
         let mut peers = String::new();
-        for (i, port) in self.ports.iter().enumerate() {
+        for (i, port) in self.ports.iter().enumerate().take(known) {
             peers.push_str(&format!(
-                "[[peers]]\nid = {}\naddr = \"127.0.0.1:{port}\"\n\n",
-                i + 1
+                "[[peers]]\nid = {}\naddr = \"127.0.0.1:{port}\"\nlabels = {}\n\n",
+                i + 1,
+                self.labels(i as u64 + 1)
             ));
         }
         let text = format!(
-            "id = {id}\ncluster = \"{CLUSTER}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = {:?}\n\n\
+            "id = {id}\ncluster = \"{CLUSTER}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = {:?}\nlabels = {}\n\n\
              [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n{peers}{}\n",
             self.ports[id as usize - 1],
             self.data_dir(id),
+            self.labels(id),
             certs.join("ca.pem"),
             certs.join(format!("node-{id}.pem")),
             certs.join(format!("node-{id}.key")),

@@ -5,6 +5,7 @@ mod certs;
 mod commands;
 mod context;
 mod dev;
+mod node;
 mod policy;
 mod scope;
 
@@ -49,6 +50,9 @@ enum Command {
     /// Builds, tests, deploys and inspects scope policies.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Adds, drains and lists the cluster's nodes.
+    #[command(subcommand)]
+    Node(node::NodeCommand),
     /// Creates and inspects scopes.
     #[command(subcommand)]
     Scope(scope::ScopeCommand),
@@ -115,6 +119,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Policy(cmd) => {
             init_logging("warn");
             policy::run(cmd, &cli.connect).await
+        }
+        Command::Node(cmd) => {
+            init_logging("warn");
+            node::run(cmd, &cli.connect).await
         }
         Command::Scope(cmd) => {
             init_logging("warn");

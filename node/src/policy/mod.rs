@@ -5,12 +5,14 @@
 //! - `eval`: a fresh instance per log entry; verdicts, fuel, traps.
 //! - `admission`: the bridge from the tree's `Admit` hook to a policy.
 //! - `build`: turning a policy crate's core module into a component.
+//! - `placement`: the policy's choice of anchors.
 //! - `quorum`: the policy's ack rule tabulated over the anchors, checked, and consulted.
 
 pub mod admission;
 pub mod build;
 pub mod engine;
 pub mod eval;
+pub mod placement;
 pub mod quorum;
 #[cfg(test)]
 mod tests;

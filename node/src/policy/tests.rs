@@ -221,7 +221,9 @@ async fn hostile_components_are_refused_before_commit() {
 #[test]
 fn every_stock_policy_builds_and_links() {
     let engine = engine();
-    for name in ["open", "readonly", "limits", "schema", "roles"] {
+    for name in [
+        "open", "readonly", "limits", "schema", "roles", "critical", "dev",
+    ] {
         let bytes = component(name);
         assert!(
             bytes.len() <= crate::limits::POLICY_BYTES_MAX,
@@ -255,4 +257,47 @@ fn recycled_instances_burn_identical_fuel() {
         1,
         "fuel differed between identical entries: {seen:?}"
     );
+}
+
+#[test]
+fn broken_quorum_rules_are_refused_with_a_counter_example() {
+    use crate::policy::quorum::{QuorumAnchor, QuorumRuleError, policy_table};
+    let engine = engine();
+    let hostile = component("hostile");
+    let compiled = engine.compile(&hostile).expect("compiles");
+    let anchors: Vec<QuorumAnchor> = (1..=3)
+        .map(|id| QuorumAnchor {
+            id,
+            labels: Default::default(),
+        })
+        .collect();
+    let err =
+        policy_table(&engine, &compiled, "quorum-exactly-two", &anchors).expect_err("refused");
+    assert!(matches!(err, QuorumRuleError::NotMonotone { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("{1, 2} is a quorum but {1, 2, 3} is not"),
+        "{err}"
+    );
+    let err = policy_table(&engine, &compiled, "quorum-any", &anchors).expect_err("refused");
+    assert!(matches!(err, QuorumRuleError::Disjoint { .. }), "{err}");
+    let table = policy_table(&engine, &compiled, "", &anchors).expect("a majority is fine");
+    assert!(table.is_majority());
+
+    // critical over five nodes in three zones: four acks spanning two zones.
+    let critical = engine.compile(&component("critical")).expect("compiles");
+    let zones = ["a", "a", "b", "b", "c"];
+    let five: Vec<QuorumAnchor> = (1..=5u64)
+        .map(|id| QuorumAnchor {
+            id,
+            labels: [("zone".to_string(), zones[id as usize - 1].to_string())].into(),
+        })
+        .collect();
+    let table = policy_table(&engine, &critical, "", &five).expect("valid");
+    assert!(!table.is_majority());
+    assert!(!table.is_quorate([1, 2, 3]));
+    assert!(table.is_quorate([1, 2, 3, 4]));
+    // Three anchors cannot satisfy it at all.
+    let err = policy_table(&engine, &critical, "", &five[..3]).expect_err("unsatisfiable");
+    assert!(matches!(err, QuorumRuleError::Unsatisfiable(_)), "{err}");
 }

@@ -59,6 +59,22 @@ impl ScopeLog {
         self.store.sync_now()
     }
 
+    /// Whether any scope has raft state on this node: a log entry or a vote.
+    pub fn any_state(store: &Store) -> io::Result<bool> {
+        if store.log.iter().next().is_some() {
+            return Ok(true);
+        }
+        for guard in store.raft_meta.iter() {
+            let k = guard
+                .key()
+                .map_err(|e| io_err("reading raft metadata", e))?;
+            if k.len() > 8 && &k[8..] == VOTE {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Whether this scope has any raft state on this node (a vote or a log).
     pub fn has_state(&self) -> io::Result<bool> {
         let vote: Option<Vote> = self.get_meta(VOTE)?;

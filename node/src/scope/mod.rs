@@ -39,6 +39,7 @@ use crate::limits;
 use crate::peer::{Peers, Refusal};
 use crate::policy::admission::Principal;
 use crate::policy::engine::PolicyEngine;
+use crate::policy::quorum::QuorumAnchor;
 use crate::storage::{ScopeId, Store};
 use crate::tree::{Stamp, Txn};
 
@@ -295,6 +296,7 @@ impl Scope {
         let network = ScopeNetwork {
             scope: id,
             peers: host.peers.clone(),
+            view: view.clone(),
         };
         let config = raft_config(&host.cluster, id, &host.tuning)?;
         let raft = Raft::new(replica, config, network, log, sm)
@@ -394,6 +396,17 @@ impl Scope {
             .map(|n| n.node)
     }
 
+    /// The replica `node` holds in this scope, as this replica's membership says.
+    pub fn replica_on(&self, node: u64) -> Option<u64> {
+        let metrics = self.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.membership_config
+            .membership()
+            .nodes()
+            .find(|(_, n)| n.node == node)
+            .map(|(r, _)| *r)
+    }
+
     /// The node leading the scope as far as this replica knows, with its address.
     pub fn leader(&self) -> Option<(u64, String)> {
         let metrics = self.raft.metrics();
@@ -444,6 +457,7 @@ impl Scope {
         &self,
         principal: Principal,
         set: SetPolicy,
+        nodes: Vec<QuorumAnchor>,
     ) -> Result<CommandResult, Refusal> {
         self.note_activity();
         if !self.raft.is_leader() {
@@ -454,17 +468,13 @@ impl Scope {
         // Apply would refuse it too; refusing here keeps the log clean.
         governance::check_admin(&principal, "replacing a scope's policy")
             .map_err(Refusal::Rejected)?;
-        self.check_policy(&set, "policy refused before commit")
+        self.check_policy(&set, &nodes, "policy refused before commit")
             .await?;
         let command = Command {
             stamp: stamp(0),
             body: Body::SetPolicy { principal, set },
         };
-        let write = tokio::time::timeout(limits::WRITE_TIMEOUT, self.raft.client_write(command));
-        match write.await {
-            Err(_) => Err(unknown_outcome()),
-            Ok(result) => acknowledged(&self.raft, &self.ack, result).await,
-        }
+        self.write_command(command).await
     }
 
     /// Creates a child scope at `path`; only the leader accepts. A policy given for the child
@@ -474,6 +484,7 @@ impl Scope {
         principal: Principal,
         path: String,
         policy: Option<SetPolicy>,
+        nodes: Vec<QuorumAnchor>,
     ) -> Result<CommandResult, Refusal> {
         self.note_activity();
         if !self.raft.is_leader() {
@@ -485,8 +496,12 @@ impl Scope {
         governance::check_admin(&principal, "creating a scope").map_err(Refusal::Rejected)?;
         if let Some(set) = &policy {
             // The new scope starts on this scope's anchors: its rule must suit them.
-            self.check_policy(set, "the new scope's policy was refused before commit")
-                .await?;
+            self.check_policy(
+                set,
+                &nodes,
+                "the new scope's policy was refused before commit",
+            )
+            .await?;
         }
         let command = Command {
             stamp: stamp(0),
@@ -496,6 +511,32 @@ impl Scope {
                 policy,
             },
         };
+        self.write_command(command).await
+    }
+
+    /// Changes the cluster's node registry (root scope); only the leader accepts.
+    pub async fn propose_nodes(
+        &self,
+        principal: Principal,
+        change: scopekeeper_client::proto::NodeChange,
+    ) -> Result<CommandResult, Refusal> {
+        self.note_activity();
+        if !self.raft.is_leader() {
+            return Err(Refusal::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        governance::check_admin(&principal, "changing the cluster's nodes")
+            .map_err(Refusal::Rejected)?;
+        self.write_command(Command {
+            stamp: stamp(0),
+            body: Body::Nodes { principal, change },
+        })
+        .await
+    }
+
+    /// Writes one unbatched command and waits for it to be applied and acknowledged.
+    async fn write_command(&self, command: Command) -> Result<CommandResult, Refusal> {
         let write = tokio::time::timeout(limits::WRITE_TIMEOUT, self.raft.client_write(command));
         match write.await {
             Err(_) => Err(unknown_outcome()),
@@ -503,11 +544,17 @@ impl Scope {
         }
     }
 
-    /// The checks before commit of a policy for this scope's anchors: the engine's (size,
-    /// validation, imports, compilation, parameters) and its quorum rule, tabulated over the
-    /// voters and refused with a counter-example if it is not monotone or admits disjoint
-    /// quorums.
-    async fn check_policy(&self, set: &SetPolicy, what: &str) -> Result<(), Refusal> {
+    /// The checks before commit of a policy for this scope: the engine's (size, validation,
+    /// imports, compilation, parameters), then its quorum rule, tabulated over the voters its
+    /// own placement would choose among `nodes` (the cluster's eligible nodes; the current
+    /// voters if none are known) and refused with a counter-example if it is not monotone,
+    /// admits disjoint quorums or cannot be satisfied.
+    async fn check_policy(
+        &self,
+        set: &SetPolicy,
+        nodes: &[QuorumAnchor],
+        what: &str,
+    ) -> Result<(), Refusal> {
         let refuse = |why: String| {
             Refusal::Rejected(scopekeeper_client::ApiError::new(
                 scopekeeper_client::ErrorCode::BadArguments,
@@ -520,22 +567,41 @@ impl Scope {
             .check(component, &set.params)
             .await
             .map_err(|e| refuse(e.to_string()))?;
-        let (engine, params, voters) = (
+        let (engine, params, voters, nodes) = (
             self.engine.clone(),
             set.params.clone(),
             ack::AckGate::voters(&self.view),
+            nodes.to_vec(),
         );
-        let tabulate = tokio::task::spawn_blocking(move || {
-            crate::policy::quorum::policy_table(&engine, &compiled, &params, &voters)
+        let tabulate = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let anchors = if nodes.is_empty() {
+                voters
+            } else {
+                let current = crate::policy::placement::Placement {
+                    voters: voters.iter().map(|v| v.id).collect(),
+                    observers: Vec::new(),
+                };
+                let placed =
+                    crate::policy::placement::place(&engine, &compiled, &params, &nodes, &current)?;
+                let eligible = nodes.iter().map(|n| n.id).collect();
+                let target = crate::placement::repair(&placed, &current, &eligible);
+                nodes
+                    .into_iter()
+                    .filter(|n| target.voters.contains(&n.id))
+                    .collect()
+            };
+            crate::policy::quorum::policy_table(&engine, &compiled, &params, &anchors)
+                .map(|_| ())
+                .map_err(|rule| rule.to_string())
         });
         match tokio::time::timeout(limits::POLICY_COMPILE_TIMEOUT, tabulate).await {
             Err(_) => Err(refuse(format!(
-                "its quorum rule took longer than {:?} to evaluate over the anchors",
+                "its placement and quorum rule took longer than {:?} to evaluate",
                 limits::POLICY_COMPILE_TIMEOUT
             ))),
             Ok(Err(join)) => Err(refuse(format!("checking its quorum rule failed: {join}"))),
-            Ok(Ok(Err(rule))) => Err(refuse(rule.to_string())),
-            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err(why))) => Err(refuse(why)),
+            Ok(Ok(Ok(()))) => Ok(()),
         }
     }
 

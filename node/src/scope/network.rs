@@ -16,6 +16,7 @@ use scopekeeper_transport::limits::PEER_FRAME_BYTES_MAX;
 use tokio::io::AsyncReadExt;
 
 use super::snapshot::SnapshotFile;
+use super::state_machine::ScopeView;
 use super::types::{TypeConfig, Vote};
 use crate::limits::{SNAPSHOT_CHUNK_BYTES, SNAPSHOT_IDLE_TIMEOUT};
 use crate::peer::{PeerRequest, PeerResponse, Peers};
@@ -25,6 +26,8 @@ use crate::storage::ScopeId;
 pub struct ScopeNetwork {
     pub scope: ScopeId,
     pub peers: Arc<Peers>,
+    /// The scope's state, to tell first members from joining ones.
+    pub view: ScopeView,
 }
 
 /// The way to one member of the group: its replica (raft) id, and the node that holds it.
@@ -36,6 +39,7 @@ pub struct PeerLink {
     node: u64,
     addr: String,
     peers: Arc<Peers>,
+    view: ScopeView,
 }
 
 impl RaftNetworkFactory<TypeConfig> for ScopeNetwork {
@@ -48,6 +52,7 @@ impl RaftNetworkFactory<TypeConfig> for ScopeNetwork {
             node: node.node,
             addr: node.addr.clone(),
             peers: self.peers.clone(),
+            view: self.view.clone(),
         }
     }
 }
@@ -67,6 +72,11 @@ fn remote_error(what: &str, message: String) -> RPCError<TypeConfig> {
 }
 
 impl PeerLink {
+    /// Whether the target joined after the scope was created (and may start empty).
+    fn joining(&self) -> bool {
+        self.replica > self.view.read().genesis_high
+    }
+
     async fn call(
         &self,
         request: PeerRequest,
@@ -124,6 +134,7 @@ impl PeerLink {
         let header = PeerRequest::Snapshot {
             scope: self.scope,
             replica: self.replica,
+            joining: self.joining(),
             vote,
             meta: snapshot.meta.clone(),
             len,
@@ -168,6 +179,7 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
         let request = PeerRequest::Append {
             scope: self.scope,
             replica: self.replica,
+            joining: self.joining(),
             rpc,
         };
         self.rpc("append", request, &option, |r| match r {

@@ -41,6 +41,8 @@ pub struct SnapshotHeader {
     pub identity: ScopeIdentity,
     pub delegations: BTreeMap<String, Route>,
     pub replica_high: u64,
+    pub genesis_high: u64,
+    pub nodes: BTreeMap<u64, scopekeeper_client::proto::ClusterNode>,
 }
 
 /// A decoded snapshot.
@@ -63,6 +65,8 @@ pub fn encode(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
         identity: state.identity.clone(),
         delegations: state.delegations.clone(),
         replica_high: state.replica_high,
+        genesis_high: state.genesis_high,
+        nodes: state.nodes.clone(),
     };
     let mut out = Vec::with_capacity(64 + tree.len() * 64);
     out.extend_from_slice(MAGIC);

@@ -28,6 +28,7 @@ use crate::storage::{ScopeId, Store, corrupt, decode, encode, io_err, key};
 use crate::tree::{Outcome, Stamp, Txn};
 use crate::tree::{StoredZnode, Tree};
 use scopekeeper_client::ApiError;
+use scopekeeper_client::proto::{ClusterNode, NodeChange};
 
 const APPLIED: &[u8] = b"applied";
 
@@ -43,6 +44,8 @@ struct AppliedMeta {
     /// Child scopes by the path delegated to them.
     delegations: BTreeMap<String, Route>,
     replica_high: u64,
+    genesis_high: u64,
+    nodes: BTreeMap<u64, ClusterNode>,
 }
 
 /// What readers see: the tree, the policy, and how far the log has been applied.
@@ -56,6 +59,11 @@ pub struct ScopeState {
     /// The highest raft id any replica of the scope has had: a new replica takes a higher one,
     /// so no id is ever reused.
     pub replica_high: u64,
+    /// The highest raft id among the scope's first members: a replica above it was added later
+    /// and starts empty; one at or below it gets its state from the scope's creation.
+    pub genesis_high: u64,
+    /// The cluster's nodes (the root scope's state only; empty elsewhere).
+    pub nodes: BTreeMap<u64, ClusterNode>,
 }
 
 impl ScopeState {
@@ -97,8 +105,13 @@ pub enum ScopeEvent {
     /// A snapshot replaced the scope's state; its delegations may name scopes this node must
     /// now replicate.
     SnapshotInstalled { scope: ScopeId },
-    /// The scope's anchors changed; this node's replica may have been removed.
-    MembershipChanged { scope: ScopeId },
+    /// A membership entry was applied: the raft ids of every member before and after it. A
+    /// replica in `before` but not `after` was removed.
+    MembershipChanged {
+        scope: ScopeId,
+        before: BTreeSet<u64>,
+        after: BTreeSet<u64>,
+    },
 }
 
 pub type ScopeEvents = tokio::sync::mpsc::UnboundedSender<ScopeEvent>;
@@ -232,6 +245,8 @@ impl ScopeStateMachine {
                 identity: meta.identity,
                 delegations: meta.delegations,
                 replica_high: meta.replica_high,
+                genesis_high: meta.genesis_high,
+                nodes: meta.nodes,
             }))),
             snapshot_dir,
             events,
@@ -268,6 +283,8 @@ impl ScopeStateMachine {
             identity: state.identity.clone(),
             delegations: state.delegations.clone(),
             replica_high: state.replica_high,
+            genesis_high: state.genesis_high,
+            nodes: state.nodes.clone(),
         };
         batch.insert(
             &self.store.sm_meta,
@@ -312,6 +329,8 @@ impl ScopeStateMachine {
             identity: child.identity.clone(),
             delegations: child.delegations.clone(),
             replica_high: child.replica_high,
+            genesis_high: child.genesis_high,
+            nodes: BTreeMap::new(),
         };
         batch.insert(
             &self.store.sm_meta,
@@ -369,6 +388,8 @@ impl ScopeStateMachine {
             identity: header.identity.clone(),
             delegations: header.delegations.clone(),
             replica_high: header.replica_high,
+            genesis_high: header.genesis_high,
+            nodes: header.nodes.clone(),
         };
         self.record_applied(&mut batch, &state)?;
         batch
@@ -377,6 +398,99 @@ impl ScopeStateMachine {
         self.store.sync_now()?;
         *self.view.write() = state;
         Ok(())
+    }
+}
+
+/// Nodes in the root scope's membership are in the registry: the bootstrap voters register
+/// themselves this way, with the labels their configuration gave them.
+fn register_members(state: &mut ScopeState) {
+    for (_, anchor) in state.membership.membership().nodes() {
+        state
+            .nodes
+            .entry(anchor.node)
+            .or_insert_with(|| ClusterNode {
+                id: anchor.node,
+                addr: anchor.addr.clone(),
+                labels: anchor.labels.clone(),
+                draining: false,
+            });
+    }
+}
+
+/// Applies a change to the node registry. Deterministic checks only.
+fn change_nodes(
+    state: &mut ScopeState,
+    principal: &Principal,
+    change: &NodeChange,
+) -> Result<(), ApiError> {
+    use scopekeeper_client::ErrorCode;
+    governance::check_admin(principal, "changing the cluster's nodes")?;
+    if state.identity.id != crate::storage::ROOT_SCOPE {
+        return Err(ApiError::new(
+            ErrorCode::BadArguments,
+            "the node registry lives in the root scope",
+        ));
+    }
+    let missing =
+        |id: u64| ApiError::new(ErrorCode::NoNode, format!("node {id} is not registered"));
+    match change {
+        NodeChange::Join { id, addr, labels } => match state.nodes.get_mut(id) {
+            Some(known) if known.addr != *addr => Err(ApiError::new(
+                ErrorCode::NodeExists,
+                format!(
+                    "node {id} is registered at {}; a node that lost its data must join under a new id",
+                    known.addr
+                ),
+            )),
+            Some(known) => {
+                known.labels = labels.clone();
+                known.draining = false;
+                Ok(())
+            }
+            None => {
+                state.nodes.insert(
+                    *id,
+                    ClusterNode {
+                        id: *id,
+                        addr: addr.clone(),
+                        labels: labels.clone(),
+                        draining: false,
+                    },
+                );
+                Ok(())
+            }
+        },
+        NodeChange::Drain { id } => {
+            let node = state.nodes.get_mut(id).ok_or_else(|| missing(*id))?;
+            node.draining = true;
+            Ok(())
+        }
+        NodeChange::Forget { id } => {
+            let node = state.nodes.get(id).ok_or_else(|| missing(*id))?;
+            if !node.draining {
+                return Err(ApiError::new(
+                    ErrorCode::BadArguments,
+                    format!(
+                        "node {id} must be drained first (`scopekeeper node remove` does both)"
+                    ),
+                ));
+            }
+            if state
+                .membership
+                .membership()
+                .nodes()
+                .any(|(_, a)| a.node == *id)
+            {
+                return Err(ApiError::new(
+                    ErrorCode::NotEmpty,
+                    format!(
+                        "node {id} still anchors the root scope; wait for placement to move it"
+                    ),
+                ));
+            }
+            state.nodes.remove(id);
+            Ok(())
+        }
     }
 }
 
@@ -473,6 +587,14 @@ impl ScopeStateMachine {
             },
             delegations,
             replica_high: state.replica_high,
+            genesis_high: state
+                .membership
+                .membership()
+                .nodes()
+                .map(|(r, _)| *r)
+                .max()
+                .unwrap_or(0),
+            nodes: BTreeMap::new(),
         };
         self.write_genesis(batch, &child, &carved)?;
         let route = child.route();
@@ -542,7 +664,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         let mut responses = Vec::with_capacity(entries.len());
         let mut batch = self.store.db.batch();
         let mut created = Vec::new();
-        let mut membership_changed = false;
+        let mut membership_changes = Vec::new();
         {
             let mut state = self.view.write();
             let state = &mut *state;
@@ -620,8 +742,17 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                             },
                             &mut created,
                         )?),
+                        Body::Nodes { principal, change } => {
+                            CommandOutcome::NodesChanged(change_nodes(state, principal, change))
+                        }
                     },
                     EntryPayload::Membership(m) => {
+                        let members_before: BTreeSet<u64> = state
+                            .membership
+                            .membership()
+                            .nodes()
+                            .map(|(r, _)| *r)
+                            .collect();
                         let voters_before: BTreeSet<u64> =
                             state.membership.membership().voter_ids().collect();
                         state.membership = StoredMembership::new(Some(log_id), m);
@@ -640,7 +771,20 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                                 .max()
                                 .unwrap_or(0),
                         );
-                        membership_changed = true;
+                        if state.genesis_high == 0 {
+                            // The first membership: the bootstrap voters.
+                            state.genesis_high = state.replica_high;
+                        }
+                        if state.identity.id == crate::storage::ROOT_SCOPE {
+                            register_members(state);
+                        }
+                        let members_after: BTreeSet<u64> = state
+                            .membership
+                            .membership()
+                            .nodes()
+                            .map(|(r, _)| *r)
+                            .collect();
+                        membership_changes.push((members_before, members_after));
                         CommandOutcome::Nothing
                     }
                 };
@@ -662,8 +806,12 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         batch
             .commit()
             .map_err(|e| io_err("persisting applied entries", e))?;
-        if membership_changed {
-            self.notify(ScopeEvent::MembershipChanged { scope: self.scope });
+        for (before, after) in membership_changes {
+            self.notify(ScopeEvent::MembershipChanged {
+                scope: self.scope,
+                before,
+                after,
+            });
         }
         for child in created {
             self.notify(ScopeEvent::Delegated {

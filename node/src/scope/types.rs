@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use scopekeeper_client::proto::{ApiError, PolicyInfo};
+use scopekeeper_client::proto::{ApiError, NodeChange, PolicyInfo};
 use serde::{Deserialize, Serialize};
 
 use crate::directory::Route;
@@ -36,6 +36,11 @@ pub enum Body {
         path: String,
         policy: Option<SetPolicy>,
     },
+    /// Changes the cluster's node registry; root scope only, admin role.
+    Nodes {
+        principal: Principal,
+        change: NodeChange,
+    },
 }
 
 /// One client's transaction and who sent it (the identity the policy judges).
@@ -59,6 +64,7 @@ impl fmt::Display for Command {
             Body::Txns(proposals) => write!(f, "{} transactions", proposals.len()),
             Body::SetPolicy { set, .. } => write!(f, "set policy ({} bytes)", set.component.len()),
             Body::Delegate { path, .. } => write!(f, "delegate {path}"),
+            Body::Nodes { change, .. } => write!(f, "{change:?}"),
         }
     }
 }
@@ -78,6 +84,7 @@ pub enum CommandOutcome {
     PolicySet(Result<PolicyInfo, ApiError>),
     /// The new child scope's route.
     Delegated(Result<Route, ApiError>),
+    NodesChanged(Result<(), ApiError>),
     /// Blank and membership entries.
     Nothing,
 }

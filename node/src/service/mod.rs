@@ -138,7 +138,7 @@ fn routing_path(request: &Request) -> &str {
         Request::SetPolicy { scope, .. }
         | Request::GetPolicy { scope }
         | Request::PolicyHistory { scope } => scope,
-        Request::NodeInfo => "/",
+        Request::NodeInfo | Request::Nodes | Request::ChangeNode(_) => "/",
     }
 }
 
@@ -424,6 +424,30 @@ async fn serve_local(
             rooted_at(scope, path)?;
             Ok(Reply::Scope(scope_info(scope)))
         }
+        Request::Nodes => {
+            linearize(node, scope).await?;
+            rooted_at(scope, "/")?;
+            Ok(Reply::Nodes(
+                scope.view().read().nodes.values().cloned().collect(),
+            ))
+        }
+        Request::ChangeNode(change) => {
+            rooted_at(scope, "/")?;
+            let outcome = through_leader(
+                node,
+                scope,
+                || scope.propose_nodes(principal.clone(), change.clone()),
+                |_| PeerRequest::ProposeNodes {
+                    principal: principal.clone(),
+                    change: change.clone(),
+                },
+            )
+            .await?;
+            match outcome.outcome {
+                CommandOutcome::NodesChanged(r) => r.map(|()| Reply::Synced),
+                other => Err(unexpected_outcome(other)),
+            }
+        }
     }
 }
 
@@ -650,10 +674,11 @@ async fn propose_policy(
     set: SetPolicy,
     principal: &crate::policy::admission::Principal,
 ) -> Result<CommandResult, ApiError> {
+    let nodes = crate::placement::eligible(node).await;
     through_leader(
         node,
         scope,
-        || scope.propose_policy(principal.clone(), set.clone()),
+        || scope.propose_policy(principal.clone(), set.clone(), nodes.clone()),
         |_| PeerRequest::ProposePolicy {
             scope: scope.id,
             principal: principal.clone(),
@@ -670,10 +695,18 @@ async fn propose_delegation(
     policy: Option<SetPolicy>,
     principal: &crate::policy::admission::Principal,
 ) -> Result<CommandResult, ApiError> {
+    let nodes = crate::placement::eligible(node).await;
     through_leader(
         node,
         scope,
-        || scope.propose_delegation(principal.clone(), path.to_string(), policy.clone()),
+        || {
+            scope.propose_delegation(
+                principal.clone(),
+                path.to_string(),
+                policy.clone(),
+                nodes.clone(),
+            )
+        },
         |_| PeerRequest::ProposeDelegation {
             scope: scope.id,
             principal: principal.clone(),

@@ -47,10 +47,14 @@ pub(super) async fn serve_peer_stream(
         PeerRequest::Snapshot {
             scope,
             replica,
+            joining,
             vote,
             meta,
             len,
-        } => receive_snapshot(node, scope, replica, vote, meta, len, &mut recv).await,
+        } => {
+            let target = node.scope_for_replica(scope, replica, joining).await;
+            receive_snapshot(node, target, scope, vote, meta, len, &mut recv).await
+        }
         other => handle_peer(node, other).await,
     };
     write_frame(&mut send, &response, PEER_FRAME_BYTES_MAX).await?;
@@ -81,9 +85,10 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
         PeerRequest::Append {
             scope,
             replica,
+            joining,
             rpc,
         } => {
-            let s = node.scope_for_replica(scope, replica).await;
+            let s = node.scope_for_replica(scope, replica, joining).await;
             if let Ok(s) = &s
                 && !rpc.entries.is_empty()
             {
@@ -142,7 +147,10 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
             principal,
             set,
         } => match scope_of(node, scope) {
-            Ok(s) => PeerResponse::Command(s.propose_policy(principal, set).await),
+            Ok(s) => {
+                let nodes = crate::placement::eligible(node).await;
+                PeerResponse::Command(s.propose_policy(principal, set, nodes).await)
+            }
             Err(e) => PeerResponse::Invalid(e),
         },
         PeerRequest::ProposeDelegation {
@@ -151,9 +159,18 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
             path,
             policy,
         } => match scope_of(node, scope) {
-            Ok(s) => PeerResponse::Command(s.propose_delegation(principal, path, policy).await),
+            Ok(s) => {
+                let nodes = crate::placement::eligible(node).await;
+                PeerResponse::Command(s.propose_delegation(principal, path, policy, nodes).await)
+            }
             Err(e) => PeerResponse::Invalid(e),
         },
+        PeerRequest::ProposeNodes { principal, change } => {
+            match scope_of(node, crate::storage::ROOT_SCOPE) {
+                Ok(s) => PeerResponse::Command(s.propose_nodes(principal, change).await),
+                Err(e) => PeerResponse::Invalid(e),
+            }
+        }
         PeerRequest::Client {
             principal,
             request,
@@ -210,14 +227,14 @@ fn status(node: &Node, from: u64) -> NodeStatus {
 
 async fn receive_snapshot(
     node: &Node,
+    target: Result<Arc<Scope>, String>,
     scope: u64,
-    replica: u64,
     vote: crate::scope::types::Vote,
     meta: crate::scope::types::SnapshotMeta,
     len: u64,
     recv: &mut RecvStream,
 ) -> PeerResponse {
-    let s = match node.scope_for_replica(scope, replica).await {
+    let s = match target {
         Ok(s) => s,
         Err(e) => return PeerResponse::Invalid(e),
     };

@@ -1,17 +1,25 @@
 //! A policy that misbehaves on purpose, as its parameters say, for the host's tests:
 //! `loop` spins forever, `bomb` allocates until memory runs out, `trap` panics, `deny-data`
 //! denies any mutation with data (and spends fuel proportional to it), anything else admits.
+//! Two broken quorum rules: `quorum-exactly-two` (not monotone) and `quorum-any` (one ack is
+//! enough, so disjoint quorums exist).
 
-use scopekeeper_policy_sdk::{Context, Mutation, Policy, Principal, Verdict, export_policy};
+use scopekeeper_policy_sdk::{Context, Mutation, Node, Policy, Principal, Verdict, export_policy};
 
 pub struct Hostile;
 
 impl Policy for Hostile {
     fn validate_params(params: &str) -> Result<(), String> {
         match params {
-            "loop" | "bomb" | "trap" | "deny-data" | "" => Ok(()),
+            "loop" | "bomb" | "trap" | "deny-data" | "quorum-exactly-two" | "quorum-any" | "" => {
+                Ok(())
+            }
             other => Err(format!("unknown behaviour {other:?}")),
         }
+    }
+
+    fn quorum(params: &str, anchors: &[Node], acked: &[u64]) -> bool {
+        Self::broken_quorum(params, anchors, acked)
     }
 
     fn admit(params: &str, m: &Mutation, _who: &Principal, _ctx: &Context) -> Verdict {
@@ -42,6 +50,16 @@ impl Policy for Hostile {
                 }
             }
             _ => Verdict::allow(),
+        }
+    }
+}
+
+impl Hostile {
+    fn broken_quorum(params: &str, anchors: &[Node], acked: &[u64]) -> bool {
+        match params {
+            "quorum-exactly-two" => acked.len() == 2,
+            "quorum-any" => !acked.is_empty(),
+            _ => acked.len() * 2 > anchors.len(),
         }
     }
 }

@@ -1,0 +1,360 @@
+//! Placement: each scope's leader keeps the scope's anchors where its policy wants them.
+//!
+//! Every `PLACEMENT_TICK` the node looks at the scopes it leads: it asks the policy's
+//! `place-anchors` (or keeps the current anchors when there is no policy), repairs the answer
+//! (drained and unknown nodes are replaced), and moves the scope by raft membership changes:
+//! new anchors join as learners under fresh replica ids and catch up, then the voter set is
+//! replaced in one joint-consensus change, then leftover learners go. Nothing here is
+//! replicated state; the membership entries it causes are.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+
+use openraft::ChangeMembers;
+use openraft::async_runtime::WatchReceiver;
+use scopekeeper_client::proto::{ClusterNode, Reply, Request};
+
+use crate::limits;
+use crate::node::Node;
+use crate::policy::placement::{self, Placement};
+use crate::policy::quorum::{self, QuorumAnchor};
+use crate::scope::Scope;
+use crate::scope::types::AnchorNode;
+
+/// The placement to move to: the policy's answer with ineligible nodes (drained, unknown)
+/// replaced by eligible ones not yet chosen, lowest id first, voters and observers disjoint,
+/// at most `QUORUM_ANCHORS_MAX` voters. An answer with no eligible voter keeps `current`.
+pub fn repair(proposed: &Placement, current: &Placement, eligible: &BTreeSet<u64>) -> Placement {
+    let wanted: BTreeSet<u64> = proposed.voters.iter().copied().collect();
+    let mut voters: BTreeSet<u64> = wanted.intersection(eligible).copied().collect();
+    let mut spare = eligible.iter().filter(|id| !wanted.contains(id));
+    while voters.len() < wanted.len().min(limits::QUORUM_ANCHORS_MAX) {
+        match spare.next() {
+            Some(id) => {
+                voters.insert(*id);
+            }
+            None => break,
+        }
+    }
+    while voters.len() > limits::QUORUM_ANCHORS_MAX {
+        let last = *voters.iter().next_back().expect("non-empty");
+        voters.remove(&last);
+    }
+    if voters.is_empty() {
+        return current.clone();
+    }
+    let observers: Vec<u64> = proposed
+        .observers
+        .iter()
+        .copied()
+        .filter(|id| eligible.contains(id) && !voters.contains(id))
+        .collect::<BTreeSet<u64>>()
+        .into_iter()
+        .collect();
+    Placement {
+        voters: voters.into_iter().collect(),
+        observers,
+    }
+}
+
+/// The node's placement loop.
+pub async fn run(node: Node) {
+    let moving: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let mut tick = tokio::time::interval(limits::PLACEMENT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let led: Vec<Arc<Scope>> = node
+            .scopes()
+            .into_iter()
+            .filter(|s| s.raft.is_leader() && s.is_initialized())
+            .collect();
+        if led.is_empty() {
+            continue;
+        }
+        let Some(registry) = registry(&node).await else {
+            continue;
+        };
+        for scope in led {
+            if moving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains(&scope.id)
+            {
+                continue;
+            }
+            let Some(target) = target(&node, &scope, &registry).await else {
+                continue;
+            };
+            moving
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(scope.id);
+            let (moving, registry) = (moving.clone(), registry.clone());
+            tokio::spawn(async move {
+                if let Err(e) = move_anchors(&scope, &target, &registry).await {
+                    tracing::warn!(scope = scope.id, "moving anchors to {target:?}: {e}");
+                }
+                moving
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&scope.id);
+            });
+        }
+    }
+}
+
+/// The nodes that may hold anchors (registered, not draining), for checks before commit.
+pub async fn eligible(node: &Node) -> Vec<QuorumAnchor> {
+    registry(node)
+        .await
+        .unwrap_or_default()
+        .into_values()
+        .filter(|n| !n.draining)
+        .map(|n| QuorumAnchor {
+            id: n.id,
+            labels: n.labels,
+        })
+        .collect()
+}
+
+/// The cluster's nodes, from the root scope here or through any node that has it.
+async fn registry(node: &Node) -> Option<BTreeMap<u64, ClusterNode>> {
+    if let Some(root) = node.root().filter(|r| r.is_initialized()) {
+        let nodes = root.view().read().nodes.clone();
+        if !nodes.is_empty() {
+            return Some(nodes);
+        }
+    }
+    // Not through the service's routing, which itself asks for the registry before commits.
+    let principal =
+        crate::service::policy_principal(&scopekeeper_transport::Principal::Node { id: node.id() });
+    let request = crate::peer::PeerRequest::Client {
+        principal,
+        request: Request::Nodes,
+        hops: 1,
+    };
+    for anchor in node
+        .route("/")
+        .anchors
+        .iter()
+        .filter(|a| a.node != node.id())
+    {
+        if let Ok(crate::peer::PeerResponse::Client(answer)) =
+            node.0.peers.call(anchor.node, &anchor.addr, &request).await
+            && let Ok(Reply::Nodes(nodes)) = answer.response
+        {
+            return Some(nodes.into_iter().map(|n| (n.id, n)).collect());
+        }
+    }
+    None
+}
+
+/// The current placement of a scope, as node ids.
+fn current(scope: &Scope) -> Placement {
+    let metrics = scope.raft.metrics();
+    let m = metrics.borrow_watched();
+    let membership = m.membership_config.membership();
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    let mut p = Placement::default();
+    for (replica, anchor) in membership.nodes() {
+        if voters.contains(replica) {
+            p.voters.push(anchor.node);
+        } else {
+            p.observers.push(anchor.node);
+        }
+    }
+    p.voters.sort_unstable();
+    p.observers.sort_unstable();
+    p
+}
+
+/// Where the scope should be, if not where it is. A placement whose quorum rule could never
+/// be satisfied is not moved to.
+async fn target(
+    node: &Node,
+    scope: &Arc<Scope>,
+    registry: &BTreeMap<u64, ClusterNode>,
+) -> Option<Placement> {
+    let current = current(scope);
+    let eligible: BTreeSet<u64> = registry
+        .values()
+        .filter(|n| !n.draining)
+        .map(|n| n.id)
+        .collect();
+    let nodes: Vec<QuorumAnchor> = registry
+        .values()
+        .filter(|n| !n.draining)
+        .map(|n| QuorumAnchor {
+            id: n.id,
+            labels: n.labels.clone(),
+        })
+        .collect();
+    let active = scope
+        .view()
+        .read()
+        .governance
+        .active
+        .as_ref()
+        .map(|a| (a.hash, a.component.clone(), a.info.params.clone()));
+    let engine = node.0.host.engine.clone();
+    let proposed = {
+        let (current, nodes) = (current.clone(), nodes.clone());
+        tokio::task::spawn_blocking(move || -> Result<Placement, String> {
+            match &active {
+                Some((hash, component, params)) => {
+                    let compiled = engine
+                        .compiled(*hash, component)
+                        .map_err(|e| e.to_string())?;
+                    let placed = placement::place(&engine, &compiled, params, &nodes, &current)?;
+                    let target = repair(&placed, &current, &eligible);
+                    let anchors: Vec<QuorumAnchor> = nodes
+                        .iter()
+                        .filter(|n| target.voters.contains(&n.id))
+                        .cloned()
+                        .collect();
+                    quorum::policy_table(&engine, &compiled, params, &anchors)
+                        .map_err(|e| format!("not moving: {e}"))?;
+                    Ok(target)
+                }
+                None => Ok(repair(&current, &current, &eligible)),
+            }
+        })
+        .await
+        .ok()?
+        .map_err(|e| tracing::debug!(scope = scope.id, "placement: {e}"))
+        .ok()?
+    };
+    (proposed != current).then_some(proposed)
+}
+
+/// Moves a scope's anchors to `target`: learners first, then the voters in one change, then
+/// leftover learners out.
+async fn move_anchors(
+    scope: &Arc<Scope>,
+    target: &Placement,
+    registry: &BTreeMap<u64, ClusterNode>,
+) -> Result<(), String> {
+    scope.wake();
+    tracing::info!(scope = scope.id, ?target, "moving anchors");
+    let wanted: Vec<u64> = target
+        .voters
+        .iter()
+        .chain(&target.observers)
+        .copied()
+        .collect();
+    for node_id in wanted {
+        if scope.replica_on(node_id).is_some() {
+            continue;
+        }
+        let n = registry
+            .get(&node_id)
+            .ok_or_else(|| format!("node {node_id} is not registered"))?;
+        let replica = next_replica(scope);
+        let anchor = AnchorNode::new(node_id, n.addr.clone(), n.labels.clone());
+        let added = tokio::time::timeout(
+            limits::ANCHOR_CATCH_UP_TIMEOUT,
+            scope.raft.add_learner(replica, anchor, true),
+        )
+        .await
+        .map_err(|_| {
+            format!(
+                "node {node_id} did not catch up within {:?}",
+                limits::ANCHOR_CATCH_UP_TIMEOUT
+            )
+        })?;
+        added.map_err(|e| format!("adding node {node_id} as replica {replica}: {e}"))?;
+        tracing::info!(
+            scope = scope.id,
+            node = node_id,
+            replica,
+            "new anchor caught up"
+        );
+    }
+    let voters: BTreeSet<u64> = target
+        .voters
+        .iter()
+        .map(|n| {
+            scope
+                .replica_on(*n)
+                .ok_or_else(|| format!("node {n} has no replica after being added"))
+        })
+        .collect::<Result<_, _>>()?;
+    if current(scope).voters != target.voters {
+        scope
+            .raft
+            .change_membership(ChangeMembers::ReplaceAllVoters(voters.clone()), false)
+            .await
+            .map_err(|e| format!("replacing the voters: {e}"))?;
+    }
+    let observers: BTreeSet<u64> = target
+        .observers
+        .iter()
+        .filter_map(|n| scope.replica_on(*n))
+        .collect();
+    let leftover: BTreeSet<u64> = {
+        let metrics = scope.raft.metrics();
+        let m = metrics.borrow_watched();
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(r, _)| *r)
+            .filter(|r| !voters.contains(r) && !observers.contains(r))
+            .collect()
+    };
+    if !leftover.is_empty() && scope.raft.is_leader() {
+        scope
+            .raft
+            .change_membership(ChangeMembers::RemoveNodes(leftover), false)
+            .await
+            .map_err(|e| format!("removing leftover learners: {e}"))?;
+    }
+    tracing::info!(scope = scope.id, ?target, "anchors moved");
+    Ok(())
+}
+
+/// A raft id never used in this scope: above every id its state has seen.
+fn next_replica(scope: &Scope) -> u64 {
+    let high = scope.view().read().replica_high;
+    let metrics = scope.raft.metrics();
+    let m = metrics.borrow_watched();
+    let members = m
+        .membership_config
+        .membership()
+        .nodes()
+        .map(|(r, _)| *r)
+        .max()
+        .unwrap_or(0);
+    high.max(members) + 1
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn p(voters: &[u64], observers: &[u64]) -> Placement {
+        Placement {
+            voters: voters.to_vec(),
+            observers: observers.to_vec(),
+        }
+    }
+
+    #[test]
+    fn drained_nodes_are_replaced_and_the_count_kept() {
+        let eligible: BTreeSet<u64> = [1, 2, 4, 5].into();
+        let current = p(&[1, 2, 3], &[]);
+        assert_eq!(repair(&current, &current, &eligible), p(&[1, 2, 4], &[]));
+    }
+
+    #[test]
+    fn observers_never_duplicate_voters_and_nothing_eligible_keeps_current() {
+        let eligible: BTreeSet<u64> = [1, 2, 3].into();
+        let proposed = p(&[1, 2], &[2, 3, 9]);
+        assert_eq!(
+            repair(&proposed, &p(&[1], &[]), &eligible),
+            p(&[1, 2], &[3])
+        );
+        let nobody = BTreeSet::new();
+        assert_eq!(repair(&proposed, &p(&[7], &[]), &nobody), p(&[7], &[]));
+    }
+}

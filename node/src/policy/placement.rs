@@ -1,0 +1,58 @@
+//! Calling a policy's `place-anchors` export: which nodes should hold a scope.
+
+use wasmtime::Store;
+
+use super::engine::{Compiled, PolicyEngine};
+use super::quorum::QuorumAnchor;
+use super::wit::exports::scopekeeper::policy::rules as wit;
+use crate::limits;
+
+/// Voters and observers (raft learners), as node ids.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Placement {
+    pub voters: Vec<u64>,
+    pub observers: Vec<u64>,
+}
+
+/// Asks the policy where the scope's anchors should be, given the eligible nodes and the
+/// current placement. Runs on the leader only, on a fresh instance; its answer becomes
+/// membership changes, which are what the log records.
+pub fn place(
+    engine: &PolicyEngine,
+    compiled: &Compiled,
+    params: &str,
+    nodes: &[QuorumAnchor],
+    current: &Placement,
+) -> Result<Placement, String> {
+    let mut store = Store::new(engine.engine(), ());
+    store
+        .set_fuel(limits::POLICY_FUEL_VALIDATE)
+        .map_err(|e| format!("{e:#}"))?;
+    let policy = compiled
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| format!("{e:#}"))?;
+    let nodes: Vec<wit::Node> = nodes
+        .iter()
+        .map(|n| wit::Node {
+            id: n.id,
+            labels: n
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+        .collect();
+    let current = wit::Placement {
+        voters: current.voters.clone(),
+        observers: current.observers.clone(),
+    };
+    let placed = policy
+        .scopekeeper_policy_rules()
+        .call_place_anchors(&mut store, params, &nodes, &current)
+        .map_err(|e| format!("the policy's placement trapped: {e:#}"))?;
+    Ok(Placement {
+        voters: placed.voters,
+        observers: placed.observers,
+    })
+}
