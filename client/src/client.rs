@@ -75,6 +75,8 @@ pub struct Client {
     addrs: Vec<SocketAddr>,
     current: AtomicUsize,
     conn: Mutex<Option<(usize, Connection)>>,
+    /// The highest zxid seen, sent with every write so zxids follow this client's order.
+    last_zxid: std::sync::atomic::AtomicI64,
 }
 
 /// How many endpoint switches one request may make before giving up.
@@ -118,6 +120,7 @@ impl Client {
             addrs,
             current: AtomicUsize::new(start),
             conn: Mutex::new(None),
+            last_zxid: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -195,10 +198,29 @@ impl Client {
 
     async fn write(&self, op: Op) -> Result<OpResult, Error> {
         check_op(&op)?;
-        match self.request(&Request::Write(op)).await? {
-            Reply::Write(r) => Ok(r),
+        let after_zxid = self.last_zxid();
+        match self.request(&Request::Write { op, after_zxid }).await? {
+            Reply::Write { result, zxid } => {
+                self.saw_zxid(zxid);
+                Ok(result)
+            }
             other => Err(unexpected(other)),
         }
+    }
+
+    /// The highest zxid this client has seen: of its writes, and of the Stats it has read.
+    /// Its next write gets a higher one, whichever scope it goes to.
+    pub fn last_zxid(&self) -> i64 {
+        self.last_zxid.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    fn saw_zxid(&self, zxid: i64) {
+        self.last_zxid
+            .fetch_max(zxid, std::sync::atomic::Ordering::AcqRel);
+    }
+
+    fn saw_stat(&self, stat: &Stat) {
+        self.saw_zxid(stat.czxid.max(stat.mzxid).max(stat.pzxid));
     }
 
     /// Creates a node; returns its path (with the sequence suffix, if sequential) and Stat.
@@ -250,7 +272,10 @@ impl Client {
             .request(&Request::GetData { path: path.into() })
             .await?
         {
-            Reply::Data { data, stat } => Ok((data, stat)),
+            Reply::Data { data, stat } => {
+                self.saw_stat(&stat);
+                Ok((data, stat))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -258,7 +283,12 @@ impl Client {
     pub async fn exists(&self, path: &str) -> Result<Option<Stat>, Error> {
         path::validate(path, false)?;
         match self.request(&Request::Exists { path: path.into() }).await? {
-            Reply::Exists(stat) => Ok(stat),
+            Reply::Exists(stat) => {
+                if let Some(s) = &stat {
+                    self.saw_stat(s);
+                }
+                Ok(stat)
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -270,7 +300,10 @@ impl Client {
             .request(&Request::GetChildren { path: path.into() })
             .await?
         {
-            Reply::Children { children, stat } => Ok((children, stat)),
+            Reply::Children { children, stat } => {
+                self.saw_stat(&stat);
+                Ok((children, stat))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -286,8 +319,12 @@ impl Client {
         for op in &ops {
             check_op(op)?;
         }
-        match self.request(&Request::Multi(ops)).await? {
-            Reply::Multi(slots) if slots.iter().all(|s| matches!(s, MultiSlot::Done(_))) => {
+        let after_zxid = self.last_zxid();
+        match self.request(&Request::Multi { ops, after_zxid }).await? {
+            Reply::Multi { slots, zxid }
+                if slots.iter().all(|s| matches!(s, MultiSlot::Done(_))) =>
+            {
+                self.saw_zxid(zxid);
                 Ok(slots
                     .into_iter()
                     .filter_map(|s| match s {
@@ -296,7 +333,7 @@ impl Client {
                     })
                     .collect())
             }
-            Reply::Multi(slots) => Err(Error::Multi(
+            Reply::Multi { slots, .. } => Err(Error::Multi(
                 slots
                     .into_iter()
                     .map(|s| match s {

@@ -205,8 +205,18 @@ impl ApiError {
 /// What a native client asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    Write(Op),
-    Multi(Vec<Op>),
+    /// One write. `after_zxid` is the highest zxid the client has seen (0 if none): the
+    /// write's zxid is higher, whatever scope it lands in, so zxids follow the client's order
+    /// across scopes (DESIGN section 6).
+    Write {
+        op: Op,
+        after_zxid: i64,
+    },
+    /// An atomic multi within one scope; `after_zxid` as for `Write`.
+    Multi {
+        ops: Vec<Op>,
+        after_zxid: i64,
+    },
     GetData {
         path: String,
     },
@@ -293,8 +303,8 @@ impl Request {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            Request::Write(_)
-                | Request::Multi(_)
+            Request::Write { .. }
+                | Request::Multi { .. }
                 | Request::SetPolicy { .. }
                 | Request::CreateScope { .. }
                 | Request::ChangeNode(_)
@@ -305,8 +315,15 @@ impl Request {
 /// What a native client gets back for a request that did not fail.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Reply {
-    Write(OpResult),
-    Multi(Vec<MultiSlot>),
+    /// A write's result and the zxid it was applied at.
+    Write {
+        result: OpResult,
+        zxid: i64,
+    },
+    Multi {
+        slots: Vec<MultiSlot>,
+        zxid: i64,
+    },
     Data {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,

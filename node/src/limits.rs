@@ -26,6 +26,10 @@ pub const BATCH_BYTES_MAX: usize = ENTRY_BYTES_MAX;
 /// (each time the directory learns a better route).
 pub const ROUTE_ATTEMPTS_MAX: usize = 8;
 
+/// How far ahead of the leader's clock a client's last-seen zxid may be (zxids are
+/// `ms << 20` plus a count): beyond it, the zxid did not come from this cluster.
+pub const ZXID_CLOCK_AHEAD_MAX_MS: i64 = 60_000;
+
 /// How often a node heartbeats each peer (standing in for quiescent scopes' heartbeats).
 pub const LIVENESS_TICK: std::time::Duration = std::time::Duration::from_millis(250);
 

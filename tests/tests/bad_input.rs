@@ -50,11 +50,14 @@ fn code(r: Response) -> ErrorCode {
 }
 
 fn create(path: &str, data: Vec<u8>) -> Request {
-    Request::Write(Op::Create {
-        path: path.into(),
-        data,
-        mode: CreateMode::Persistent,
-    })
+    Request::Write {
+        op: Op::Create {
+            path: path.into(),
+            data,
+            mode: CreateMode::Persistent,
+        },
+        after_zxid: 0,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -374,3 +374,59 @@ async fn idle_scopes_go_quiet_and_still_fail_over() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// A client's writes get rising zxids in the order it sends them, across scopes: each write
+/// carries the highest zxid the client has seen. A zxid from the future is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zxids_follow_a_clients_order_across_scopes() -> anyhow::Result<()> {
+    use scopekeeper_client::proto::{Op, Reply, Request};
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create_scope("/a", None).await?;
+    admin.create_scope("/b", None).await?;
+    let mut last = admin.last_zxid();
+    for i in 0..20 {
+        let root = if i % 2 == 0 { "/a" } else { "/b" };
+        let (_, stat) = admin
+            .create(&format!("{root}/n{i}"), b"", CreateMode::Persistent)
+            .await?;
+        assert!(
+            stat.czxid > last,
+            "write {i} in {root}: {} after {last}",
+            stat.czxid
+        );
+        last = stat.czxid;
+    }
+    // Whatever the scope's clock says, a write comes after what its client has seen.
+    let seen = ((std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_millis() as i64)
+        + 30_000)
+        << 20;
+    let op = Op::Create {
+        path: "/b/later".into(),
+        data: vec![],
+        mode: CreateMode::Persistent,
+    };
+    match admin
+        .request(&Request::Write {
+            op: op.clone(),
+            after_zxid: seen,
+        })
+        .await?
+    {
+        Reply::Write { zxid, .. } => assert!(zxid > seen, "{zxid:#x} after {seen:#x}"),
+        other => panic!("{other:?}"),
+    }
+    let err = admin
+        .request(&Request::Write {
+            op,
+            after_zxid: i64::MAX,
+        })
+        .await
+        .expect_err("a zxid from the far future");
+    assert_eq!(err.code(), ErrorCode::BadArguments);
+    Ok(())
+}

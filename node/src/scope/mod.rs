@@ -432,6 +432,18 @@ impl Scope {
                 leader: self.leader(),
             });
         }
+        // A zxid from the future would push this scope's zxids to the end of their range.
+        let horizon = (now_ms() + limits::ZXID_CLOCK_AHEAD_MAX_MS) << 20;
+        if zxid_floor > horizon {
+            return Err(Refusal::Rejected(scopekeeper_client::ApiError::new(
+                scopekeeper_client::ErrorCode::BadArguments,
+                format!(
+                    "after_zxid {zxid_floor:#x} is more than {} ms ahead of this scope's clock; \
+                     it did not come from this cluster",
+                    limits::ZXID_CLOCK_AHEAD_MAX_MS
+                ),
+            )));
+        }
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
             proposal: Proposal { principal, txn },

@@ -127,8 +127,8 @@ pub async fn handle_client(
 /// The path whose scope serves a request.
 fn routing_path(request: &Request) -> &str {
     match request {
-        Request::Write(op) => crate::tree::governing_path(op),
-        Request::Multi(ops) => ops.first().map_or("/", crate::tree::governing_path),
+        Request::Write { op, .. } => crate::tree::governing_path(op),
+        Request::Multi { ops, .. } => ops.first().map_or("/", crate::tree::governing_path),
         Request::GetData { path }
         | Request::Exists { path }
         | Request::GetChildren { path }
@@ -145,7 +145,7 @@ fn routing_path(request: &Request) -> &str {
 fn is_wrong_scope(response: &Response) -> bool {
     match response {
         Err(e) => e.code == ErrorCode::WrongScope,
-        Ok(Reply::Multi(slots)) => slots
+        Ok(Reply::Multi { slots, .. }) => slots
             .iter()
             .any(|s| matches!(s, MultiSlot::Failed(ErrorCode::WrongScope))),
         Ok(_) => false,
@@ -172,7 +172,7 @@ pub(super) async fn handle_routed(
     let mut last = None;
     for attempt in 1..=limits::ROUTE_ATTEMPTS_MAX as u32 {
         let route = node.route(&path);
-        if let Request::Multi(ops) = &request
+        if let Request::Multi { ops, .. } = &request
             && let Err(spanning) = check_one_scope(node, ops)
         {
             return (Err(spanning), None);
@@ -317,19 +317,19 @@ async fn serve_local(
     request: &Request,
 ) -> Response {
     match request {
-        Request::Write(op) => {
-            match propose_txn(node, scope, Txn::Single(op.clone()), principal)
-                .await?
-                .outcome
-            {
-                Outcome::Single(r) => r.map(Reply::Write),
+        Request::Write { op, after_zxid } => {
+            let applied =
+                propose_txn(node, scope, Txn::Single(op.clone()), *after_zxid, principal).await?;
+            let zxid = applied.zxid;
+            match applied.outcome {
+                Outcome::Single(r) => r.map(|result| Reply::Write { result, zxid }),
                 other => Err(ApiError::new(
                     ErrorCode::SystemError,
                     format!("a single op produced {other:?}"),
                 )),
             }
         }
-        Request::Multi(ops) => {
+        Request::Multi { ops, after_zxid } => {
             if ops.len() > client_limits::MULTI_OPS_MAX {
                 return Err(ApiError::new(
                     ErrorCode::BadArguments,
@@ -340,11 +340,11 @@ async fn serve_local(
                     ),
                 ));
             }
-            match propose_txn(node, scope, Txn::Multi(ops.clone()), principal)
-                .await?
-                .outcome
-            {
-                Outcome::Multi(slots) => Ok(Reply::Multi(slots)),
+            let applied =
+                propose_txn(node, scope, Txn::Multi(ops.clone()), *after_zxid, principal).await?;
+            let zxid = applied.zxid;
+            match applied.outcome {
+                Outcome::Multi(slots) => Ok(Reply::Multi { slots, zxid }),
                 other => Err(ApiError::new(
                     ErrorCode::SystemError,
                     format!("a multi produced {other:?}"),
@@ -652,17 +652,18 @@ async fn propose_txn(
     node: &Node,
     scope: &Scope,
     txn: Txn,
+    after_zxid: i64,
     principal: &crate::policy::admission::Principal,
 ) -> Result<TxnResult, ApiError> {
     through_leader(
         node,
         scope,
-        || scope.propose_txn(principal.clone(), txn.clone(), 0),
+        || scope.propose_txn(principal.clone(), txn.clone(), after_zxid),
         |_| PeerRequest::ProposeTxn {
             scope: scope.id,
             principal: principal.clone(),
             txn: txn.clone(),
-            zxid_floor: 0,
+            zxid_floor: after_zxid,
         },
     )
     .await
