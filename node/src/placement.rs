@@ -57,9 +57,32 @@ pub fn repair(proposed: &Placement, current: &Placement, eligible: &BTreeSet<u64
     }
 }
 
+/// What a placement decision depends on: the registry, the scope's policy and membership.
+/// A scope whose inputs are unchanged since its last evaluation is not evaluated again, so a
+/// thousand idle scopes cost nothing here either.
+fn inputs(scope: &Scope, registry: &BTreeMap<u64, ClusterNode>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for n in registry.values() {
+        (n.id, &n.addr, &n.labels, n.draining).hash(&mut h);
+    }
+    {
+        let state = scope.view().read();
+        if let Some(a) = &state.governance.active {
+            (a.hash.0, &a.info.params).hash(&mut h);
+        }
+    }
+    let metrics = scope.raft.metrics();
+    let m = metrics.borrow_watched();
+    m.membership_config.log_id().map(|l| l.index()).hash(&mut h);
+    m.current_term.hash(&mut h);
+    h.finish()
+}
+
 /// The node's placement loop.
 pub async fn run(node: Node) {
     let moving: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
+    let mut settled: BTreeMap<u64, u64> = BTreeMap::new();
     let mut tick = tokio::time::interval(limits::PLACEMENT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -83,9 +106,15 @@ pub async fn run(node: Node) {
             {
                 continue;
             }
+            let seen = inputs(&scope, &registry);
+            if settled.get(&scope.id) == Some(&seen) {
+                continue;
+            }
             let Some(target) = target(&node, &scope, &registry).await else {
+                settled.insert(scope.id, seen);
                 continue;
             };
+            settled.remove(&scope.id);
             moving
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())

@@ -209,11 +209,15 @@ async fn leader_killed_under_load_loses_no_acknowledged_write() -> anyhow::Resul
     // old one can only catch up by snapshot.
     load.wait_for(before + 200, Duration::from_secs(60)).await?;
     let deadline = Instant::now() + Duration::from_secs(60);
-    while cluster.info(new_leader).await?.purged_index <= old_applied {
-        assert!(
-            Instant::now() < deadline,
-            "the new leader never compacted its log"
-        );
+    loop {
+        // A busy node may miss one connection attempt; only the deadline fails the test.
+        match cluster.info(new_leader).await {
+            Ok(info) if info.purged_index > old_applied => break,
+            _ => assert!(
+                Instant::now() < deadline,
+                "the new leader never compacted its log"
+            ),
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
