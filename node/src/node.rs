@@ -24,6 +24,9 @@ use crate::scope::types::AnchorNode;
 use crate::scope::{Scope, ScopeHost};
 use crate::storage::{ROOT_SCOPE, ScopeId, Store};
 
+/// The sm_meta key (after the scope id) of a moved scope's last known route.
+const MOVED: &[u8] = b"moved";
+
 /// How a node treats an empty data directory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StartMode {
@@ -189,6 +192,7 @@ impl Node {
         for id in stored.into_iter().filter(|&id| id != ROOT_SCOPE) {
             node.open_scope(id, ScopeIdentity::default(), None).await?;
         }
+        node.learn_moved_routes()?;
         node.replicate_delegated_scopes().await?;
         let _ = node.0.started.set(());
         tokio::spawn(node.clone().follow_scope_events(event_queue));
@@ -265,7 +269,14 @@ impl Node {
             })
             .collect();
         for (route, parent) in wanted {
-            if self.scope(route.scope).is_none() {
+            // A scope this node held and left has moved on; the parent's record is older.
+            let moved = self
+                .0
+                .store
+                .sm_meta
+                .contains_key(crate::storage::key(route.scope, MOVED))
+                .context("reading moved-scope routes")?;
+            if self.scope(route.scope).is_none() && !moved {
                 let fresh = ScopeIdentity {
                     id: route.scope,
                     root: route.root.clone(),
@@ -362,13 +373,34 @@ impl Node {
             replica = scope.replica,
             "this node's replica was removed; deleting it"
         );
-        self.learn_route(scope.view().read().route());
+        let route = scope.view().read().route();
+        self.learn_route(route.clone());
         let _opening = self.0.opening.lock().await;
         self.close_scope(scope).await;
         self.0
             .store
             .remove_scope(id)
             .with_context(|| format!("deleting the removed replica of scope {id}"))?;
+        // Where the scope went, for routing after a restart: the parent's delegation record
+        // still names the anchors the scope was created on.
+        let tombstone = crate::storage::encode("route of a moved scope", &route)?;
+        self.0
+            .store
+            .sm_meta
+            .insert(crate::storage::key(id, MOVED), tombstone)
+            .with_context(|| format!("recording where scope {id} moved"))?;
+        Ok(())
+    }
+
+    /// The routes of scopes whose replicas this node held and gave up.
+    fn learn_moved_routes(&self) -> anyhow::Result<()> {
+        for guard in self.0.store.sm_meta.iter() {
+            let (k, v) = guard.into_inner().context("reading moved-scope routes")?;
+            if k.len() == 8 + MOVED.len() && &k[8..] == MOVED {
+                let route: Route = crate::storage::decode("route of a moved scope", &v)?;
+                self.learn_route(route);
+            }
+        }
         Ok(())
     }
 

@@ -252,5 +252,46 @@ async fn scopes_live_where_their_policies_place_them() -> anyhow::Result<()> {
         cluster.client_of(1).await?.children("/late").await?.0,
         ["x"]
     );
+
+    // Draining node 4: critical keeps as many anchors as there are eligible nodes, off node 4;
+    // then node 4 holds nothing and can be forgotten.
+    admin.change_node(NodeChange::Drain { id: 4 }).await?;
+    wait_for_anchors(&admin, "/crit", &[1, 2, 3, 5]).await?;
+    let err = admin
+        .change_node(NodeChange::Join {
+            id: 4,
+            addr: "127.0.0.1:1".into(),
+            labels: Default::default(),
+        })
+        .await
+        .expect_err("an id keeps its address");
+    assert_eq!(err.code(), ErrorCode::NodeExists);
+    admin.change_node(NodeChange::Forget { id: 4 }).await?;
+    let nodes: Vec<u64> = admin.nodes().await?.iter().map(|n| n.id).collect();
+    assert_eq!(nodes, [1, 2, 3, 5]);
+    admin
+        .create("/crit/after-drain", b"", CreateMode::Persistent)
+        .await?;
+
+    // The nodes /dev left all restart: the root's delegation record still names them, and
+    // they remember where the scope went.
+    for id in [1, 2, 3] {
+        cluster.kill9(id);
+    }
+    for id in [1, 2, 3] {
+        cluster.spawn(id, Mode::Existing)?;
+    }
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let via_1 = cluster.client_of(1).await?;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        match via_1.get("/dev/first").await {
+            Ok(_) => break,
+            Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
     Ok(())
 }
