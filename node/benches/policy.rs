@@ -33,6 +33,8 @@ fn main() -> anyhow::Result<()> {
         stats: wit::ScopeStats {
             znodes: 1000,
             data_bytes: 100_000,
+            writes_per_sec: 0,
+            ms_since_split: 0,
         },
     };
     println!(

@@ -13,5 +13,6 @@ pub mod placement;
 pub mod policy;
 pub mod scope;
 pub mod service;
+pub mod split;
 pub mod storage;
 pub mod tree;

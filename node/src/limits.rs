@@ -26,6 +26,12 @@ pub const BATCH_BYTES_MAX: usize = ENTRY_BYTES_MAX;
 /// (each time the directory learns a better route).
 pub const ROUTE_ATTEMPTS_MAX: usize = 8;
 
+/// How often a scope's leader asks its policy whether to split (only if the scope changed).
+pub const SPLIT_TICK: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Subtrees offered to a policy's `split` as candidates, largest first.
+pub const SPLIT_CANDIDATES_MAX: usize = 64;
+
 /// How far ahead of the leader's clock a client's last-seen zxid may be (zxids are
 /// `ms << 20` plus a count): beyond it, the zxid did not come from this cluster.
 pub const ZXID_CLOCK_AHEAD_MAX_MS: i64 = 60_000;

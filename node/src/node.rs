@@ -198,6 +198,7 @@ impl Node {
         tokio::spawn(node.clone().follow_scope_events(event_queue));
         tokio::spawn(crate::liveness::run(node.clone()));
         tokio::spawn(crate::placement::run(node.clone()));
+        tokio::spawn(crate::split::run(node.clone()));
         tracing::info!(id = config.id, cluster = %config.cluster, listen = %config.listen, "node started");
         Ok(node)
     }

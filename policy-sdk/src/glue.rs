@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 use crate::bindings::exports::scopekeeper::policy::rules as wit;
 use crate::{
     Context, CreateMode, Decision, Mutation, Node, OpKind, Placement, Policy, Principal,
-    ScopeStats, Stat, Verdict,
+    ScopeStats, Stat, SubtreeStats, Verdict,
 };
 
 #[doc(hidden)]
@@ -31,6 +31,8 @@ fn stats(s: wit::ScopeStats) -> ScopeStats {
     ScopeStats {
         znodes: s.znodes,
         data_bytes: s.data_bytes,
+        writes_per_sec: s.writes_per_sec,
+        ms_since_split: s.ms_since_split,
     }
 }
 
@@ -111,7 +113,20 @@ impl<P: Policy> wit::Guest for Exported<P> {
         wit::Placement { voters, observers }
     }
 
-    fn split(params: String, s: wit::ScopeStats) -> Option<String> {
-        P::split(&params, &stats(s))
+    fn split(
+        params: String,
+        s: wit::ScopeStats,
+        subtrees: Vec<wit::SubtreeStats>,
+    ) -> Option<String> {
+        let subtrees: Vec<SubtreeStats> = subtrees
+            .into_iter()
+            .map(|t| SubtreeStats {
+                path: t.path,
+                znodes: t.znodes,
+                data_bytes: t.data_bytes,
+                writes_per_sec: t.writes_per_sec,
+            })
+            .collect();
+        P::split(&params, &stats(s), &subtrees)
     }
 }

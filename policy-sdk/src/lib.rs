@@ -131,6 +131,19 @@ impl Principal {
 pub struct ScopeStats {
     pub znodes: u64,
     pub data_bytes: u64,
+    /// Writes per second over the last ten seconds of leader-stamped time.
+    pub writes_per_sec: u64,
+    /// Leader-stamped ms since the scope last split or was created.
+    pub ms_since_split: u64,
+}
+
+/// A subtree directly below the scope's root, as a split candidate.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubtreeStats {
+    pub path: String,
+    pub znodes: u64,
+    pub data_bytes: u64,
+    pub writes_per_sec: u64,
 }
 
 /// Where and when a mutation is judged.
@@ -241,9 +254,10 @@ pub trait Policy {
         current.clone()
     }
 
-    /// Whether to split the scope, and where.
-    fn split(params: &str, stats: &ScopeStats) -> Option<String> {
-        let _ = (params, stats);
+    /// Whether to split the scope, and where: a path at or below one of `subtrees` (those
+    /// directly below the scope's root, largest first).
+    fn split(params: &str, stats: &ScopeStats, subtrees: &[SubtreeStats]) -> Option<String> {
+        let _ = (params, stats, subtrees);
         None
     }
 }

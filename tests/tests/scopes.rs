@@ -430,3 +430,59 @@ async fn zxids_follow_a_clients_order_across_scopes() -> anyhow::Result<()> {
     assert_eq!(err.code(), ErrorCode::BadArguments);
     Ok(())
 }
+
+/// A scope whose policy says it is too big splits itself, with nobody approving: its own
+/// leader proposes the split in its own log; every write stays readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_splits_itself_when_its_policy_says_so() -> anyhow::Result<()> {
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create("/auto", b"", CreateMode::Persistent).await?;
+    admin.create("/auto/a", b"", CreateMode::Persistent).await?;
+    admin.create("/auto/b", b"", CreateMode::Persistent).await?;
+    let autosplit = PolicySpec {
+        component: component("autosplit"),
+        params: r#"{"max_znodes": 50, "min_interval_secs": 0}"#.into(),
+        mode: PolicyMode::Enforce,
+    };
+    admin.create_scope("/auto", Some(autosplit)).await?;
+    let client = cluster.client().await?;
+    for i in 0..40 {
+        client
+            .create(&format!("/auto/a/n{i}"), b"x", CreateMode::Persistent)
+            .await?;
+    }
+    for i in 0..20 {
+        client
+            .create(&format!("/auto/b/n{i}"), b"x", CreateMode::Persistent)
+            .await?;
+    }
+    let deadline = Instant::now() + SETTLE;
+    let split = loop {
+        let scopes = admin.scopes().await?;
+        if let Some(s) = scopes.iter().find(|s| s.root == "/auto/a") {
+            break s.clone();
+        }
+        if Instant::now() > deadline {
+            bail!("/auto never split: {scopes:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    assert_eq!(split.znodes, 41, "/auto/a and its 40 children moved");
+    assert!(
+        split.policy.is_some(),
+        "the child keeps its parent's policy"
+    );
+    assert_eq!(client.children("/auto/a").await?.0.len(), 40);
+    assert_eq!(client.children("/auto").await?.0, ["a", "b"]);
+    client
+        .create("/auto/a/after", b"", CreateMode::Persistent)
+        .await?;
+    // What is left (/auto, /auto/b and 20 children) is under the limit: no further split.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let roots: Vec<String> = admin.scopes().await?.into_iter().map(|s| s.root).collect();
+    assert_eq!(roots, ["/", "/auto", "/auto/a"]);
+    Ok(())
+}

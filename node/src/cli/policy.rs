@@ -294,6 +294,8 @@ async fn test(file: &PathBuf, params: &str, cases_file: &PathBuf) -> anyhow::Res
             stats: wit::ScopeStats {
                 znodes: 1,
                 data_bytes: 0,
+                writes_per_sec: 0,
+                ms_since_split: 0,
             },
         };
         // One case, one entry, one fresh instance: as on an anchor.

@@ -25,6 +25,9 @@ pub enum ScopeCommand {
         #[arg(long, default_value = "enforce", requires = "policy")]
         mode: String,
     },
+    /// Splits the subtree at AT off the scope rooted at PATH into a scope of its own, on the
+    /// same anchors and under the same policy (admin role required).
+    Split { path: String, at: String },
     /// Prints the tree of scopes: root path, id, anchors, leader, policy, epoch and size.
     List,
     /// Prints one scope: the one rooted exactly at PATH.
@@ -80,6 +83,21 @@ pub async fn run(cmd: ScopeCommand, connect: &ConnectArgs) -> anyhow::Result<()>
             }
         }
         ScopeCommand::Show { path } => print_scope(&client.scope(&path).await?),
+        ScopeCommand::Split { path, at } => {
+            let scope = client.scope(&path).await?;
+            let inside = at.starts_with(&scope.root)
+                && (scope.root == "/" || at[scope.root.len()..].starts_with('/'));
+            let delegated = scope
+                .children
+                .iter()
+                .any(|(c, _)| at == *c || at.starts_with(&format!("{c}/")));
+            if !inside || delegated || at == scope.root {
+                anyhow::bail!("{at} is not inside the scope rooted at {}", scope.root);
+            }
+            let id = client.create_scope(&at, None).await?;
+            println!("split {at} off {} into scope {id}", scope.root);
+            print_scope(&client.scope(&at).await?);
+        }
     }
     Ok(())
 }

@@ -40,6 +40,8 @@ pub struct PolicyAdmission<'a> {
     pub host_fault: Option<String>,
     /// Warnings and audit-mode denials, for the log.
     pub notes: Vec<String>,
+    /// The scope's write rate when the entry began, from its replicated load figures.
+    pub writes_per_sec: u64,
 }
 
 impl<'a> PolicyAdmission<'a> {
@@ -67,6 +69,7 @@ impl<'a> PolicyAdmission<'a> {
             fuel_spent: 0,
             host_fault: None,
             notes: Vec::new(),
+            writes_per_sec: 0,
         }
     }
 
@@ -133,6 +136,8 @@ impl<'a> PolicyAdmission<'a> {
             stats: wit::ScopeStats {
                 znodes: view.znodes,
                 data_bytes: view.data_bytes,
+                writes_per_sec: self.writes_per_sec,
+                ms_since_split: 0,
             },
         };
         let eval = self.eval.as_mut().expect("begun above");

@@ -56,3 +56,53 @@ pub fn place(
         observers: placed.observers,
     })
 }
+
+/// A scope's figures as `split` sees them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SplitStats {
+    pub znodes: u64,
+    pub data_bytes: u64,
+    pub writes_per_sec: u64,
+    pub ms_since_split: u64,
+    /// (path, znodes, data bytes, writes per second) of the subtrees below the root.
+    pub subtrees: Vec<(String, u64, u64, u64)>,
+}
+
+/// Asks the policy whether the scope should split, and where. Leader only, fresh instance.
+pub fn split(
+    engine: &PolicyEngine,
+    compiled: &Compiled,
+    params: &str,
+    stats: &SplitStats,
+) -> Result<Option<String>, String> {
+    let mut store = Store::new(engine.engine(), ());
+    store
+        .set_fuel(limits::POLICY_FUEL_VALIDATE)
+        .map_err(|e| format!("{e:#}"))?;
+    let policy = compiled
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| format!("{e:#}"))?;
+    let scope = wit::ScopeStats {
+        znodes: stats.znodes,
+        data_bytes: stats.data_bytes,
+        writes_per_sec: stats.writes_per_sec,
+        ms_since_split: stats.ms_since_split,
+    };
+    let subtrees: Vec<wit::SubtreeStats> = stats
+        .subtrees
+        .iter()
+        .map(
+            |(path, znodes, data_bytes, writes_per_sec)| wit::SubtreeStats {
+                path: path.clone(),
+                znodes: *znodes,
+                data_bytes: *data_bytes,
+                writes_per_sec: *writes_per_sec,
+            },
+        )
+        .collect();
+    policy
+        .scopekeeper_policy_rules()
+        .call_split(&mut store, params, scope, &subtrees)
+        .map_err(|e| format!("the policy's split trapped: {e:#}"))
+}

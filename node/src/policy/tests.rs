@@ -41,6 +41,8 @@ fn context() -> wit::Context {
         stats: wit::ScopeStats {
             znodes: 1,
             data_bytes: 0,
+            writes_per_sec: 0,
+            ms_since_split: 0,
         },
     }
 }

@@ -172,6 +172,16 @@ pub fn check_admin(principal: &Principal, what: &str) -> Result<(), ApiError> {
     ))
 }
 
+/// What a policy is told about the entry it judges.
+#[derive(Clone, Copy, Debug)]
+pub struct EntryContext<'a> {
+    pub stamp: Stamp,
+    pub log_index: u64,
+    pub scope_root: &'a str,
+    /// The scope's write rate when the entry began (replicated load figures).
+    pub writes_per_sec: u64,
+}
+
 /// Why an entry could not be applied: the host failed in the middle of it.
 #[derive(Debug)]
 pub struct HostFault(pub String);
@@ -187,11 +197,15 @@ pub fn apply_txns(
     engine: &PolicyEngine,
     governance: &mut Governance,
     tree: &mut Tree,
-    stamp: Stamp,
+    entry: EntryContext<'_>,
     proposals: &[Proposal],
-    log_index: u64,
-    scope_root: &str,
 ) -> Result<Vec<Applied>, HostFault> {
+    let EntryContext {
+        stamp,
+        log_index,
+        scope_root,
+        writes_per_sec,
+    } = entry;
     let Some((hash, component, params, mode)) = governance.active.as_ref().map(|a| {
         (
             a.hash,
@@ -229,6 +243,7 @@ pub fn apply_txns(
         stamp.time_ms,
         scope_root,
     );
+    admission.writes_per_sec = writes_per_sec;
     while let Err(fault) = admission.prepare() {
         attempt += 1;
         host_fault(attempt, log_index, hash, &fault);

@@ -8,6 +8,7 @@
 
 pub mod ack;
 pub mod governance;
+pub mod load;
 pub mod log_store;
 pub mod network;
 pub mod snapshot;
@@ -524,6 +525,21 @@ impl Scope {
             },
         };
         self.write_command(command).await
+    }
+
+    /// Splits the subtree at `path` off into a child scope; only the leader accepts. Proposed
+    /// when the scope's policy says so, or by an admin (`scope split`).
+    pub async fn propose_split(&self, path: String) -> Result<CommandResult, Refusal> {
+        if !self.raft.is_leader() {
+            return Err(Refusal::NotLeader {
+                leader: self.leader(),
+            });
+        }
+        self.write_command(Command {
+            stamp: stamp(0),
+            body: Body::Split { path },
+        })
+        .await
     }
 
     /// Changes the cluster's node registry (root scope); only the leader accepts.

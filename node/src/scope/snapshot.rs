@@ -42,6 +42,8 @@ pub struct SnapshotHeader {
     pub delegations: BTreeMap<String, Route>,
     pub replica_high: u64,
     pub genesis_high: u64,
+    pub load: super::load::Load,
+    pub last_split_ms: i64,
     pub nodes: BTreeMap<u64, scopekeeper_client::proto::ClusterNode>,
 }
 
@@ -66,6 +68,8 @@ pub fn encode(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
         delegations: state.delegations.clone(),
         replica_high: state.replica_high,
         genesis_high: state.genesis_high,
+        load: state.load.clone(),
+        last_split_ms: state.last_split_ms,
         nodes: state.nodes.clone(),
     };
     let mut out = Vec::with_capacity(64 + tree.len() * 64);

@@ -16,6 +16,7 @@ use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
 use super::governance::{self, ActivePolicy, Governance, GovernanceMeta};
+use super::load::Load;
 use super::snapshot::{self, SnapshotFile};
 use super::types::{
     Body, CommandOutcome, CommandResult, LogId, Proposal, SetPolicy, SnapshotMeta,
@@ -46,6 +47,8 @@ struct AppliedMeta {
     replica_high: u64,
     genesis_high: u64,
     nodes: BTreeMap<u64, ClusterNode>,
+    load: Load,
+    last_split_ms: i64,
 }
 
 /// What readers see: the tree, the policy, and how far the log has been applied.
@@ -64,6 +67,10 @@ pub struct ScopeState {
     pub genesis_high: u64,
     /// The cluster's nodes (the root scope's state only; empty elsewhere).
     pub nodes: BTreeMap<u64, ClusterNode>,
+    /// Write rates, for split decisions.
+    pub load: Load,
+    /// Leader-stamped time the scope was created or last split off a child.
+    pub last_split_ms: i64,
 }
 
 impl ScopeState {
@@ -247,6 +254,8 @@ impl ScopeStateMachine {
                 replica_high: meta.replica_high,
                 genesis_high: meta.genesis_high,
                 nodes: meta.nodes,
+                load: meta.load,
+                last_split_ms: meta.last_split_ms,
             }))),
             snapshot_dir,
             events,
@@ -285,6 +294,8 @@ impl ScopeStateMachine {
             replica_high: state.replica_high,
             genesis_high: state.genesis_high,
             nodes: state.nodes.clone(),
+            load: state.load.clone(),
+            last_split_ms: state.last_split_ms,
         };
         batch.insert(
             &self.store.sm_meta,
@@ -331,6 +342,8 @@ impl ScopeStateMachine {
             replica_high: child.replica_high,
             genesis_high: child.genesis_high,
             nodes: BTreeMap::new(),
+            load: Load::default(),
+            last_split_ms: child.last_split_ms,
         };
         batch.insert(
             &self.store.sm_meta,
@@ -390,6 +403,8 @@ impl ScopeStateMachine {
             replica_high: header.replica_high,
             genesis_high: header.genesis_high,
             nodes: header.nodes.clone(),
+            load: header.load.clone(),
+            last_split_ms: header.last_split_ms,
         };
         self.record_applied(&mut batch, &state)?;
         batch
@@ -398,6 +413,41 @@ impl ScopeStateMachine {
         self.store.sync_now()?;
         *self.view.write() = state;
         Ok(())
+    }
+}
+
+/// Who a split is proposed by, as the scope's policy sees the `delegate` mutation.
+fn split_principal() -> Principal {
+    Principal {
+        id: "scope-split".into(),
+        roles: vec!["system".into()],
+    }
+}
+
+fn succeeded(outcome: &Outcome) -> bool {
+    match outcome {
+        Outcome::Single(r) => r.is_ok(),
+        Outcome::Multi(slots) => slots
+            .iter()
+            .all(|s| matches!(s, scopekeeper_client::proto::MultiSlot::Done(_))),
+        Outcome::Delegated(r) => r.is_ok(),
+    }
+}
+
+/// Counts a committed transaction's writes in the scope's load figures.
+fn record_load(state: &mut ScopeState, txn: &Txn, time_ms: i64) {
+    let root = state.identity.root.clone();
+    let ops: &[scopekeeper_client::proto::Op] = match txn {
+        Txn::Single(op) => std::slice::from_ref(op),
+        Txn::Multi(ops) => ops,
+        Txn::Delegate { .. } => &[],
+    };
+    for op in ops {
+        if !matches!(op, scopekeeper_client::proto::Op::Check { .. }) {
+            state
+                .load
+                .record(&root, crate::tree::governing_path(op), time_ms);
+        }
     }
 }
 
@@ -497,6 +547,8 @@ fn change_nodes(
 /// A Delegate entry, as apply sees it.
 struct Delegation<'a> {
     stamp: Stamp,
+    /// A split the scope decided itself: no admin role needed.
+    by_scope: bool,
     principal: &'a Principal,
     path: &'a str,
     policy: Option<&'a SetPolicy>,
@@ -517,6 +569,7 @@ impl ScopeStateMachine {
     ) -> io::Result<Result<Route, ApiError>> {
         let checked = match d.policy {
             Some(set) => governance::check_policy_change(d.principal, set),
+            None if d.by_scope => Ok(()),
             None => governance::check_admin(d.principal, "creating a scope"),
         };
         if let Err(refused) = checked {
@@ -528,14 +581,18 @@ impl ScopeStateMachine {
                 path: d.path.to_string(),
             },
         };
+        let entry = governance::EntryContext {
+            stamp: d.stamp,
+            log_index: d.log_index,
+            scope_root: &state.identity.root,
+            writes_per_sec: state.load.scope_per_sec(),
+        };
         let mut applied = governance::apply_txns(
             &self.engine,
             &mut state.governance,
             &mut state.tree,
-            d.stamp,
+            entry,
             std::slice::from_ref(&proposal),
-            d.log_index,
-            &state.identity.root,
         )
         .map_err(|fault| {
             tracing::error!(scope = self.scope, "apply halts: {}", fault.0);
@@ -595,11 +652,14 @@ impl ScopeStateMachine {
                 .max()
                 .unwrap_or(0),
             nodes: BTreeMap::new(),
+            load: Load::default(),
+            last_split_ms: d.stamp.time_ms,
         };
         self.write_genesis(batch, &child, &carved)?;
         let route = child.route();
         state.delegations.insert(d.path.to_string(), route.clone());
         state.identity.epoch += 1;
+        state.last_split_ms = d.stamp.time_ms;
         created.push(child_id);
         tracing::info!(
             scope = self.scope,
@@ -679,14 +739,18 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                     EntryPayload::Blank => CommandOutcome::Nothing,
                     EntryPayload::Normal(command) => match &command.body {
                         Body::Txns(proposals) => {
+                            let entry = governance::EntryContext {
+                                stamp: command.stamp,
+                                log_index: log_id.index(),
+                                scope_root: &state.identity.root,
+                                writes_per_sec: state.load.scope_per_sec(),
+                            };
                             let applied = governance::apply_txns(
                                 &self.engine,
                                 &mut state.governance,
                                 &mut state.tree,
-                                command.stamp,
+                                entry,
                                 proposals,
-                                log_id.index(),
-                                &state.identity.root,
                             )
                             .map_err(|fault| {
                                 tracing::error!(scope = self.scope, "apply halts: {}", fault.0);
@@ -694,8 +758,12 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                             })?;
                             let results = applied
                                 .into_iter()
-                                .map(|a| {
+                                .zip(proposals)
+                                .map(|(a, proposal)| {
                                     touched.extend(a.touched);
+                                    if succeeded(&a.outcome) {
+                                        record_load(state, &proposal.txn, command.stamp.time_ms);
+                                    }
                                     TxnResult {
                                         zxid: a.zxid,
                                         outcome: a.outcome,
@@ -735,9 +803,24 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                             &mut touched,
                             Delegation {
                                 stamp: command.stamp,
+                                by_scope: false,
                                 principal,
                                 path,
                                 policy: policy.as_ref(),
+                                log_index: log_id.index(),
+                            },
+                            &mut created,
+                        )?),
+                        Body::Split { path } => CommandOutcome::Delegated(self.apply_delegation(
+                            state,
+                            &mut batch,
+                            &mut touched,
+                            Delegation {
+                                stamp: command.stamp,
+                                by_scope: true,
+                                principal: &split_principal(),
+                                path,
+                                policy: None,
                                 log_index: log_id.index(),
                             },
                             &mut created,

@@ -36,6 +36,10 @@ pub enum Body {
         path: String,
         policy: Option<SetPolicy>,
     },
+    /// The scope splits itself: the subtree at `path` becomes a child scope on the same
+    /// anchors, under the same policy. Proposed by the scope's leader when its policy's
+    /// `split` says so (or by an admin's `scope split`); no principal approves it.
+    Split { path: String },
     /// Changes the cluster's node registry; root scope only, admin role.
     Nodes {
         principal: Principal,
@@ -65,6 +69,7 @@ impl fmt::Display for Command {
             Body::SetPolicy { set, .. } => write!(f, "set policy ({} bytes)", set.component.len()),
             Body::Delegate { path, .. } => write!(f, "delegate {path}"),
             Body::Nodes { change, .. } => write!(f, "{change:?}"),
+            Body::Split { path } => write!(f, "split at {path}"),
         }
     }
 }

@@ -286,6 +286,31 @@ impl Tree {
         }
     }
 
+    /// Each subtree directly below the root that this scope governs: its path, znode count and
+    /// data bytes, in path order. One pass over the tree.
+    pub fn subtrees(&self) -> Vec<(String, u64, u64)> {
+        let root = self.nodes.get(&self.root).expect("the root exists");
+        let mut out = Vec::with_capacity(root.children.len());
+        for name in &root.children {
+            let top = path::join(&self.root, name);
+            if self.delegated.contains(&top) {
+                continue;
+            }
+            let (mut znodes, mut bytes) = (0u64, 0u64);
+            for (_, z) in self
+                .nodes
+                .range(top.clone()..)
+                .take_while(|(p, _)| p.starts_with(top.as_str()))
+                .filter(|(p, _)| path::is_within(p, &top))
+            {
+                znodes += 1;
+                bytes += z.data.len() as u64;
+            }
+            out.push((top, znodes, bytes));
+        }
+        out
+    }
+
     /// The delegated path that `p` falls in, if any.
     pub fn delegation_of(&self, p: &str) -> Option<&str> {
         path::ancestors_and_self(p)

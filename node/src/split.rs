@@ -1,0 +1,132 @@
+//! Splits with no coordinator: each scope's leader asks the scope's own policy, every
+//! `SPLIT_TICK`, whether the scope should split and where, from the replicated figures (znodes,
+//! bytes, write rates over leader-stamped time, per subtree below the root). A yes becomes a
+//! `Split` entry in the scope's own log; every anchor carves the subtree into a new scope on
+//! the same anchors (as `scope create` does), and placement moves it from there.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use scopekeeper_client::path;
+
+use crate::limits;
+use crate::node::Node;
+use crate::policy::placement::{self, SplitStats};
+use crate::scope::Scope;
+
+/// The figures `split` is asked about, from the scope's state: subtrees largest first, at most
+/// `SPLIT_CANDIDATES_MAX` of them.
+pub fn stats(scope: &Scope) -> SplitStats {
+    let state = scope.view().read();
+    let mut subtrees: Vec<(String, u64, u64, u64)> = state
+        .tree
+        .subtrees()
+        .into_iter()
+        .map(|(p, znodes, bytes)| {
+            let rate = crate::scope::load::child_below(&state.identity.root, &p)
+                .map_or(0, |c| state.load.subtree_per_sec(c));
+            (p, znodes, bytes, rate)
+        })
+        .collect();
+    subtrees.sort_by(|a, b| (b.1, b.3, &a.0).cmp(&(a.1, a.3, &b.0)));
+    subtrees.truncate(limits::SPLIT_CANDIDATES_MAX);
+    let now_ms = state.load.now_sec.saturating_mul(1000);
+    SplitStats {
+        znodes: state.tree.len() as u64,
+        data_bytes: state.tree.data_bytes(),
+        writes_per_sec: state.load.scope_per_sec(),
+        ms_since_split: u64::try_from(now_ms - state.last_split_ms).unwrap_or(0),
+        subtrees,
+    }
+}
+
+/// Whether `at` may be split off: below the scope's root, governed by it, an existing znode.
+pub fn valid_split_point(scope: &Scope, at: &str) -> Result<(), String> {
+    let state = scope.view().read();
+    let root = &state.identity.root;
+    if at == root || !path::is_within(at, root) {
+        return Err(format!("{at} is not below the scope's root {root}"));
+    }
+    state.tree.owns(at).map_err(|e| e.message)?;
+    if state.tree.get(at).is_none() {
+        return Err(format!("{at} does not exist"));
+    }
+    Ok(())
+}
+
+/// The node's split loop.
+pub async fn run(node: Node) {
+    // Last applied index at which each scope was asked, so an unchanged scope is not asked again.
+    let mut asked: BTreeMap<u64, u64> = BTreeMap::new();
+    let mut tick = tokio::time::interval(limits::SPLIT_TICK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        for scope in node.scopes() {
+            if !scope.raft.is_leader() || !scope.is_initialized() {
+                continue;
+            }
+            let (applied, active) = {
+                let state = scope.view().read();
+                (
+                    state.last_applied.map_or(0, |l| l.index()),
+                    state
+                        .governance
+                        .active
+                        .as_ref()
+                        .map(|a| (a.hash, a.component.clone(), a.info.params.clone())),
+                )
+            };
+            let Some((hash, component, params)) = active else {
+                continue;
+            };
+            if asked.get(&scope.id) == Some(&applied) {
+                continue;
+            }
+            asked.insert(scope.id, applied);
+            if let Some(at) = decide(&node, &scope, hash, component, params).await {
+                tracing::info!(scope = scope.id, at, "the scope's policy splits it");
+                if let Err(e) = scope.propose_split(at.clone()).await {
+                    tracing::warn!(scope = scope.id, at, "split refused: {e:?}");
+                }
+            }
+        }
+    }
+}
+
+async fn decide(
+    node: &Node,
+    scope: &Arc<Scope>,
+    hash: crate::policy::PolicyHash,
+    component: Arc<Vec<u8>>,
+    params: String,
+) -> Option<String> {
+    let figures = stats(scope);
+    let engine = node.0.host.engine.clone();
+    let answer = tokio::task::spawn_blocking(move || {
+        let compiled = engine
+            .compiled(hash, &component)
+            .map_err(|e| e.to_string())?;
+        placement::split(&engine, &compiled, &params, &figures)
+    })
+    .await
+    .ok()?;
+    match answer {
+        Ok(Some(at)) => match valid_split_point(scope, &at) {
+            Ok(()) => Some(at),
+            Err(why) => {
+                tracing::warn!(
+                    scope = scope.id,
+                    at,
+                    "the policy chose a bad split point: {why}"
+                );
+                None
+            }
+        },
+        Ok(None) => None,
+        Err(e) => {
+            tracing::warn!(scope = scope.id, "asking the policy to split: {e}");
+            None
+        }
+    }
+}
