@@ -42,6 +42,8 @@ pub struct PolicyAdmission<'a> {
     pub notes: Vec<String>,
     /// The scope's write rate when the entry began, from its replicated load figures.
     pub writes_per_sec: u64,
+    /// Leader-stamped ms since the scope was created or last split.
+    pub ms_since_split: u64,
 }
 
 impl<'a> PolicyAdmission<'a> {
@@ -70,6 +72,7 @@ impl<'a> PolicyAdmission<'a> {
             host_fault: None,
             notes: Vec::new(),
             writes_per_sec: 0,
+            ms_since_split: 0,
         }
     }
 
@@ -137,7 +140,7 @@ impl<'a> PolicyAdmission<'a> {
                 znodes: view.znodes,
                 data_bytes: view.data_bytes,
                 writes_per_sec: self.writes_per_sec,
-                ms_since_split: 0,
+                ms_since_split: self.ms_since_split,
             },
         };
         let eval = self.eval.as_mut().expect("begun above");

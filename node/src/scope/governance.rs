@@ -180,6 +180,8 @@ pub struct EntryContext<'a> {
     pub scope_root: &'a str,
     /// The scope's write rate when the entry began (replicated load figures).
     pub writes_per_sec: u64,
+    /// Leader-stamped ms since the scope was created or last split.
+    pub ms_since_split: u64,
 }
 
 /// Why an entry could not be applied: the host failed in the middle of it.
@@ -205,6 +207,7 @@ pub fn apply_txns(
         log_index,
         scope_root,
         writes_per_sec,
+        ms_since_split,
     } = entry;
     let Some((hash, component, params, mode)) = governance.active.as_ref().map(|a| {
         (
@@ -244,6 +247,7 @@ pub fn apply_txns(
         scope_root,
     );
     admission.writes_per_sec = writes_per_sec;
+    admission.ms_since_split = ms_since_split;
     while let Err(fault) = admission.prepare() {
         attempt += 1;
         host_fault(attempt, log_index, hash, &fault);

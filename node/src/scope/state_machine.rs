@@ -416,6 +416,11 @@ impl ScopeStateMachine {
     }
 }
 
+/// Milliseconds from `then` to `now` of leader-stamped time; 0 if the clock stepped back.
+fn ms_since(then: i64, now: i64) -> u64 {
+    u64::try_from(now.saturating_sub(then)).unwrap_or(0)
+}
+
 /// Who a split is proposed by, as the scope's policy sees the `delegate` mutation.
 fn split_principal() -> Principal {
     Principal {
@@ -586,6 +591,7 @@ impl ScopeStateMachine {
             log_index: d.log_index,
             scope_root: &state.identity.root,
             writes_per_sec: state.load.scope_per_sec(),
+            ms_since_split: ms_since(state.last_split_ms, d.stamp.time_ms),
         };
         let mut applied = governance::apply_txns(
             &self.engine,
@@ -744,6 +750,10 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                                 log_index: log_id.index(),
                                 scope_root: &state.identity.root,
                                 writes_per_sec: state.load.scope_per_sec(),
+                                ms_since_split: ms_since(
+                                    state.last_split_ms,
+                                    command.stamp.time_ms,
+                                ),
                             };
                             let applied = governance::apply_txns(
                                 &self.engine,
