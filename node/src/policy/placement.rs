@@ -14,6 +14,37 @@ pub struct Placement {
     pub observers: Vec<u64>,
 }
 
+/// A fresh instance of a policy with `fuel`, for the leader-only calls (placement, split,
+/// quorum tables): none of them shares an instance with another decision.
+pub fn fresh_instance(
+    engine: &PolicyEngine,
+    compiled: &Compiled,
+    fuel: u64,
+) -> Result<(Store<()>, super::wit::Policy), String> {
+    let mut store = Store::new(engine.engine(), ());
+    store.set_fuel(fuel).map_err(|e| format!("{e:#}"))?;
+    let policy = compiled
+        .pre
+        .instantiate(&mut store)
+        .map_err(|e| format!("{e:#}"))?;
+    Ok((store, policy))
+}
+
+/// Nodes as the WIT world carries them.
+pub fn wit_nodes(nodes: &[QuorumAnchor]) -> Vec<wit::Node> {
+    nodes
+        .iter()
+        .map(|n| wit::Node {
+            id: n.id,
+            labels: n
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        })
+        .collect()
+}
+
 /// Asks the policy where the scope's anchors should be, given the eligible nodes and the
 /// current placement. Runs on the leader only, on a fresh instance; its answer becomes
 /// membership changes, which are what the log records.
@@ -24,25 +55,8 @@ pub fn place(
     nodes: &[QuorumAnchor],
     current: &Placement,
 ) -> Result<Placement, String> {
-    let mut store = Store::new(engine.engine(), ());
-    store
-        .set_fuel(limits::POLICY_FUEL_VALIDATE)
-        .map_err(|e| format!("{e:#}"))?;
-    let policy = compiled
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| format!("{e:#}"))?;
-    let nodes: Vec<wit::Node> = nodes
-        .iter()
-        .map(|n| wit::Node {
-            id: n.id,
-            labels: n
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        })
-        .collect();
+    let (mut store, policy) = fresh_instance(engine, compiled, limits::POLICY_FUEL_VALIDATE)?;
+    let nodes = wit_nodes(nodes);
     let current = wit::Placement {
         voters: current.voters.clone(),
         observers: current.observers.clone(),
@@ -75,14 +89,7 @@ pub fn split(
     params: &str,
     stats: &SplitStats,
 ) -> Result<Option<String>, String> {
-    let mut store = Store::new(engine.engine(), ());
-    store
-        .set_fuel(limits::POLICY_FUEL_VALIDATE)
-        .map_err(|e| format!("{e:#}"))?;
-    let policy = compiled
-        .pre
-        .instantiate(&mut store)
-        .map_err(|e| format!("{e:#}"))?;
+    let (mut store, policy) = fresh_instance(engine, compiled, limits::POLICY_FUEL_VALIDATE)?;
     let scope = wit::ScopeStats {
         znodes: stats.znodes,
         data_bytes: stats.data_bytes,

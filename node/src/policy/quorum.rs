@@ -9,10 +9,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use wasmtime::Store;
-
 use super::engine::{Compiled, PolicyEngine};
-use super::wit::exports::scopekeeper::policy::rules as wit;
 use crate::limits;
 
 /// An anchor as the quorum rule sees it.
@@ -170,41 +167,17 @@ pub fn policy_table(
     if ids.len() > limits::QUORUM_ANCHORS_MAX {
         return Err(QuorumRuleError::TooManyAnchors(ids.len()));
     }
-    let nodes: Vec<wit::Node> = anchors
-        .iter()
-        .map(|a| wit::Node {
-            id: a.id,
-            labels: a
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
-        })
-        .collect();
-    let mut store = Store::new(engine.engine(), ());
-    let calls = 1u64 << ids.len();
-    let instance = store
-        .set_fuel(
-            limits::POLICY_FUEL_PER_QUORUM_CALL
-                .saturating_mul(calls)
-                .min(limits::POLICY_FUEL_QUORUM_TABLE_MAX),
-        )
-        .map_err(|e| e.to_string())
-        .and_then(|()| {
-            compiled
-                .pre
-                .instantiate(&mut store)
-                .map_err(|e| format!("{e:#}"))
-        });
-    let policy = match instance {
-        Ok(p) => p,
-        Err(why) => {
-            return Err(QuorumRuleError::Trapped {
+    let nodes = super::placement::wit_nodes(anchors);
+    let fuel = limits::POLICY_FUEL_PER_QUORUM_CALL
+        .saturating_mul(1u64 << ids.len())
+        .min(limits::POLICY_FUEL_QUORUM_TABLE_MAX);
+    let (mut store, policy) =
+        super::placement::fresh_instance(engine, compiled, fuel).map_err(|why| {
+            QuorumRuleError::Trapped {
                 acked: Ids(vec![]),
                 why,
-            });
-        }
-    };
+            }
+        })?;
     QuorumTable::build(&ids, |acked| {
         policy
             .scopekeeper_policy_rules()

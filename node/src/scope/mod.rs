@@ -417,6 +417,16 @@ impl Scope {
         Some((node.node, node.addr.clone()))
     }
 
+    /// Refuses with the leader's address unless this replica leads the scope.
+    fn ensure_leader(&self) -> Result<(), Refusal> {
+        if self.raft.is_leader() {
+            return Ok(());
+        }
+        Err(Refusal::NotLeader {
+            leader: self.leader(),
+        })
+    }
+
     /// Proposes a client transaction; only the leader accepts. It joins the next batch: one
     /// log entry carries every transaction that arrived while earlier entries were in flight.
     /// `zxid_floor` is the highest zxid the client has seen, so its write is ordered after it
@@ -428,11 +438,7 @@ impl Scope {
         zxid_floor: i64,
     ) -> Result<TxnResult, Refusal> {
         self.note_activity();
-        if !self.raft.is_leader() {
-            return Err(Refusal::NotLeader {
-                leader: self.leader(),
-            });
-        }
+        self.ensure_leader()?;
         // A zxid from the future would push this scope's zxids to the end of their range.
         let horizon = (now_ms() + limits::ZXID_CLOCK_AHEAD_MAX_MS) << 20;
         if zxid_floor > horizon {
@@ -473,11 +479,7 @@ impl Scope {
         nodes: Vec<QuorumAnchor>,
     ) -> Result<CommandResult, Refusal> {
         self.note_activity();
-        if !self.raft.is_leader() {
-            return Err(Refusal::NotLeader {
-                leader: self.leader(),
-            });
-        }
+        self.ensure_leader()?;
         // Apply would refuse it too; refusing here keeps the log clean.
         governance::check_admin(&principal, "replacing a scope's policy")
             .map_err(Refusal::Rejected)?;
@@ -500,11 +502,7 @@ impl Scope {
         nodes: Vec<QuorumAnchor>,
     ) -> Result<CommandResult, Refusal> {
         self.note_activity();
-        if !self.raft.is_leader() {
-            return Err(Refusal::NotLeader {
-                leader: self.leader(),
-            });
-        }
+        self.ensure_leader()?;
         // Apply checks all of this again; refusing here keeps refused requests out of the log.
         governance::check_admin(&principal, "creating a scope").map_err(Refusal::Rejected)?;
         if let Some(set) = &policy {
@@ -530,11 +528,7 @@ impl Scope {
     /// Splits the subtree at `path` off into a child scope; only the leader accepts. Proposed
     /// when the scope's policy says so, or by an admin (`scope split`).
     pub async fn propose_split(&self, path: String) -> Result<CommandResult, Refusal> {
-        if !self.raft.is_leader() {
-            return Err(Refusal::NotLeader {
-                leader: self.leader(),
-            });
-        }
+        self.ensure_leader()?;
         self.write_command(Command {
             stamp: stamp(0),
             body: Body::Split { path },
@@ -549,11 +543,7 @@ impl Scope {
         change: scopekeeper_client::proto::NodeChange,
     ) -> Result<CommandResult, Refusal> {
         self.note_activity();
-        if !self.raft.is_leader() {
-            return Err(Refusal::NotLeader {
-                leader: self.leader(),
-            });
-        }
+        self.ensure_leader()?;
         governance::check_admin(&principal, "changing the cluster's nodes")
             .map_err(Refusal::Rejected)?;
         self.write_command(Command {
