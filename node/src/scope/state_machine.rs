@@ -51,6 +51,25 @@ struct AppliedMeta {
     last_split_ms: i64,
 }
 
+impl AppliedMeta {
+    /// The persisted form of a scope's state, without its znodes.
+    fn of(state: &ScopeState) -> AppliedMeta {
+        AppliedMeta {
+            last_applied: state.last_applied,
+            membership: state.membership.clone(),
+            last_zxid: state.tree.last_zxid(),
+            governance: state.governance.meta(),
+            identity: state.identity.clone(),
+            delegations: state.delegations.clone(),
+            replica_high: state.replica_high,
+            genesis_high: state.genesis_high,
+            nodes: state.nodes.clone(),
+            load: state.load.clone(),
+            last_split_ms: state.last_split_ms,
+        }
+    }
+}
+
 /// What readers see: the tree, the policy, and how far the log has been applied.
 pub struct ScopeState {
     pub tree: Tree,
@@ -284,19 +303,7 @@ impl ScopeStateMachine {
         batch: &mut fjall::OwnedWriteBatch,
         state: &ScopeState,
     ) -> io::Result<()> {
-        let meta = AppliedMeta {
-            last_applied: state.last_applied,
-            membership: state.membership.clone(),
-            last_zxid: state.tree.last_zxid(),
-            governance: state.governance.meta(),
-            identity: state.identity.clone(),
-            delegations: state.delegations.clone(),
-            replica_high: state.replica_high,
-            genesis_high: state.genesis_high,
-            nodes: state.nodes.clone(),
-            load: state.load.clone(),
-            last_split_ms: state.last_split_ms,
-        };
+        let meta = AppliedMeta::of(state);
         batch.insert(
             &self.store.sm_meta,
             key(self.scope, APPLIED),
@@ -332,19 +339,7 @@ impl ScopeStateMachine {
                 crate::storage::seal(&active.component),
             );
         }
-        let meta = AppliedMeta {
-            last_applied: child.last_applied,
-            membership: child.membership.clone(),
-            last_zxid: child.tree.last_zxid(),
-            governance: child.governance.meta(),
-            identity: child.identity.clone(),
-            delegations: child.delegations.clone(),
-            replica_high: child.replica_high,
-            genesis_high: child.genesis_high,
-            nodes: BTreeMap::new(),
-            load: Load::default(),
-            last_split_ms: child.last_split_ms,
-        };
+        let meta = AppliedMeta::of(child);
         batch.insert(
             &self.store.sm_meta,
             key(id, APPLIED),
