@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use scopekeeper_transport::{
 
 use crate::proto::{
     ApiError, CreateMode, ErrorCode, MultiSlot, Op, OpResult, Reply, Request, Response, Stat,
+    WatchKind,
 };
 use crate::{limits, path};
 
@@ -70,20 +71,57 @@ impl Error {
 }
 
 pub struct Client {
+    link: Arc<Link>,
+    /// The highest zxid seen, sent with every write so zxids follow this client's order.
+    last_zxid: std::sync::atomic::AtomicI64,
+}
+
+/// The connection to the cluster, shared with the session's keepalive task.
+pub(crate) struct Link {
     endpoint: Endpoint,
     cluster: String,
     addrs: Vec<SocketAddr>,
     current: AtomicUsize,
-    conn: Mutex<Option<(usize, Connection)>>,
-    /// The highest zxid seen, sent with every write so zxids follow this client's order.
-    last_zxid: std::sync::atomic::AtomicI64,
+    /// Held while connecting, so one connection (and one session stream) exists at a time.
+    conn: tokio::sync::Mutex<Option<(usize, Connection)>>,
+    /// Set for a client with a session.
+    pub(crate) session: Option<crate::session::SessionLink>,
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// How many endpoint switches one request may make before giving up.
 const ATTEMPTS_PER_ENDPOINT: usize = 2;
 
 impl Client {
+    /// A client without a session: no ephemerals, nothing to keep alive.
     pub async fn connect(config: ClientConfig) -> Result<Client, Error> {
+        Self::connect_inner(config, None).await
+    }
+
+    /// A client with a session of (about) `timeout`, as the node negotiates it. The session
+    /// follows the client from node to node as long as it reconnects within the timeout; its
+    /// ephemerals go when it is closed ([`Client::close`]) or expires.
+    pub async fn connect_with_session(
+        config: ClientConfig,
+        timeout: Duration,
+    ) -> Result<Client, Error> {
+        let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+        let client =
+            Self::connect_inner(config, Some(crate::session::SessionLink::new(timeout_ms))).await?;
+        client.link.connection().await.map_err(|e| match e {
+            LinkError::Api(e) => Error::Api(e),
+            LinkError::Transport(e) => Error::Unreachable(e.to_string()),
+        })?;
+        Ok(client)
+    }
+
+    async fn connect_inner(
+        config: ClientConfig,
+        session: Option<crate::session::SessionLink>,
+    ) -> Result<Client, Error> {
         if config.endpoints.is_empty() {
             return Err(Error::Config("no endpoints given".into()));
         }
@@ -113,77 +151,193 @@ impl Client {
             false,
         )
         .map_err(|e| Error::Config(e.to_string()))?;
-        let start = 0;
         Ok(Client {
-            endpoint,
-            cluster: config.cluster,
-            addrs,
-            current: AtomicUsize::new(start),
-            conn: Mutex::new(None),
+            link: Arc::new(Link {
+                endpoint,
+                cluster: config.cluster,
+                addrs,
+                current: AtomicUsize::new(0),
+                conn: tokio::sync::Mutex::new(None),
+                session,
+            }),
             last_zxid: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
-    async fn connection(&self) -> Result<(usize, Connection), scopekeeper_transport::Error> {
-        {
-            let guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((i, c)) = guard.as_ref()
-                && c.close_reason().is_none()
-            {
-                return Ok((*i, c.clone()));
-            }
-        }
-        let i = self.current.load(Ordering::Relaxed) % self.addrs.len();
-        let conn = self
-            .endpoint
-            .connect(self.addrs[i], &self.cluster, Alpn::Client)
-            .await?;
-        *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some((i, conn.clone()));
-        Ok((i, conn))
+    /// The session's id, once one was granted.
+    pub fn session_id(&self) -> Option<i64> {
+        self.link.session.as_ref().and_then(|s| s.id())
     }
 
-    fn fail_over(&self, from: usize) {
-        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.as_ref().is_some_and(|(i, _)| *i == from) {
-            if let Some((_, c)) = guard.take() {
-                c.close("failing over");
+    /// The session's state as it changes: connected (to which node), disconnected, expired,
+    /// closed.
+    pub fn session_state(
+        &self,
+    ) -> Option<tokio::sync::watch::Receiver<crate::session::SessionState>> {
+        self.link.session.as_ref().map(|s| s.state.subscribe())
+    }
+
+    /// Ends the session: its ephemerals go, in every scope. The client can still make
+    /// sessionless requests after.
+    pub async fn close(&self) -> Result<(), Error> {
+        match &self.link.session {
+            Some(s) => s.close().await,
+            None => Ok(()),
+        }
+    }
+
+    /// Reads `path` and leaves a one-shot watch of `kind` (Data, Exist or Child); returns the
+    /// read's reply and the watcher.
+    async fn watch_once(
+        &self,
+        path: &str,
+        kind: WatchKind,
+    ) -> Result<(Reply, crate::watches::Watcher), Error> {
+        path::validate(path, false)?;
+        let session = self.session_link()?;
+        let (id, watcher) = lock(&session.watches).add_once(path, kind);
+        match self.arm(path, kind).await {
+            Ok(reply) => Ok((reply, watcher)),
+            Err(e) => {
+                lock(&session.watches).cancel(path, kind, id);
+                Err(e)
             }
-            self.current.store(from + 1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends a `Watch` request; on success the watch is remembered for re-arming.
+    async fn arm(&self, path: &str, kind: WatchKind) -> Result<Reply, Error> {
+        let session = self.session_link()?;
+        let request = Request::Watch {
+            path: path.into(),
+            kind,
+        };
+        match self.request(&request).await? {
+            Reply::Watched { reply, zxid } => {
+                // An exists watch on a node that exists is a data watch, re-armed as one.
+                let ask = match (&*reply, kind) {
+                    (Reply::Exists(Some(_)), WatchKind::Exist) => WatchKind::Data,
+                    _ => kind,
+                };
+                self.saw_zxid(zxid);
+                lock(&session.watches).armed_at(path, kind, ask, zxid);
+                Ok(*reply)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    fn session_link(&self) -> Result<&crate::session::SessionLink, Error> {
+        self.link.session.as_ref().ok_or_else(|| {
+            Error::Api(ApiError::new(
+                ErrorCode::BadArguments,
+                "watches need a session: connect with Client::connect_with_session",
+            ))
+        })
+    }
+
+    /// getData with a one-shot watch: fires on a data change or deletion.
+    pub async fn get_and_watch(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<u8>, Stat, crate::watches::Watcher), Error> {
+        match self.watch_once(path, WatchKind::Data).await? {
+            (Reply::Data { data, stat }, w) => Ok((data, stat, w)),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// exists with a one-shot watch: fires on creation, data change or deletion.
+    pub async fn exists_and_watch(
+        &self,
+        path: &str,
+    ) -> Result<(Option<Stat>, crate::watches::Watcher), Error> {
+        match self.watch_once(path, WatchKind::Exist).await? {
+            (Reply::Exists(stat), w) => Ok((stat, w)),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// getChildren with a one-shot watch: fires when a child is added or removed, or the
+    /// node is deleted.
+    pub async fn children_and_watch(
+        &self,
+        path: &str,
+    ) -> Result<(Vec<String>, Stat, crate::watches::Watcher), Error> {
+        match self.watch_once(path, WatchKind::Child).await? {
+            (Reply::Children { children, stat }, w) => Ok((children, stat, w)),
+            (other, _) => Err(unexpected(other)),
+        }
+    }
+
+    /// A persistent watch on `path` (ZooKeeper's addWatch): every change to the node and,
+    /// if `recursive`, every creation, data change and deletion below it, until removed.
+    pub async fn add_watch(
+        &self,
+        path: &str,
+        recursive: bool,
+    ) -> Result<crate::watches::WatchStream, Error> {
+        path::validate(path, false)?;
+        let kind = if recursive {
+            WatchKind::PersistentRecursive
+        } else {
+            WatchKind::Persistent
+        };
+        let session = self.session_link()?;
+        let (id, stream) = lock(&session.watches).add_every(path, kind);
+        match self.arm(path, kind).await {
+            Ok(_) => Ok(stream),
+            Err(e) => {
+                lock(&session.watches).cancel(path, kind, id);
+                Err(e)
+            }
+        }
+    }
+
+    /// Removes this session's watches on `path` of `kind` (every kind if `None`);
+    /// `NoWatcher` if there were none.
+    pub async fn remove_watches(&self, path: &str, kind: Option<WatchKind>) -> Result<(), Error> {
+        let session = self.session_link()?;
+        lock(&session.watches).remove(path, kind);
+        let request = Request::RemoveWatches {
+            path: path.into(),
+            kind,
+        };
+        match self.request(&request).await? {
+            Reply::Synced => Ok(()),
+            other => Err(unexpected(other)),
         }
     }
 
     /// Sends one request, failing over between endpoints where that is safe.
     pub async fn request(&self, request: &Request) -> Result<Reply, Error> {
+        let link = &self.link;
         let idempotent = !request.is_write();
         let mut last = String::new();
-        for _ in 0..self.addrs.len() * ATTEMPTS_PER_ENDPOINT {
-            let (i, conn) = match self.connection().await {
+        for _ in 0..link.addrs.len() * ATTEMPTS_PER_ENDPOINT {
+            let (i, conn) = match link.connection().await {
                 Ok(c) => c,
-                Err(e) => {
+                Err(LinkError::Api(e)) => return Err(Error::Api(e)),
+                Err(LinkError::Transport(e)) => {
                     last = e.to_string();
-                    let i = self.current.load(Ordering::Relaxed) % self.addrs.len();
-                    self.current.store(i + 1, Ordering::Relaxed);
                     continue;
                 }
             };
-            match conn
-                .call::<Request, Response>(request, tlimits::CLIENT_FRAME_BYTES_MAX)
-                .await
-            {
+            match link.call(&conn, request).await {
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(e)) if e.code == ErrorCode::ConnectionLoss && idempotent => {
                     last = e.to_string();
-                    self.fail_over(i);
+                    link.fail_over(i).await;
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 Ok(Err(e)) => return Err(Error::Api(e)),
                 Err(e) if idempotent => {
                     last = e.to_string();
-                    self.fail_over(i);
+                    link.fail_over(i).await;
                 }
                 Err(e) => {
                     // The write may or may not have been applied: report, as ZooKeeper does.
-                    self.fail_over(i);
+                    link.fail_over(i).await;
                     return Err(Error::Api(ApiError::new(
                         ErrorCode::ConnectionLoss,
                         format!(
@@ -495,4 +649,97 @@ fn unexpected(what: impl std::fmt::Debug) -> Error {
         ErrorCode::MarshallingError,
         format!("unexpected reply {what:?}"),
     ))
+}
+
+type Connected = Result<(usize, Connection), LinkError>;
+
+/// Why no connection could be had.
+pub(crate) enum LinkError {
+    /// The session cannot continue (expired, closed).
+    Api(ApiError),
+    Transport(scopekeeper_transport::Error),
+}
+
+impl Link {
+    /// The current connection, or a new one to the next endpoint; with a session, a new
+    /// connection first opens or resumes it on its session stream.
+    ///
+    /// Boxed as `Send` by hand: the session's keepalive task reconnects through here, and
+    /// this spawns that task, a cycle the compiler cannot see through.
+    pub(crate) fn connection(
+        self: &Arc<Self>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Connected> + Send + '_>> {
+        Box::pin(self.connect_now())
+    }
+
+    async fn connect_now(self: &Arc<Self>) -> Result<(usize, Connection), LinkError> {
+        let mut guard = self.conn.lock().await;
+        if let Some((i, c)) = guard.as_ref()
+            && c.close_reason().is_none()
+        {
+            return Ok((*i, c.clone()));
+        }
+        if let Some(session) = &self.session {
+            session.check_alive().map_err(LinkError::Api)?;
+        }
+        let i = self.current.load(Ordering::Relaxed) % self.addrs.len();
+        let conn = match self
+            .endpoint
+            .connect(self.addrs[i], &self.cluster, Alpn::Client)
+            .await
+        {
+            Ok(c) => c,
+            Err(e) => {
+                self.current.store(i + 1, Ordering::Relaxed);
+                return Err(LinkError::Transport(e));
+            }
+        };
+        if let Some(session) = &self.session {
+            match session.attach(self, &conn, i).await {
+                Ok(()) => {}
+                Err(LinkError::Transport(e)) => {
+                    conn.close("the session stream failed");
+                    self.current.store(i + 1, Ordering::Relaxed);
+                    return Err(LinkError::Transport(e));
+                }
+                Err(e) => {
+                    conn.close("the session ended");
+                    return Err(e);
+                }
+            }
+        }
+        *guard = Some((i, conn.clone()));
+        Ok((i, conn))
+    }
+
+    /// One request on `conn`; with a session, the reply is handed over after the watch events
+    /// the node sent before it.
+    async fn call(
+        &self,
+        conn: &Connection,
+        request: &Request,
+    ) -> Result<Response, scopekeeper_transport::Error> {
+        match &self.session {
+            None => {
+                conn.call::<Request, Response>(request, tlimits::CLIENT_FRAME_BYTES_MAX)
+                    .await
+            }
+            Some(session) => {
+                let framed: crate::proto::SessionResponse =
+                    conn.call(request, tlimits::CLIENT_FRAME_BYTES_MAX).await?;
+                Ok(session.follow(framed).await)
+            }
+        }
+    }
+
+    /// Drops connection `from` (if still current) and moves on to the next endpoint.
+    pub(crate) async fn fail_over(&self, from: usize) {
+        let mut guard = self.conn.lock().await;
+        if guard.as_ref().is_some_and(|(i, _)| *i == from) {
+            if let Some((_, c)) = guard.take() {
+                c.close("failing over");
+            }
+            self.current.store(from + 1, Ordering::Relaxed);
+        }
+    }
 }

@@ -15,6 +15,10 @@ pub mod context;
 pub mod limits;
 pub mod path;
 pub mod proto;
+mod session;
+pub mod watches;
 
 pub use client::{Client, ClientConfig, Error};
 pub use proto::{ApiError, CreateMode, ErrorCode, MultiSlot, Op, OpResult, Reply, Request, Stat};
+pub use session::SessionState;
+pub use watches::{WatchStream, Watcher};

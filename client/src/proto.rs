@@ -32,16 +32,87 @@ pub struct Stat {
     pub pzxid: i64,
 }
 
-/// How a node is created. Ephemeral, container and TTL modes arrive with sessions.
+/// How a node is created, as in ZooKeeper 3.8.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CreateMode {
     Persistent,
     PersistentSequential,
+    /// Deleted when the creating session ends; cannot have children.
+    Ephemeral,
+    EphemeralSequential,
+    /// Deleted by the scope's leader once it has had a child and has none left.
+    Container,
+    /// Deleted by the scope's leader when it has had no children and no data change for
+    /// `ttl_ms` milliseconds.
+    PersistentWithTtl {
+        ttl_ms: i64,
+    },
+    PersistentSequentialWithTtl {
+        ttl_ms: i64,
+    },
 }
 
 impl CreateMode {
     pub fn is_sequential(self) -> bool {
-        matches!(self, CreateMode::PersistentSequential)
+        matches!(
+            self,
+            CreateMode::PersistentSequential
+                | CreateMode::EphemeralSequential
+                | CreateMode::PersistentSequentialWithTtl { .. }
+        )
+    }
+
+    pub fn is_ephemeral(self) -> bool {
+        matches!(
+            self,
+            CreateMode::Ephemeral | CreateMode::EphemeralSequential
+        )
+    }
+
+    /// The `ephemeralOwner` a node created this way gets, ZooKeeper's encoding: the session for
+    /// ephemerals, `CONTAINER_EPHEMERAL_OWNER` for containers, `0xff << 56 | ttl` for TTL nodes.
+    pub fn ephemeral_owner(self, session: i64) -> i64 {
+        match self {
+            CreateMode::Persistent | CreateMode::PersistentSequential => 0,
+            CreateMode::Ephemeral | CreateMode::EphemeralSequential => session,
+            CreateMode::Container => CONTAINER_OWNER,
+            CreateMode::PersistentWithTtl { ttl_ms }
+            | CreateMode::PersistentSequentialWithTtl { ttl_ms } => TTL_OWNER_MASK | ttl_ms,
+        }
+    }
+}
+
+/// `ephemeralOwner` of a container node (ZooKeeper's `EphemeralType.CONTAINER`).
+pub const CONTAINER_OWNER: i64 = i64::MIN;
+/// High byte of a TTL node's `ephemeralOwner`; the TTL is in the low 40 bits.
+pub const TTL_OWNER_MASK: i64 = 0xff00_0000_0000_0000_u64 as i64;
+/// Longest TTL ZooKeeper accepts (`EphemeralType.TTL.maxValue()`).
+pub const TTL_MS_MAX: i64 = 0x00ff_ffff_ffff;
+
+/// What a node's `ephemeralOwner` says it is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeKind {
+    Persistent,
+    Ephemeral { session: i64 },
+    Container,
+    Ttl { ttl_ms: i64 },
+}
+
+impl NodeKind {
+    pub fn of(ephemeral_owner: i64) -> NodeKind {
+        if ephemeral_owner == 0 {
+            NodeKind::Persistent
+        } else if ephemeral_owner == CONTAINER_OWNER {
+            NodeKind::Container
+        } else if ephemeral_owner & TTL_OWNER_MASK == TTL_OWNER_MASK {
+            NodeKind::Ttl {
+                ttl_ms: ephemeral_owner & TTL_MS_MAX,
+            }
+        } else {
+            NodeKind::Ephemeral {
+                session: ephemeral_owner,
+            }
+        }
     }
 }
 
@@ -136,6 +207,8 @@ pub enum ErrorCode {
     NotReadOnly,
     QuotaExceeded,
     Throttled,
+    /// `removeWatches` found no such watch.
+    NoWatcher,
     /// The scope's policy refused the mutation; the message names the policy, its code and why.
     /// Not one of ZooKeeper's: ZooKeeper clients see `NoAuth`.
     PolicyDenied,
@@ -173,6 +246,7 @@ impl ErrorCode {
             ErrorCode::NotReadOnly => -119,
             ErrorCode::QuotaExceeded => -125,
             ErrorCode::Throttled => -127,
+            ErrorCode::NoWatcher => -121,
             ErrorCode::PolicyDenied => -102,
             ErrorCode::WrongScope => -4,
         }
@@ -263,6 +337,171 @@ pub enum Request {
     Nodes,
     /// Registers, drains or forgets a node. Requires the `admin` role.
     ChangeNode(NodeChange),
+    /// Opens a session, or resumes one (`resume`: its id and password) within its timeout.
+    /// The stream it arrives on stays open as the session's stream: the client sends
+    /// [`SessionFrame`]s on it, the node answers and pushes [`ServerFrame`]s. Every other
+    /// stream of the same connection acts for the session.
+    Connect {
+        resume: Option<SessionCredentials>,
+        timeout_ms: i32,
+    },
+    /// Session bookkeeping between nodes; refused unless the principal has the `node` role.
+    Session(SessionRequest),
+    /// Reads `path` as `kind` says (getData, exists, getChildren; exists for persistent
+    /// watches) and leaves a watch there for this connection's session. Answered with
+    /// `Reply::Watched`: the read's reply and the zxid the watch was armed at.
+    Watch {
+        path: String,
+        kind: WatchKind,
+    },
+    /// Removes this session's watches on `path` of `kind` (any kind if `None`).
+    RemoveWatches {
+        path: String,
+        kind: Option<WatchKind>,
+    },
+    /// Re-arms watches after the session moved to this node: each fires at once if its node
+    /// changed after the zxid it was armed at, as ZooKeeper's `SetWatches` does.
+    SetWatches {
+        watches: Vec<ArmedWatch>,
+    },
+    /// Between nodes: the request, answered with `Reply::AtZxid`, the serving scope's last
+    /// zxid when it was served.
+    AtZxid(Box<Request>),
+}
+
+/// What a watch waits for, as in ZooKeeper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum WatchKind {
+    /// One-shot, set by getData: data changes and deletion.
+    Data,
+    /// One-shot, set by exists: creation, data changes, deletion.
+    Exist,
+    /// One-shot, set by getChildren: children added or removed, deletion.
+    Child,
+    /// Every change to the node and its children, until removed.
+    Persistent,
+    /// Creation, data change and deletion of the node and every descendant, until removed.
+    PersistentRecursive,
+}
+
+impl WatchKind {
+    pub fn is_persistent(self) -> bool {
+        matches!(self, WatchKind::Persistent | WatchKind::PersistentRecursive)
+    }
+}
+
+/// A watch a client re-arms on another node, with the zxid it was armed at.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmedWatch {
+    pub path: String,
+    pub kind: WatchKind,
+    pub zxid: i64,
+}
+
+/// ZooKeeper's event types, with its numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum EventKind {
+    NodeCreated,
+    NodeDeleted,
+    NodeDataChanged,
+    NodeChildrenChanged,
+}
+
+impl EventKind {
+    pub fn zk_code(self) -> i32 {
+        match self {
+            EventKind::NodeCreated => 1,
+            EventKind::NodeDeleted => 2,
+            EventKind::NodeDataChanged => 3,
+            EventKind::NodeChildrenChanged => 4,
+        }
+    }
+}
+
+/// A watch fired.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchEvent {
+    pub kind: EventKind,
+    pub path: String,
+    /// The zxid of the change.
+    pub zxid: i64,
+}
+
+/// What a node sends back on a connection with a session: the response, and how many
+/// session frames carrying events it had queued before it. The client hands the response
+/// over only once it has handed over those events, so a watch event always comes before
+/// the reply that reveals its change.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionResponse {
+    pub events: u64,
+    pub response: Response,
+}
+
+/// What a session is and how to resume it on any node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionCredentials {
+    pub id: i64,
+    #[serde(with = "serde_bytes")]
+    pub password: Vec<u8>,
+}
+
+/// An open session, as the node that opened or resumed it reports.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionGranted {
+    pub credentials: SessionCredentials,
+    /// The timeout the node granted, within its bounds.
+    pub timeout_ms: i32,
+    /// The node now serving the session.
+    pub node: u64,
+}
+
+/// A client's frames on its session stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionFrame {
+    /// Keeps the session alive; send one every third of the timeout.
+    Ping,
+    /// Ends the session: its ephemerals go, everywhere.
+    Close,
+}
+
+/// The node's frames on a session stream.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ServerFrame {
+    Pong,
+    Event(WatchEvent),
+    /// The session ended: `SessionExpired`, or `Ok` after a `Close`. The stream ends after it.
+    Ended(ApiError),
+}
+
+/// Session bookkeeping, carried out through the logs of the scopes involved.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SessionRequest {
+    /// Records a new session in its session scope.
+    Open { id: i64, timeout_ms: i32 },
+    /// Notes in the session's record that it may hold ephemerals in the scope rooted at
+    /// `root`; refused with `SessionExpired` once the session is closing.
+    Register { id: i64, root: String },
+    /// Adds to a closing session's record the scopes its ephemerals were carved into.
+    Chase { id: i64, roots: Vec<String> },
+    /// Marks the session closing: no scope registers for it any more.
+    Closing { id: i64 },
+    /// Deletes the session's ephemerals in the scope rooted at `root` and refuses new ones.
+    Kill { id: i64, root: String },
+    /// Drops the record of a session whose ephemerals are gone.
+    Forget { id: i64 },
+}
+
+impl SessionRequest {
+    pub fn id(&self) -> i64 {
+        match self {
+            SessionRequest::Open { id, .. }
+            | SessionRequest::Register { id, .. }
+            | SessionRequest::Chase { id, .. }
+            | SessionRequest::Closing { id }
+            | SessionRequest::Kill { id, .. }
+            | SessionRequest::Forget { id } => *id,
+        }
+    }
 }
 
 /// A change to the cluster's node registry (kept in the root scope).
@@ -308,7 +547,8 @@ impl Request {
                 | Request::SetPolicy { .. }
                 | Request::CreateScope { .. }
                 | Request::ChangeNode(_)
-        )
+                | Request::Session(_)
+        ) || matches!(self, Request::AtZxid(inner) if inner.is_write())
     }
 }
 
@@ -342,6 +582,22 @@ pub enum Reply {
     ScopeCreated(u64),
     Nodes(Vec<ClusterNode>),
     Scope(ScopeInfo),
+    Session(SessionGranted),
+    /// What a `SessionRequest` did; for `Kill`, child scopes holding ephemerals of the
+    /// session that were carved out of the scope while it held them.
+    SessionDone {
+        chase: Vec<String>,
+    },
+    /// A watch's read and the zxid the watch was armed at.
+    Watched {
+        reply: Box<Reply>,
+        zxid: i64,
+    },
+    /// An `AtZxid` request's response (which may be an error) and the zxid it was served at.
+    AtZxid {
+        reply: Box<Response>,
+        zxid: i64,
+    },
 }
 
 /// A scope as its anchors know it.

@@ -7,6 +7,13 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+/// The session secret's file name in a certificates directory.
+pub const SESSION_SECRET_FILE: &str = "session.secret";
+
+/// Highest node id: session ids keep it in their top 15 bits (and never in ZooKeeper's
+/// container or TTL owner patterns).
+pub const NODE_ID_MAX: u64 = 0x7eff;
+
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NodeConfig {
@@ -28,6 +35,10 @@ pub struct NodeConfig {
     pub peers: Vec<PeerAddress>,
     #[serde(default)]
     pub raft: RaftTuning,
+    /// The cluster's session secret (hex), the same on every node: session passwords are
+    /// HMACs under it. Default: `session.secret` beside the CA certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_secret: Option<PathBuf>,
 }
 
 /// Log compaction thresholds; the defaults suit production, tests lower them.
@@ -82,7 +93,10 @@ impl NodeConfig {
             &mut config.tls.ca,
             &mut config.tls.cert,
             &mut config.tls.key,
-        ] {
+        ]
+        .into_iter()
+        .chain(config.session_secret.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
@@ -91,7 +105,24 @@ impl NodeConfig {
         Ok(config)
     }
 
+    /// Where the session secret is read from.
+    pub fn session_secret_path(&self) -> PathBuf {
+        self.session_secret.clone().unwrap_or_else(|| {
+            self.tls
+                .ca
+                .parent()
+                .unwrap_or(Path::new("."))
+                .join(SESSION_SECRET_FILE)
+        })
+    }
+
     pub fn validate(&self) -> anyhow::Result<()> {
+        if self.id == 0 || self.id > NODE_ID_MAX {
+            bail!(
+                "node id {} is outside 1..={NODE_ID_MAX}: session ids carry it in 15 bits",
+                self.id
+            );
+        }
         if self.cluster.is_empty()
             || !self
                 .cluster

@@ -13,6 +13,8 @@ pub mod placement;
 pub mod policy;
 pub mod scope;
 pub mod service;
+pub mod sessions;
 pub mod split;
 pub mod storage;
 pub mod tree;
+pub mod watches;

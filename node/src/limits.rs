@@ -140,3 +140,27 @@ const _: () = assert!(
     POLICY_BYTES_MAX + POLICY_PARAMS_BYTES_MAX + 4096 <= REQUEST_BYTES_MAX,
     "a SetPolicy request must fit one client frame"
 );
+
+/// How often a node sends the keepalives of the sessions it heard from, and how often the
+/// leader of a session scope looks for expired sessions: the slack on a session's timeout.
+pub const KEEPALIVE_TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Bounds of a negotiated session timeout. ZooKeeper's defaults are 2 and 20 ticks of 2 s;
+/// ours go lower, since keepalives are batched per node rather than per client.
+pub const SESSION_TIMEOUT_MIN_MS: i32 = 1_000;
+pub const SESSION_TIMEOUT_MAX_MS: i32 = 60_000;
+
+/// Frames queued for one client's session stream (pongs, watch events). A client that falls
+/// this far behind has its session stream closed; it resumes and re-arms its watches.
+pub const SESSION_FRAMES_MAX: usize = 1024;
+
+/// Apply batches a scope's change feed holds for slow subscribers; one further behind is told
+/// it lagged and re-checks its watches against the tree.
+pub const FEED_ITEMS_MAX: usize = 4096;
+
+/// How long a reply waits for the watch events it must follow; past it the node re-checks the
+/// scope's watches against the tree and answers.
+pub const FEED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Watches one session may hold on one node.
+pub const WATCHES_PER_SESSION_MAX: usize = 65_536;

@@ -61,6 +61,10 @@ pub struct NodeInner {
     started: OnceCell<()>,
     /// Held while a scope is opened or re-opened, so the same scope is never opened twice.
     opening: tokio::sync::Mutex<()>,
+    /// Sessions of clients connected here, and the clocks of session scopes led here.
+    pub sessions: crate::sessions::Sessions,
+    /// Watches of the sessions connected here, and the scope feeds they hear from.
+    pub watches: crate::watches::Watches,
 }
 
 #[derive(Clone)]
@@ -116,6 +120,7 @@ impl Node {
 
         let creds = Credentials::load(&config.tls.cert, &config.tls.key, &config.tls.ca)
             .context("loading the node's TLS credentials")?;
+        let secret = crate::sessions::load_secret(&config.session_secret_path())?;
         let keys = EndpointKeys::load_or_create(&data_dir.join("endpoint.keys"))?;
         let endpoint = Endpoint::bind(config.listen, &creds, &keys, &config.cluster, true)?;
         let peers = Arc::new(Peers::new(
@@ -150,6 +155,8 @@ impl Node {
             directory: RwLock::new(Directory::new(root_anchors)),
             started: OnceCell::new(),
             opening: tokio::sync::Mutex::new(()),
+            sessions: crate::sessions::Sessions::new(config.id, secret),
+            watches: Default::default(),
         }));
         tokio::spawn(crate::service::accept_loop(node.clone()));
 
@@ -199,6 +206,8 @@ impl Node {
         tokio::spawn(crate::liveness::run(node.clone()));
         tokio::spawn(crate::placement::run(node.clone()));
         tokio::spawn(crate::split::run(node.clone()));
+        tokio::spawn(crate::sessions::run(node.clone()));
+        tokio::spawn(crate::sessions::create_session_scopes(node.clone()));
         tracing::info!(id = config.id, cluster = %config.cluster, listen = %config.listen, "node started");
         Ok(node)
     }
@@ -557,6 +566,17 @@ impl Node {
     }
 
     /// The route of the scope believed to govern `path`.
+    /// The route this node knows to scope `id`, if any.
+    pub fn route_of(&self, id: ScopeId) -> Option<Route> {
+        self.0
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .routes()
+            .find(|r| r.scope == id)
+            .cloned()
+    }
+
     pub fn route(&self, path: &str) -> Route {
         self.0
             .directory

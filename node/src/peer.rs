@@ -61,6 +61,7 @@ pub enum PeerRequest {
     ProposeTxn {
         scope: ScopeId,
         principal: Principal,
+        session: i64,
         txn: Txn,
         zxid_floor: i64,
     },
@@ -86,9 +87,20 @@ pub enum PeerRequest {
     /// node that does not. `hops` bounds how often it may be forwarded again.
     Client {
         principal: Principal,
+        session: i64,
         request: Request,
         hops: u8,
     },
+    /// Keepalives for sessions recorded in a session scope, for its leader: (id, timeout).
+    /// A node that does not lead passes it on to the leader it knows, `hops` more times.
+    TouchSessions {
+        scope: ScopeId,
+        touches: Vec<(i64, i32)>,
+        hops: u8,
+    },
+    /// Streams the scope's change feed (`FeedItem` frames) until the subscriber closes its
+    /// side; the stream ends early if the subscriber fell behind.
+    Subscribe { scope: ScopeId },
     /// Asks the leader for a log index that a linearizable read must wait for.
     ReadIndex { scope: ScopeId },
     /// Asks whether the node has joined a cluster, and what it knows of the asking node.
@@ -116,6 +128,8 @@ pub enum PeerResponse {
     Command(Result<CommandResult, Refusal>),
     Client(Box<ClientAnswer>),
     ReadIndex(Result<u64, Refusal>),
+    /// The touched sessions that have ended.
+    Touched(Result<Vec<i64>, String>),
     Status(NodeStatus),
     Alive,
     /// Whether the follower parked its ticker (it did not if it disagrees about the leader,

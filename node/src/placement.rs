@@ -160,6 +160,7 @@ async fn registry(node: &Node) -> Option<BTreeMap<u64, ClusterNode>> {
         crate::service::policy_principal(&scopekeeper_transport::Principal::Node { id: node.id() });
     let request = crate::peer::PeerRequest::Client {
         principal,
+        session: 0,
         request: Request::Nodes,
         hops: 1,
     };

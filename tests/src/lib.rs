@@ -89,6 +89,7 @@ impl Cluster {
         let certs_dir = dir.path().join("certs");
         let ca = certs::generate_ca(CLUSTER)?;
         CertFiles::in_dir(&certs_dir, "ca").write(&ca)?;
+        scopekeeper::sessions::write_secret(&certs_dir)?;
         for id in 1..=n as u64 {
             CertFiles::in_dir(&certs_dir, &format!("node-{id}"))
                 .write(&certs::issue_node(&ca, id, CLUSTER)?)?;
@@ -209,7 +210,10 @@ impl Cluster {
                 cmd.arg("--join");
             }
         }
-        cmd.env("SCOPEKEEPER_LOG", "warn,scopekeeper=info")
+        // SK_TEST_LOG overrides the nodes' log filter, e.g. `scopekeeper::sessions=debug`.
+        let filter =
+            std::env::var("SK_TEST_LOG").unwrap_or_else(|_| "warn,scopekeeper=info".into());
+        cmd.env("SCOPEKEEPER_LOG", filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);

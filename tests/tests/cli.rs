@@ -132,7 +132,8 @@ fn dev_cluster_and_client_commands() -> anyhow::Result<()> {
     assert_eq!(ok(&sk(&config, &["get", "/app"])), "world\n");
     ok(&sk(&config, &["rm", "/app/job-0000000000"]));
     ok(&sk(&config, &["rm", "/app", "--version", "1"]));
-    assert_eq!(ok(&sk(&config, &["ls", "/"])), "");
+    // As in ZooKeeper, the root lists `zookeeper` (here holding the session scopes).
+    assert_eq!(ok(&sk(&config, &["ls", "/"])), "zookeeper\n");
     let bench = ok(&sk(
         &config,
         &["bench", "--clients", "4", "--duration", "1", "--json"],

@@ -7,7 +7,8 @@ use scopekeeper_transport::{CertFiles, certs};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum CertsCommand {
-    /// Creates a cluster CA: DIR/ca.pem and DIR/ca.key.
+    /// Creates a cluster CA (DIR/ca.pem, DIR/ca.key) and the session secret (DIR/session.secret)
+    /// that every node of the cluster shares.
     Ca {
         #[arg(long)]
         dir: PathBuf,
@@ -43,6 +44,7 @@ pub fn run(cmd: CertsCommand) -> anyhow::Result<()> {
                 );
             }
             files.write(&certs::generate_ca(&cluster)?)?;
+            crate::sessions::write_secret(&dir)?;
             println!("{}", files.cert.display());
         }
         CertsCommand::Node { id, dir, cluster } => {

@@ -9,6 +9,10 @@ use super::context::ConnectArgs;
 #[derive(Debug, clap::Subcommand)]
 pub enum ClientCommand {
     /// Creates PATH holding DATA; prints the created path.
+    ///
+    /// With --ephemeral the command holds its session, and the node, until interrupted or
+    /// until its standard input closes; each line read meanwhile (`PATH [DATA]`) creates one
+    /// more ephemeral node in the same session.
     Create {
         path: String,
         #[arg(default_value = "")]
@@ -16,6 +20,18 @@ pub enum ClientCommand {
         /// Append a 10-digit sequence number to the name.
         #[arg(long, short = 's')]
         sequential: bool,
+        /// Delete the node when this command's session ends.
+        #[arg(long, short = 'e', conflicts_with_all = ["container", "ttl"])]
+        ephemeral: bool,
+        /// Delete the node once it has had children and has none left.
+        #[arg(long, short = 'c', conflicts_with_all = ["sequential", "ttl"])]
+        container: bool,
+        /// Delete the node when it has had no children and no change for MS milliseconds.
+        #[arg(long, value_name = "MS")]
+        ttl: Option<i64>,
+        /// The session timeout of an --ephemeral command.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        session_timeout: u64,
     },
     /// Prints PATH's data.
     Get { path: String },
@@ -39,6 +55,17 @@ pub enum ClientCommand {
 }
 
 pub async fn run(cmd: ClientCommand, connect: &ConnectArgs) -> anyhow::Result<()> {
+    if let ClientCommand::Create {
+        path,
+        data,
+        sequential,
+        ephemeral: true,
+        session_timeout,
+        ..
+    } = cmd
+    {
+        return hold_ephemerals(connect, path, data, sequential, session_timeout).await;
+    }
     let client = Client::connect(connect.resolve()?).await?;
     let mut out = std::io::stdout().lock();
     match cmd {
@@ -46,11 +73,16 @@ pub async fn run(cmd: ClientCommand, connect: &ConnectArgs) -> anyhow::Result<()
             path,
             data,
             sequential,
+            container,
+            ttl,
+            ..
         } => {
-            let mode = if sequential {
-                CreateMode::PersistentSequential
-            } else {
-                CreateMode::Persistent
+            let mode = match (sequential, container, ttl) {
+                (_, true, _) => CreateMode::Container,
+                (false, _, Some(ttl_ms)) => CreateMode::PersistentWithTtl { ttl_ms },
+                (true, _, Some(ttl_ms)) => CreateMode::PersistentSequentialWithTtl { ttl_ms },
+                (true, _, None) => CreateMode::PersistentSequential,
+                (false, _, None) => CreateMode::Persistent,
             };
             let (created, _) = client.create(&path, data.as_bytes(), mode).await?;
             writeln!(out, "{created}")?;
@@ -83,6 +115,51 @@ pub async fn run(cmd: ClientCommand, connect: &ConnectArgs) -> anyhow::Result<()
             write!(out, "{}", format_stat(&stat))?;
         }
     }
+    Ok(())
+}
+
+/// `create --ephemeral`: creates the first node, then one more per line of standard input, all
+/// in one session that lasts until stdin closes or Ctrl-C (then it is closed, and its nodes go).
+async fn hold_ephemerals(
+    connect: &ConnectArgs,
+    path: String,
+    data: String,
+    sequential: bool,
+    timeout_ms: u64,
+) -> anyhow::Result<()> {
+    use tokio::io::AsyncBufReadExt;
+    let mode = if sequential {
+        CreateMode::EphemeralSequential
+    } else {
+        CreateMode::Ephemeral
+    };
+    let client = Client::connect_with_session(
+        connect.resolve()?,
+        std::time::Duration::from_millis(timeout_ms),
+    )
+    .await?;
+    let session = client.session_id().unwrap_or(0);
+    eprintln!("session {session:#x}: holding ephemeral nodes until stdin closes or Ctrl-C");
+    let (created, _) = client.create(&path, data.as_bytes(), mode).await?;
+    println!("{created}");
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    loop {
+        tokio::select! {
+            line = lines.next_line() => match line? {
+                Some(line) if line.trim().is_empty() => {}
+                Some(line) => {
+                    let (p, d) = line.trim().split_once(' ').unwrap_or((line.trim(), ""));
+                    match client.create(p, d.as_bytes(), mode).await {
+                        Ok((created, _)) => println!("{created}"),
+                        Err(e) => eprintln!("{p}: {e}"),
+                    }
+                }
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    client.close().await?;
     Ok(())
 }
 

@@ -69,6 +69,7 @@ fn node_config(dir: &Path, layout: &DevLayout, id: u64) -> NodeConfig {
             })
             .collect(),
         raft: Default::default(),
+        session_secret: None,
     }
 }
 
@@ -76,6 +77,7 @@ fn create(dir: &Path, base_port: u16) -> anyhow::Result<DevLayout> {
     let certs_dir = dir.join("certs");
     let ca = certs::generate_ca(CLUSTER)?;
     CertFiles::in_dir(&certs_dir, "ca").write(&ca)?;
+    crate::sessions::write_secret(&certs_dir)?;
     for id in 1..=NODES {
         CertFiles::in_dir(&certs_dir, &format!("node-{id}"))
             .write(&certs::issue_node(&ca, id, CLUSTER)?)?;

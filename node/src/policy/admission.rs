@@ -201,6 +201,11 @@ fn mutation(op: &Op) -> wit::Mutation {
             Some(match mode {
                 CreateMode::Persistent => wit::CreateMode::Persistent,
                 CreateMode::PersistentSequential => wit::CreateMode::PersistentSequential,
+                CreateMode::Ephemeral => wit::CreateMode::Ephemeral,
+                CreateMode::EphemeralSequential => wit::CreateMode::EphemeralSequential,
+                CreateMode::Container => wit::CreateMode::Container,
+                CreateMode::PersistentWithTtl { .. }
+                | CreateMode::PersistentSequentialWithTtl { .. } => wit::CreateMode::Ttl,
             }),
             -1,
         ),

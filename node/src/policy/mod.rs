@@ -58,3 +58,7 @@ pub use scopekeeper_client::proto::PolicyMode;
 
 /// The role that may replace a scope's policy.
 pub const ADMIN_ROLE: &str = "admin";
+
+/// The role of the cluster's own nodes: only they propose session bookkeeping and reaping,
+/// which no policy judges.
+pub const NODE_ROLE: &str = "node";

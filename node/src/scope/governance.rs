@@ -14,8 +14,8 @@ use super::types::{Proposal, SetPolicy};
 use crate::limits;
 use crate::policy::admission::{PolicyAdmission, Principal};
 use crate::policy::engine::PolicyEngine;
-use crate::policy::{ADMIN_ROLE, PolicyHash};
-use crate::tree::{Applied, Stamp, Tree};
+use crate::policy::{ADMIN_ROLE, NODE_ROLE, PolicyHash};
+use crate::tree::{AdmitAll, Applied, Outcome, Stamp, Tree, Txn};
 
 /// The policy judging a scope's entries now.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,7 +219,10 @@ pub fn apply_txns(
     }) else {
         return Ok(proposals
             .iter()
-            .map(|p| tree.apply(stamp, &p.txn))
+            .map(|p| {
+                apply_unjudged(tree, stamp, p)
+                    .unwrap_or_else(|| tree.apply_as(stamp, p.session, &p.txn, &mut AdmitAll))
+            })
             .collect());
     };
     let mut attempt = 0u32;
@@ -254,8 +257,12 @@ pub fn apply_txns(
     }
     let mut applied = Vec::with_capacity(proposals.len());
     for proposal in proposals {
+        if let Some(result) = apply_unjudged(tree, stamp, proposal) {
+            applied.push(result);
+            continue;
+        }
         admission.principal = &proposal.principal;
-        let result = tree.apply_with(stamp, &proposal.txn, &mut admission);
+        let result = tree.apply_as(stamp, proposal.session, &proposal.txn, &mut admission);
         if let Some(fault) = admission.host_fault.take() {
             return Err(HostFault(format!(
                 "policy {hash} failed in the host at log index {log_index} after {} of {} transactions: {fault}",
@@ -270,6 +277,31 @@ pub fn apply_txns(
         .judged
         .record(log_index, admission.fuel_used(), &outcomes);
     Ok(applied)
+}
+
+/// Session bookkeeping and reaping are the cluster's own transactions: no policy judges them,
+/// and only a node may propose them. `None` for a client's transaction.
+fn apply_unjudged(tree: &mut Tree, stamp: Stamp, proposal: &Proposal) -> Option<Applied> {
+    if !matches!(proposal.txn, Txn::Session(_) | Txn::Reap { .. }) {
+        return None;
+    }
+    if proposal.principal.has_role(NODE_ROLE) {
+        return Some(tree.apply_as(stamp, proposal.session, &proposal.txn, &mut AdmitAll));
+    }
+    let refused = ApiError::new(
+        ErrorCode::NoAuth,
+        format!(
+            "session bookkeeping and reaping are proposed by nodes only; {:?} has roles {:?}",
+            proposal.principal.id, proposal.principal.roles
+        ),
+    );
+    // A refused transaction still takes its zxid, as every transaction does.
+    let mut applied = tree.apply(stamp, &Txn::Multi(Vec::new()));
+    applied.outcome = match proposal.txn {
+        Txn::Session(_) => Outcome::Session(Err(refused)),
+        _ => Outcome::Single(Err(refused)),
+    };
+    Some(applied)
 }
 
 /// Halts this anchor's apply for a moment. The entry is retried, never skipped.

@@ -59,6 +59,8 @@ pub struct Scope {
     quiescent: AtomicBool,
     /// When a client last asked this scope for anything, for quiescence.
     last_activity: std::sync::Mutex<Instant>,
+    /// What each apply changed, for watches.
+    feed: state_machine::ChangeFeed,
 }
 
 /// A transaction waiting for its batch.
@@ -274,6 +276,7 @@ impl Scope {
         )
         .with_context(|| format!("loading scope {id} from {}", store.dir().display()))?;
         let view = sm.view();
+        let feed = sm.feed();
         let log = ScopeLog::new(store, id);
         let stored = log
             .replica()
@@ -320,6 +323,7 @@ impl Scope {
             ack,
             quiescent: AtomicBool::new(false),
             last_activity: std::sync::Mutex::new(Instant::now()),
+            feed,
         })
     }
 
@@ -427,6 +431,13 @@ impl Scope {
         })
     }
 
+    /// What each apply of this replica changes, from now on.
+    pub fn changes(
+        &self,
+    ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<state_machine::FeedItem>> {
+        self.feed.subscribe()
+    }
+
     /// Proposes a client transaction; only the leader accepts. It joins the next batch: one
     /// log entry carries every transaction that arrived while earlier entries were in flight.
     /// `zxid_floor` is the highest zxid the client has seen, so its write is ordered after it
@@ -434,6 +445,7 @@ impl Scope {
     pub async fn propose_txn(
         &self,
         principal: Principal,
+        session: i64,
         txn: Txn,
         zxid_floor: i64,
     ) -> Result<TxnResult, Refusal> {
@@ -453,7 +465,11 @@ impl Scope {
         }
         let (reply, answer) = oneshot::channel();
         let pending = Pending {
-            proposal: Proposal { principal, txn },
+            proposal: Proposal {
+                principal,
+                session,
+                txn,
+            },
             zxid_floor,
             reply,
         };
@@ -532,6 +548,17 @@ impl Scope {
         self.write_command(Command {
             stamp: stamp(0),
             body: Body::Split { path },
+        })
+        .await
+    }
+
+    /// Creates a session scope at `path` (root scope); only the leader accepts.
+    pub async fn propose_session_scope(&self, path: String) -> Result<CommandResult, Refusal> {
+        self.note_activity();
+        self.ensure_leader()?;
+        self.write_command(Command {
+            stamp: stamp(0),
+            body: Body::SessionScope { path },
         })
         .await
     }

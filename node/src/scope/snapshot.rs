@@ -21,7 +21,7 @@ use crate::policy::PolicyHash;
 use crate::storage::corrupt;
 use crate::tree::StoredZnode;
 
-const MAGIC: &[u8; 8] = b"SKSNAP02";
+const MAGIC: &[u8; 8] = b"SKSNAP03";
 
 /// What openraft carries between the state machine and the network: a finished snapshot file.
 #[derive(Clone, Debug)]
@@ -45,6 +45,7 @@ pub struct SnapshotHeader {
     pub load: super::load::Load,
     pub last_split_ms: i64,
     pub nodes: BTreeMap<u64, scopekeeper_client::proto::ClusterNode>,
+    pub sessions: crate::tree::SessionBook,
 }
 
 /// A decoded snapshot.
@@ -71,6 +72,7 @@ pub fn encode(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
         load: state.load.clone(),
         last_split_ms: state.last_split_ms,
         nodes: state.nodes.clone(),
+        sessions: tree.session_book().clone(),
     };
     let mut out = Vec::with_capacity(64 + tree.len() * 64);
     out.extend_from_slice(MAGIC);

@@ -49,6 +49,7 @@ struct AppliedMeta {
     nodes: BTreeMap<u64, ClusterNode>,
     load: Load,
     last_split_ms: i64,
+    sessions: crate::tree::SessionBook,
 }
 
 impl AppliedMeta {
@@ -66,6 +67,7 @@ impl AppliedMeta {
             nodes: state.nodes.clone(),
             load: state.load.clone(),
             last_split_ms: state.last_split_ms,
+            sessions: state.tree.session_book().clone(),
         }
     }
 }
@@ -164,6 +166,41 @@ pub struct ScopeStateMachine {
     view: ScopeView,
     snapshot_dir: PathBuf,
     events: Option<ScopeEvents>,
+    feed: ChangeFeed,
+}
+
+/// What one apply changed, for watches: published after the changes are durable and
+/// visible, in apply order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedItem {
+    /// The scope's last zxid after it: every change up to here has been published.
+    pub zxid: i64,
+    /// Each change with the zxid of its transaction, in order.
+    pub changes: Vec<(i64, crate::tree::Change)>,
+    /// The state was replaced by a snapshot: changes in between are unknown.
+    pub reset: bool,
+}
+
+/// The scope's stream of [`FeedItem`]s. A subscriber that falls `FEED_ITEMS_MAX` behind
+/// misses items and is told so (`Lagged`); it must re-check what it watches.
+#[derive(Clone)]
+pub struct ChangeFeed(tokio::sync::broadcast::Sender<std::sync::Arc<FeedItem>>);
+
+impl ChangeFeed {
+    fn new() -> ChangeFeed {
+        ChangeFeed(tokio::sync::broadcast::Sender::new(
+            crate::limits::FEED_ITEMS_MAX,
+        ))
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<FeedItem>> {
+        self.0.subscribe()
+    }
+
+    fn publish(&self, item: FeedItem) {
+        // Nobody listening is the usual case.
+        let _ = self.0.send(std::sync::Arc::new(item));
+    }
 }
 
 fn load_component(store: &Store, hash: &crate::policy::PolicyHash) -> io::Result<Arc<Vec<u8>>> {
@@ -236,7 +273,7 @@ impl ScopeStateMachine {
                 .map_err(|_| corrupt("znode key", "path is not UTF-8"))?;
             stored.push((path, decode::<StoredZnode>("znode", &v)?));
         }
-        let tree = if stored.is_empty() && meta.last_applied.is_none() {
+        let mut tree = if stored.is_empty() && meta.last_applied.is_none() {
             Tree::placeholder(&meta.identity.root)
         } else {
             Tree::from_stored(
@@ -247,6 +284,7 @@ impl ScopeStateMachine {
             )
             .map_err(|e| corrupt("tree", &e))?
         };
+        tree.set_session_book(meta.sessions.clone());
         let governance = Governance {
             active: match &meta.governance.active {
                 Some((hash, info)) => Some(ActivePolicy {
@@ -278,6 +316,7 @@ impl ScopeStateMachine {
             }))),
             snapshot_dir,
             events,
+            feed: ChangeFeed::new(),
         };
         if let Some(path) = snapshot::newest(&sm.snapshot_dir)? {
             let header = snapshot::read_header(&path)?;
@@ -295,6 +334,10 @@ impl ScopeStateMachine {
 
     pub fn view(&self) -> ScopeView {
         self.view.clone()
+    }
+
+    pub fn feed(&self) -> ChangeFeed {
+        self.feed.clone()
     }
 
     /// Adds the applied position and governance to `batch`, so they commit with the data.
@@ -353,13 +396,14 @@ impl ScopeStateMachine {
     fn load_snapshot_into_store(&self, path: &std::path::Path) -> io::Result<()> {
         let contents = snapshot::decode(path)?;
         let header = contents.header;
-        let tree = Tree::from_stored(
+        let mut tree = Tree::from_stored(
             &header.identity.root,
             header.last_zxid,
             contents.znodes.clone(),
             header.delegations.keys().cloned(),
         )
         .map_err(|e| corrupt("snapshot tree", &e))?;
+        tree.set_session_book(header.sessions.clone());
         let mut batch = self.store.db.batch();
         for guard in self.store.tree.prefix(self.scope.to_be_bytes()) {
             let k = guard.key().map_err(|e| io_err("reading the tree", e))?;
@@ -406,7 +450,13 @@ impl ScopeStateMachine {
             .commit()
             .map_err(|e| io_err("installing a snapshot", e))?;
         self.store.sync_now()?;
+        let zxid = state.tree.last_zxid();
         *self.view.write() = state;
+        self.feed.publish(FeedItem {
+            zxid,
+            changes: Vec::new(),
+            reset: true,
+        });
         Ok(())
     }
 }
@@ -424,23 +474,13 @@ fn split_principal() -> Principal {
     }
 }
 
-fn succeeded(outcome: &Outcome) -> bool {
-    match outcome {
-        Outcome::Single(r) => r.is_ok(),
-        Outcome::Multi(slots) => slots
-            .iter()
-            .all(|s| matches!(s, scopekeeper_client::proto::MultiSlot::Done(_))),
-        Outcome::Delegated(r) => r.is_ok(),
-    }
-}
-
 /// Counts a committed transaction's writes in the scope's load figures.
 fn record_load(state: &mut ScopeState, txn: &Txn, time_ms: i64) {
     let root = state.identity.root.clone();
     let ops: &[scopekeeper_client::proto::Op] = match txn {
         Txn::Single(op) => std::slice::from_ref(op),
         Txn::Multi(ops) => ops,
-        Txn::Delegate { .. } => &[],
+        Txn::Delegate { .. } | Txn::Session(_) | Txn::Reap { .. } => &[],
     };
     for op in ops {
         if !matches!(op, scopekeeper_client::proto::Op::Check { .. }) {
@@ -544,18 +584,74 @@ fn change_nodes(
     }
 }
 
+/// Who decided a delegation, which says what it needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum DelegationKind {
+    /// An admin's `scope create`: the admin role and this scope's policy's consent.
+    Admin,
+    /// A split the scope decided itself: its policy's consent, no role.
+    Split,
+    /// A session scope: the cluster's bookkeeping, no policy at all.
+    Session,
+}
+
 /// A Delegate entry, as apply sees it.
 struct Delegation<'a> {
     stamp: Stamp,
-    /// A split the scope decided itself: no admin role needed.
-    by_scope: bool,
+    kind: DelegationKind,
     principal: &'a Principal,
     path: &'a str,
     policy: Option<&'a SetPolicy>,
     log_index: u64,
 }
 
+/// Session scopes sit right below `/zookeeper/sessions`, carved from the root scope.
+fn session_scope_allowed(p: &str) -> Result<(), ApiError> {
+    use scopekeeper_client::ErrorCode;
+    if scopekeeper_client::path::parent(p) == Some(crate::tree::session::SESSIONS_ROOT) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::BadArguments,
+        format!(
+            "{p} cannot be a session scope: those sit right below {}",
+            crate::tree::session::SESSIONS_ROOT
+        ),
+    ))
+}
+
 impl ScopeStateMachine {
+    /// Carves a session scope out with no policy judging, creating the znodes above it.
+    fn carve_session_scope(
+        &self,
+        state: &mut ScopeState,
+        stamp: Stamp,
+        at: &str,
+        touched: &mut BTreeSet<String>,
+    ) -> crate::tree::Applied {
+        let mut above: Vec<&str> = scopekeeper_client::path::ancestors_and_self(at)
+            .skip(1)
+            .take_while(|a| *a != state.identity.root)
+            .collect();
+        above.reverse();
+        for p in above {
+            if state.tree.get(p).is_none() {
+                let create = Txn::Single(scopekeeper_client::proto::Op::Create {
+                    path: p.to_string(),
+                    data: Vec::new(),
+                    mode: scopekeeper_client::proto::CreateMode::Persistent,
+                });
+                touched.extend(state.tree.apply(stamp, &create).touched);
+            }
+        }
+        state.tree.apply(
+            stamp,
+            &Txn::Delegate {
+                path: at.to_string(),
+            },
+        )
+    }
+
     /// Applies a Delegate entry: checks, the tree's carve (judged by this scope's policy), the
     /// child's starting state written into the same batch, and the delegation recorded here.
     /// `Err` is a host fault (apply halts); a refusal is the inner `Err`.
@@ -563,20 +659,24 @@ impl ScopeStateMachine {
         &self,
         state: &mut ScopeState,
         batch: &mut fjall::OwnedWriteBatch,
-        touched: &mut BTreeSet<String>,
+        (touched, changes): (&mut BTreeSet<String>, &mut Vec<(i64, crate::tree::Change)>),
         d: Delegation<'_>,
         created: &mut Vec<ScopeId>,
     ) -> io::Result<Result<Route, ApiError>> {
-        let checked = match d.policy {
-            Some(set) => governance::check_policy_change(d.principal, set),
-            None if d.by_scope => Ok(()),
-            None => governance::check_admin(d.principal, "creating a scope"),
+        let checked = match (d.policy, d.kind) {
+            (_, DelegationKind::Session) => session_scope_allowed(d.path),
+            (Some(set), _) => governance::check_policy_change(d.principal, set),
+            (None, DelegationKind::Split) => Ok(()),
+            (None, DelegationKind::Admin) => {
+                governance::check_admin(d.principal, "creating a scope")
+            }
         };
         if let Err(refused) = checked {
             return Ok(Err(refused));
         }
         let proposal = Proposal {
             principal: d.principal.clone(),
+            session: 0,
             txn: Txn::Delegate {
                 path: d.path.to_string(),
             },
@@ -588,21 +688,26 @@ impl ScopeStateMachine {
             writes_per_sec: state.load.scope_per_sec(),
             ms_since_split: ms_since(state.last_split_ms, d.stamp.time_ms),
         };
-        let mut applied = governance::apply_txns(
-            &self.engine,
-            &mut state.governance,
-            &mut state.tree,
-            entry,
-            std::slice::from_ref(&proposal),
-        )
-        .map_err(|fault| {
-            tracing::error!(scope = self.scope, "apply halts: {}", fault.0);
-            io::Error::other(fault.0)
-        })?;
+        let mut applied = if d.kind == DelegationKind::Session {
+            vec![self.carve_session_scope(state, d.stamp, d.path, touched)]
+        } else {
+            governance::apply_txns(
+                &self.engine,
+                &mut state.governance,
+                &mut state.tree,
+                entry,
+                std::slice::from_ref(&proposal),
+            )
+            .map_err(|fault| {
+                tracing::error!(scope = self.scope, "apply halts: {}", fault.0);
+                io::Error::other(fault.0)
+            })?
+        };
         let Some(applied) = applied.pop() else {
             return Err(io::Error::other("a delegation produced no result"));
         };
         touched.extend(applied.touched);
+        changes.extend(applied.changes.into_iter().map(|c| (applied.zxid, c)));
         let carved = match (applied.carved, applied.outcome) {
             (Some(carved), _) => carved,
             (None, Outcome::Delegated(Err(refused))) => return Ok(Err(refused)),
@@ -622,6 +727,7 @@ impl ScopeStateMachine {
             .filter_map(|p| state.delegations.remove_entry(&p))
             .collect();
         let governance = match d.policy {
+            _ if d.kind == DelegationKind::Session => Governance::default(),
             Some(set) => {
                 let mut g = Governance::default();
                 g.install(d.principal, set, 0, d.stamp, applied.zxid);
@@ -726,6 +832,8 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         let mut batch = self.store.db.batch();
         let mut created = Vec::new();
         let mut membership_changes = Vec::new();
+        let mut changes = Vec::new();
+        let last_zxid;
         {
             let mut state = self.view.write();
             let state = &mut *state;
@@ -766,7 +874,8 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                                 .zip(proposals)
                                 .map(|(a, proposal)| {
                                     touched.extend(a.touched);
-                                    if succeeded(&a.outcome) {
+                                    changes.extend(a.changes.into_iter().map(|c| (a.zxid, c)));
+                                    if Outcome::succeeded(&a.outcome) {
                                         record_load(state, &proposal.txn, command.stamp.time_ms);
                                     }
                                     TxnResult {
@@ -805,10 +914,10 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                         } => CommandOutcome::Delegated(self.apply_delegation(
                             state,
                             &mut batch,
-                            &mut touched,
+                            (&mut touched, &mut changes),
                             Delegation {
                                 stamp: command.stamp,
-                                by_scope: false,
+                                kind: DelegationKind::Admin,
                                 principal,
                                 path,
                                 policy: policy.as_ref(),
@@ -819,10 +928,10 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                         Body::Split { path } => CommandOutcome::Delegated(self.apply_delegation(
                             state,
                             &mut batch,
-                            &mut touched,
+                            (&mut touched, &mut changes),
                             Delegation {
                                 stamp: command.stamp,
-                                by_scope: true,
+                                kind: DelegationKind::Split,
                                 principal: &split_principal(),
                                 path,
                                 policy: None,
@@ -830,6 +939,22 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                             },
                             &mut created,
                         )?),
+                        Body::SessionScope { path } => {
+                            CommandOutcome::Delegated(self.apply_delegation(
+                                state,
+                                &mut batch,
+                                (&mut touched, &mut changes),
+                                Delegation {
+                                    stamp: command.stamp,
+                                    kind: DelegationKind::Session,
+                                    principal: &split_principal(),
+                                    path,
+                                    policy: None,
+                                    log_index: log_id.index(),
+                                },
+                                &mut created,
+                            )?)
+                        }
                         Body::Nodes { principal, change } => {
                             CommandOutcome::NodesChanged(change_nodes(state, principal, change))
                         }
@@ -890,10 +1015,16 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                 }
             }
             self.record_applied(&mut batch, state)?;
+            last_zxid = state.tree.last_zxid();
         }
         batch
             .commit()
             .map_err(|e| io_err("persisting applied entries", e))?;
+        self.feed.publish(FeedItem {
+            zxid: last_zxid,
+            changes,
+            reset: false,
+        });
         for (before, after) in membership_changes {
             self.notify(ScopeEvent::MembershipChanged {
                 scope: self.scope,
@@ -980,6 +1111,7 @@ mod tests {
             },
             body: Body::Txns(vec![crate::scope::types::Proposal {
                 principal: Default::default(),
+                session: 0,
                 txn: Txn::Single(Op::Create {
                     path: path.into(),
                     data: b"d".to_vec(),

@@ -40,6 +40,10 @@ pub enum Body {
     /// anchors, under the same policy. Proposed by the scope's leader when its policy's
     /// `split` says so (or by an admin's `scope split`); no principal approves it.
     Split { path: String },
+    /// Creates the session scope at `path` (below `/zookeeper/sessions`, creating the
+    /// znodes above it), on this scope's anchors and with no policy: session records are the
+    /// cluster's bookkeeping, judged by no policy. Proposed by a node of the root scope.
+    SessionScope { path: String },
     /// Changes the cluster's node registry; root scope only, admin role.
     Nodes {
         principal: Principal,
@@ -47,10 +51,12 @@ pub enum Body {
     },
 }
 
-/// One client's transaction and who sent it (the identity the policy judges).
+/// One client's transaction, who sent it (the identity the policy judges) and the session it
+/// acts for (0: none), which owns the ephemerals it creates.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Proposal {
     pub principal: Principal,
+    pub session: i64,
     pub txn: Txn,
 }
 
@@ -70,6 +76,7 @@ impl fmt::Display for Command {
             Body::Delegate { path, .. } => write!(f, "delegate {path}"),
             Body::Nodes { change, .. } => write!(f, "{change:?}"),
             Body::Split { path } => write!(f, "split at {path}"),
+            Body::SessionScope { path } => write!(f, "session scope at {path}"),
         }
     }
 }

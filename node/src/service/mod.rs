@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use openraft::async_runtime::WatchReceiver;
 use scopekeeper_client::limits as client_limits;
-use scopekeeper_client::proto::{ApiError, ErrorCode, MultiSlot, Op, Reply, Request, Response};
+use scopekeeper_client::proto::{
+    ApiError, ErrorCode, MultiSlot, Op, Reply, Request, Response, SessionRequest,
+};
 use scopekeeper_transport::frame::{expect_frame, write_frame};
 use scopekeeper_transport::limits::CLIENT_FRAME_BYTES_MAX;
 use scopekeeper_transport::{
@@ -18,9 +20,10 @@ use crate::node::Node;
 use crate::peer::{PeerRequest, PeerResponse, Refusal};
 use crate::scope::Scope;
 use crate::scope::types::{CommandOutcome, CommandResult, SetPolicy, TxnResult};
-use crate::tree::{Outcome, Txn};
+use crate::tree::{Outcome, SessionOutcome, SessionTxn, Txn};
 
 mod peers;
+mod session;
 
 use peers::{refuse_unknown_peer, serve_peer_stream};
 
@@ -37,6 +40,8 @@ pub async fn accept_loop(node: Node) {
 }
 
 async fn serve_connection(node: Node, conn: Connection) {
+    // The session the connection's session stream opened: every stream acts for it.
+    let session = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(0));
     loop {
         let (send, recv) = match conn.accept_stream().await {
             Ok(s) => s,
@@ -48,13 +53,16 @@ async fn serve_connection(node: Node, conn: Connection) {
         let node = node.clone();
         let principal = conn.principal.clone();
         let alpn = conn.alpn;
+        let session = session.clone();
         tokio::spawn(async move {
             let result = match (alpn, &principal) {
                 (Alpn::Peer, Principal::Node { id }) if !node.knows_peer(*id) => {
                     refuse_unknown_peer(*id, send).await
                 }
                 (Alpn::Peer, _) => serve_peer_stream(&node, send, recv).await,
-                (Alpn::Client, _) => serve_client_stream(&node, &principal, send, recv).await,
+                (Alpn::Client, _) => {
+                    serve_client_stream(&node, &principal, &session, send, recv).await
+                }
             };
             if let Err(e) = result {
                 tracing::debug!(?principal, "stream failed: {e}");
@@ -68,29 +76,70 @@ async fn serve_connection(node: Node, conn: Connection) {
 async fn serve_client_stream(
     node: &Node,
     principal: &Principal,
+    session: &std::sync::atomic::AtomicI64,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<(), TransportError> {
     let response: Response =
         match expect_frame::<Request>(&mut recv, client_limits::REQUEST_BYTES_MAX).await {
-            Ok(request) => handle_client(node, &policy_principal(principal), request).await,
+            Ok(Request::Connect { resume, timeout_ms }) => {
+                let connect = session::Connect { resume, timeout_ms };
+                return session::serve(node, connect, session, send, recv).await;
+            }
+            Ok(request) => {
+                let id = session.load(std::sync::atomic::Ordering::Acquire);
+                if id != 0 {
+                    let response =
+                        session::serve_request(node, &policy_principal(principal), id, request)
+                            .await;
+                    return write_response(&mut send, &response, true, node, id).await;
+                }
+                handle_client(node, &policy_principal(principal), id, request).await
+            }
             Err(e) => Err(ApiError::new(
                 ErrorCode::MarshallingError,
                 format!("unreadable request: {e}"),
             )),
         };
-    match write_frame(&mut send, &response, CLIENT_FRAME_BYTES_MAX).await {
-        Err(TransportError::FrameTooLarge { len, cap }) => {
-            let too_large: Response = Err(ApiError::new(
-                ErrorCode::MarshallingError,
-                format!("the reply of {len} bytes exceeds the {cap}-byte limit of one frame"),
-            ));
-            write_frame(&mut send, &too_large, CLIENT_FRAME_BYTES_MAX).await?;
-        }
-        other => other?,
+    write_response(&mut send, &response, false, node, 0).await
+}
+
+/// Writes a response, as a `SessionResponse` on a connection with a session; a reply over
+/// the frame limit becomes an error saying so.
+async fn write_response(
+    send: &mut SendStream,
+    response: &Response,
+    in_session: bool,
+    node: &Node,
+    session: i64,
+) -> Result<(), TransportError> {
+    let mut written = write_one(send, response.clone(), in_session, node, session).await;
+    if let Err(TransportError::FrameTooLarge { len, cap }) = written {
+        let too_large: Response = Err(ApiError::new(
+            ErrorCode::MarshallingError,
+            format!("the reply of {len} bytes exceeds the {cap}-byte limit of one frame"),
+        ));
+        written = write_one(send, too_large, in_session, node, session).await;
     }
+    written?;
     send.finish()
         .map_err(|_| TransportError::Closed("client stream closed early".into()))
+}
+
+async fn write_one(
+    send: &mut SendStream,
+    response: Response,
+    in_session: bool,
+    node: &Node,
+    session: i64,
+) -> Result<(), TransportError> {
+    if in_session {
+        let events = node.0.sessions.events_queued(session);
+        let framed = scopekeeper_client::proto::SessionResponse { events, response };
+        write_frame(send, &framed, CLIENT_FRAME_BYTES_MAX).await
+    } else {
+        write_frame(send, &response, CLIENT_FRAME_BYTES_MAX).await
+    }
 }
 
 fn starting(node: &Node) -> ApiError {
@@ -109,17 +158,19 @@ pub fn policy_principal(principal: &Principal) -> crate::policy::admission::Prin
         },
         Principal::Node { id } => crate::policy::admission::Principal {
             id: format!("node-{id}"),
-            roles: vec!["node".into()],
+            roles: vec![crate::policy::NODE_ROLE.into()],
         },
     }
 }
 
+/// Serves a request for `principal`, acting for `session` (0: none).
 pub async fn handle_client(
     node: &Node,
     principal: &crate::policy::admission::Principal,
+    session: i64,
     request: Request,
 ) -> Response {
-    handle_routed(node, principal, request, limits::FORWARD_HOPS_MAX)
+    handle_routed(node, principal, session, request, limits::FORWARD_HOPS_MAX)
         .await
         .0
 }
@@ -138,7 +189,33 @@ fn routing_path(request: &Request) -> &str {
         Request::SetPolicy { scope, .. }
         | Request::GetPolicy { scope }
         | Request::PolicyHistory { scope } => scope,
-        Request::NodeInfo | Request::Nodes | Request::ChangeNode(_) => "/",
+        Request::NodeInfo | Request::Nodes | Request::ChangeNode(_) | Request::Connect { .. } => {
+            "/"
+        }
+        Request::Session(SessionRequest::Kill { root, .. }) => root,
+        Request::Session(_) => "/zookeeper/sessions",
+        Request::Watch { path, .. } | Request::RemoveWatches { path, .. } => path,
+        Request::SetWatches { .. } => "/",
+        Request::AtZxid(inner) => routing_path(inner),
+    }
+}
+
+/// The path a session request concerns: its record's, or the killed scope's root.
+fn session_path(request: &SessionRequest) -> String {
+    match request {
+        SessionRequest::Kill { root, .. } => root.clone(),
+        other => crate::tree::session::record_path(other.id()),
+    }
+}
+
+/// Whether the request creates an ephemeral node, which its session must register first.
+fn creates_ephemeral(request: &Request) -> bool {
+    let ephemeral = |op: &Op| matches!(op, Op::Create { mode, .. } if mode.is_ephemeral());
+    match request {
+        Request::Write { op, .. } => ephemeral(op),
+        Request::Multi { ops, .. } => ops.iter().any(ephemeral),
+        Request::AtZxid(inner) => creates_ephemeral(inner),
+        _ => false,
     }
 }
 
@@ -148,6 +225,7 @@ fn is_wrong_scope(response: &Response) -> bool {
         Ok(Reply::Multi { slots, .. }) => slots
             .iter()
             .any(|s| matches!(s, MultiSlot::Failed(ErrorCode::WrongScope))),
+        Ok(Reply::AtZxid { reply, .. }) => is_wrong_scope(reply),
         Ok(_) => false,
     }
 }
@@ -159,6 +237,7 @@ fn is_wrong_scope(response: &Response) -> bool {
 pub(super) async fn handle_routed(
     node: &Node,
     principal: &crate::policy::admission::Principal,
+    session: i64,
     request: Request,
     hops: u8,
 ) -> (Response, Option<Route>) {
@@ -168,19 +247,45 @@ pub(super) async fn handle_routed(
     if request == Request::NodeInfo {
         return (Ok(Reply::NodeInfo(node_info(node))), None);
     }
-    let path = routing_path(&request).to_string();
+    if let Request::Connect { .. } = request {
+        return (
+            Err(ApiError::new(
+                ErrorCode::BadArguments,
+                "Connect opens a session stream; send it as the first frame of its own stream",
+            )),
+            None,
+        );
+    }
+    let path = match &request {
+        Request::Session(s) => session_path(s),
+        Request::AtZxid(inner) => match &**inner {
+            Request::Session(s) => session_path(s),
+            other => routing_path(other).to_string(),
+        },
+        other => routing_path(other).to_string(),
+    };
+    let ephemeral = session != 0 && creates_ephemeral(&request);
     let mut last = None;
     for attempt in 1..=limits::ROUTE_ATTEMPTS_MAX as u32 {
         let route = node.route(&path);
-        if let Request::Multi { ops, .. } = &request
+        let multi = match &request {
+            Request::AtZxid(inner) => &**inner,
+            other => other,
+        };
+        if let Request::Multi { ops, .. } = multi
             && let Err(spanning) = check_one_scope(node, ops)
         {
             return (Err(spanning), None);
         }
+        if ephemeral
+            && let Err(e) = crate::sessions::ensure_registered(node, session, &route.root).await
+        {
+            return (Err(e), None);
+        }
         let local = local_scope(node, &route).await;
         let (response, served_by) = match &local {
             Some(scope) => (
-                serve_local(node, scope, principal, &request).await,
+                serve_local(node, scope, principal, session, &request).await,
                 Some(scope.view().read().route()),
             ),
             None if hops == 0 => {
@@ -198,7 +303,7 @@ pub(super) async fn handle_routed(
                     None,
                 );
             }
-            None => forward(node, &route, principal, &request, hops - 1).await,
+            None => forward(node, &route, principal, session, &request, hops - 1).await,
         };
         if !is_wrong_scope(&response) {
             if let Some(r) = &served_by {
@@ -275,11 +380,13 @@ async fn forward(
     node: &Node,
     route: &Route,
     principal: &crate::policy::admission::Principal,
+    session: i64,
     request: &Request,
     hops: u8,
 ) -> (Response, Option<Route>) {
     let message = PeerRequest::Client {
         principal: principal.clone(),
+        session,
         request: request.clone(),
         hops,
     };
@@ -314,12 +421,15 @@ async fn serve_local(
     node: &Node,
     scope: &Scope,
     principal: &crate::policy::admission::Principal,
+    session: i64,
     request: &Request,
 ) -> Response {
+    let caller = Caller { principal, session };
     match request {
         Request::Write { op, after_zxid } => {
+            check_not_bookkeeping(principal, std::slice::from_ref(op))?;
             let applied =
-                propose_txn(node, scope, Txn::Single(op.clone()), *after_zxid, principal).await?;
+                propose_txn(node, scope, Txn::Single(op.clone()), *after_zxid, &caller).await?;
             let zxid = applied.zxid;
             match applied.outcome {
                 Outcome::Single(r) => r.map(|result| Reply::Write { result, zxid }),
@@ -340,8 +450,9 @@ async fn serve_local(
                     ),
                 ));
             }
+            check_not_bookkeeping(principal, ops)?;
             let applied =
-                propose_txn(node, scope, Txn::Multi(ops.clone()), *after_zxid, principal).await?;
+                propose_txn(node, scope, Txn::Multi(ops.clone()), *after_zxid, &caller).await?;
             let zxid = applied.zxid;
             match applied.outcome {
                 Outcome::Multi(slots) => Ok(Reply::Multi { slots, zxid }),
@@ -431,6 +542,44 @@ async fn serve_local(
                 scope.view().read().nodes.values().cloned().collect(),
             ))
         }
+        Request::Connect { .. }
+        | Request::Watch { .. }
+        | Request::RemoveWatches { .. }
+        | Request::SetWatches { .. } => Err(ApiError::new(
+            ErrorCode::BadArguments,
+            "sessions and watches are served by the node the client is connected to, on a \
+             connection with a session",
+        )),
+        Request::AtZxid(inner) => {
+            let (response, zxid) = serve_at_zxid(node, scope, principal, session, inner).await;
+            Ok(Reply::AtZxid {
+                reply: Box::new(response),
+                zxid,
+            })
+        }
+        Request::Session(request) => {
+            if !principal.has_role(crate::policy::NODE_ROLE) {
+                return Err(ApiError::new(
+                    ErrorCode::NoAuth,
+                    "session bookkeeping is for the cluster's nodes",
+                ));
+            }
+            let txn = Txn::Session(session_txn(request));
+            let applied = propose_txn(node, scope, txn, 0, &caller).await?;
+            match applied.outcome {
+                Outcome::Session(Ok(SessionOutcome::Killed { chase })) => {
+                    Ok(Reply::SessionDone { chase })
+                }
+                Outcome::Session(Ok(SessionOutcome::Done)) => {
+                    Ok(Reply::SessionDone { chase: Vec::new() })
+                }
+                Outcome::Session(Err(e)) => Err(e),
+                other => Err(ApiError::new(
+                    ErrorCode::SystemError,
+                    format!("session bookkeeping produced {other:?}"),
+                )),
+            }
+        }
         Request::ChangeNode(change) => {
             rooted_at(scope, "/")?;
             let outcome = through_leader(
@@ -448,6 +597,85 @@ async fn serve_local(
                 other => Err(unexpected_outcome(other)),
             }
         }
+    }
+}
+
+/// Serves `request` and tells the zxid it saw: a read's, taken with the read; a write's own.
+async fn serve_at_zxid(
+    node: &Node,
+    scope: &Scope,
+    principal: &crate::policy::admission::Principal,
+    session: i64,
+    request: &Request,
+) -> (Response, i64) {
+    let read = match request {
+        Request::GetData { path } | Request::Exists { path } | Request::GetChildren { path } => {
+            path
+        }
+        Request::AtZxid(_) => {
+            let nested = ApiError::new(ErrorCode::BadArguments, "AtZxid inside AtZxid");
+            return (Err(nested), 0);
+        }
+        other => {
+            let response = Box::pin(serve_local(node, scope, principal, session, other)).await;
+            let zxid = match &response {
+                Ok(Reply::Write { zxid, .. } | Reply::Multi { zxid, .. }) => *zxid,
+                _ => scope.view().read().tree.last_zxid(),
+            };
+            return (response, zxid);
+        }
+    };
+    if let Err(e) = linearize(node, scope).await {
+        return (Err(e), 0);
+    }
+    let state = scope.view().read();
+    let tree = &state.tree;
+    let response = match request {
+        Request::GetData { .. } => tree
+            .get_data(read)
+            .map(|(data, stat)| Reply::Data { data, stat }),
+        Request::Exists { .. } => tree.exists(read).map(Reply::Exists),
+        _ => tree
+            .get_children(read)
+            .map(|(children, stat)| Reply::Children { children, stat }),
+    };
+    (response, tree.last_zxid())
+}
+
+/// Who a proposal is from and which session it acts for.
+struct Caller<'a> {
+    principal: &'a crate::policy::admission::Principal,
+    session: i64,
+}
+
+fn session_txn(request: &SessionRequest) -> SessionTxn {
+    match request.clone() {
+        SessionRequest::Open { id, timeout_ms } => SessionTxn::Open { id, timeout_ms },
+        SessionRequest::Register { id, root } => SessionTxn::Register { id, root },
+        SessionRequest::Chase { id, roots } => SessionTxn::Chase { id, roots },
+        SessionRequest::Closing { id } => SessionTxn::Closing { id },
+        SessionRequest::Kill { id, .. } => SessionTxn::Kill { id },
+        SessionRequest::Forget { id } => SessionTxn::Forget { id },
+    }
+}
+
+/// Session records are the nodes' bookkeeping: clients read them but never write them.
+fn check_not_bookkeeping(
+    principal: &crate::policy::admission::Principal,
+    ops: &[Op],
+) -> Result<(), ApiError> {
+    match ops
+        .iter()
+        .find(|op| crate::tree::session::is_session_path(op.path()))
+    {
+        Some(op) if !principal.has_role(crate::policy::NODE_ROLE) => Err(ApiError::new(
+            ErrorCode::NoAuth,
+            format!(
+                "{} is a session record, kept by the cluster; clients only read it",
+                op.path()
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -653,15 +881,17 @@ async fn propose_txn(
     scope: &Scope,
     txn: Txn,
     after_zxid: i64,
-    principal: &crate::policy::admission::Principal,
+    caller: &Caller<'_>,
 ) -> Result<TxnResult, ApiError> {
+    let Caller { principal, session } = *caller;
     through_leader(
         node,
         scope,
-        || scope.propose_txn(principal.clone(), txn.clone(), after_zxid),
+        || scope.propose_txn(principal.clone(), session, txn.clone(), after_zxid),
         |_| PeerRequest::ProposeTxn {
             scope: scope.id,
             principal: principal.clone(),
+            session,
             txn: txn.clone(),
             zxid_floor: after_zxid,
         },

@@ -55,6 +55,12 @@ pub(super) async fn serve_peer_stream(
             let target = node.scope_for_replica(scope, replica, joining).await;
             receive_snapshot(node, target, scope, vote, meta, len, &mut recv).await
         }
+        PeerRequest::Subscribe { scope } => {
+            crate::watches::serve_subscription(node, scope, &mut send).await?;
+            return send
+                .finish()
+                .map_err(|_| TransportError::Closed("feed stream closed early".into()));
+        }
         other => handle_peer(node, other).await,
     };
     write_frame(&mut send, &response, PEER_FRAME_BYTES_MAX).await?;
@@ -136,10 +142,11 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
         PeerRequest::ProposeTxn {
             scope,
             principal,
+            session,
             txn,
             zxid_floor,
         } => match scope_of(node, scope) {
-            Ok(s) => PeerResponse::Txn(s.propose_txn(principal, txn, zxid_floor).await),
+            Ok(s) => PeerResponse::Txn(s.propose_txn(principal, session, txn, zxid_floor).await),
             Err(e) => PeerResponse::Invalid(e),
         },
         PeerRequest::ProposePolicy {
@@ -173,22 +180,29 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
         }
         PeerRequest::Client {
             principal,
+            session,
             request,
             hops,
         } => {
-            let (response, served_by) = super::handle_routed(node, &principal, request, hops).await;
+            let (response, served_by) =
+                super::handle_routed(node, &principal, session, request, hops).await;
             PeerResponse::Client(Box::new(ClientAnswer {
                 response,
                 served_by,
             }))
         }
+        PeerRequest::TouchSessions {
+            scope,
+            touches,
+            hops,
+        } => PeerResponse::Touched(crate::sessions::touch_here(node, scope, &touches, hops).await),
         PeerRequest::ReadIndex { scope } => match scope_of(node, scope) {
             Ok(s) => PeerResponse::ReadIndex(s.read_index().await),
             Err(e) => PeerResponse::Invalid(e),
         },
         PeerRequest::Status { from } => PeerResponse::Status(status(node, from)),
-        PeerRequest::Snapshot { .. } => {
-            PeerResponse::Invalid("snapshot header in the wrong place".into())
+        PeerRequest::Snapshot { .. } | PeerRequest::Subscribe { .. } => {
+            PeerResponse::Invalid("a streaming request in the wrong place".into())
         }
     }
 }

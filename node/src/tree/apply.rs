@@ -3,11 +3,14 @@
 
 use std::collections::BTreeSet;
 
-use scopekeeper_client::proto::{ApiError, ErrorCode, MultiSlot, Op, OpResult, Stat};
+use scopekeeper_client::proto::{
+    ApiError, CreateMode, ErrorCode, MultiSlot, NodeKind, Op, OpResult, Stat, TTL_MS_MAX,
+};
 use scopekeeper_client::{limits, path};
 
+use super::session::{SessionOutcome, SessionRecord, SessionTxn, record_path};
 use super::{
-    Admit, AdmitAll, Applied, OpView, Outcome, Stamp, Tree, Txn, Znode, check_path_len,
+    Admit, AdmitAll, Applied, Change, OpView, Outcome, Stamp, Tree, Txn, Znode, check_path_len,
     checked_path,
 };
 
@@ -24,8 +27,11 @@ enum Undo {
 struct Txc<'a> {
     zxid: i64,
     time_ms: i64,
+    /// The session the transaction acts for (0: none): the owner of its ephemerals.
+    session: i64,
     undo: Vec<Undo>,
     touched: &'a mut Vec<String>,
+    changes: Vec<Change>,
 }
 
 impl Tree {
@@ -38,6 +44,18 @@ impl Tree {
     /// As [`Tree::apply`], asking `admit` about each op before it runs. A refused op fails like
     /// any other error: alone, or with its whole multi.
     pub fn apply_with(&mut self, stamp: Stamp, txn: &Txn, admit: &mut impl Admit) -> Applied {
+        self.apply_as(stamp, 0, txn, admit)
+    }
+
+    /// As [`Tree::apply_with`], for `session` (0: none): ephemerals it creates are the
+    /// session's.
+    pub fn apply_as(
+        &mut self,
+        stamp: Stamp,
+        session: i64,
+        txn: &Txn,
+        admit: &mut impl Admit,
+    ) -> Applied {
         let zxid = stamp.zxid_hint.max(self.last_zxid.saturating_add(1));
         assert!(
             zxid > self.last_zxid,
@@ -49,8 +67,10 @@ impl Tree {
         let mut txc = Txc {
             zxid,
             time_ms: stamp.time_ms,
+            session,
             undo: Vec::new(),
             touched: &mut touched,
+            changes: Vec::new(),
         };
         let outcome = match txn {
             Txn::Single(op) => {
@@ -63,12 +83,15 @@ impl Tree {
             Txn::Multi(ops) => Outcome::Multi(self.apply_multi(&mut txc, ops, admit)),
             Txn::Delegate { path } => match self.delegate(&mut txc, path, admit) {
                 Ok(carved) => {
+                    let mut changes = std::mem::take(&mut txc.changes);
+                    changes.push(Change::Carved(path.clone()));
                     drop(txc);
                     return Applied {
                         zxid,
                         outcome: Outcome::Delegated(Ok(())),
                         touched,
                         carved: Some(carved),
+                        changes,
                     };
                 }
                 Err(e) => {
@@ -76,13 +99,114 @@ impl Tree {
                     Outcome::Delegated(Err(e))
                 }
             },
+            Txn::Session(s) => {
+                let result = self.apply_session(&mut txc, s);
+                if result.is_err() {
+                    self.rollback(&mut txc);
+                }
+                Outcome::Session(result)
+            }
+            Txn::Reap { path, czxid } => {
+                let result = self.reap(&mut txc, path, *czxid);
+                if result.is_err() {
+                    self.rollback(&mut txc);
+                }
+                Outcome::Single(result)
+            }
         };
+        let changes = std::mem::take(&mut txc.changes);
         Applied {
             zxid,
             outcome,
             touched,
             carved: None,
+            changes,
         }
+    }
+
+    fn apply_session(
+        &mut self,
+        txc: &mut Txc<'_>,
+        txn: &SessionTxn,
+    ) -> Result<SessionOutcome, ApiError> {
+        let record = |tree: &Tree, id: i64| -> Result<(String, SessionRecord), ApiError> {
+            let p = record_path(id);
+            tree.owns(&p)?;
+            let z = tree.nodes.get(&p).ok_or_else(|| expired(id))?;
+            Ok((p, SessionRecord::decode(&z.data)?))
+        };
+        match txn {
+            SessionTxn::Open { id, timeout_ms } => {
+                let p = record_path(*id);
+                self.owns(&p)?;
+                let r = SessionRecord {
+                    timeout_ms: *timeout_ms,
+                    ..SessionRecord::default()
+                };
+                self.create(txc, &p, &r.encode(), CreateMode::Persistent)?;
+            }
+            SessionTxn::Register { id, root } => {
+                let (p, mut r) = record(self, *id)?;
+                if r.closing {
+                    return Err(expired(*id));
+                }
+                if r.roots.insert(root.clone()) {
+                    self.set_data(txc, &p, &r.encode(), -1)?;
+                }
+            }
+            SessionTxn::Chase { id, roots } => {
+                let (p, mut r) = record(self, *id)?;
+                let before = r.roots.len();
+                r.roots.extend(roots.iter().cloned());
+                if r.roots.len() != before {
+                    self.set_data(txc, &p, &r.encode(), -1)?;
+                }
+            }
+            SessionTxn::Closing { id } => {
+                let (p, mut r) = record(self, *id)?;
+                if !r.closing {
+                    r.closing = true;
+                    self.set_data(txc, &p, &r.encode(), -1)?;
+                }
+            }
+            SessionTxn::Forget { id } => {
+                let p = record_path(*id);
+                self.owns(&p)?;
+                if self.nodes.contains_key(&p) {
+                    self.delete(txc, &p, -1)?;
+                }
+            }
+            SessionTxn::Kill { id } => {
+                let doomed: Vec<String> = self.ephemerals_of(*id).cloned().collect();
+                for p in doomed {
+                    self.delete(txc, &p, -1)?;
+                }
+                self.book.prune(txc.time_ms);
+                self.book.closed.insert(*id, txc.time_ms);
+                let chase = self
+                    .book
+                    .carved
+                    .iter()
+                    .filter(|(_, sessions)| sessions.contains(id))
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                return Ok(SessionOutcome::Killed { chase });
+            }
+        }
+        Ok(SessionOutcome::Done)
+    }
+
+    fn reap(&mut self, txc: &mut Txc<'_>, p: &str, czxid: i64) -> Result<OpResult, ApiError> {
+        checked_path(p)?;
+        self.owns(p)?;
+        let z = self.node(p)?;
+        if z.stat.czxid != czxid || !super::reap_due(&z.stat, txc.time_ms) {
+            return Err(ApiError::new(
+                ErrorCode::BadVersion,
+                format!("{p} is no longer due for reaping"),
+            ));
+        }
+        self.delete(txc, p, -1)
     }
 
     fn apply_multi(
@@ -116,14 +240,9 @@ impl Tree {
         while let Some(undo) = txc.undo.pop() {
             match undo {
                 Undo::RemoveNode(p) => {
-                    if let Some(z) = self.nodes.remove(&p) {
-                        self.data_bytes -= z.data.len() as u64;
-                    }
+                    self.remove_node(&p);
                 }
-                Undo::RestoreNode(p, z) => {
-                    self.data_bytes += z.data.len() as u64;
-                    self.nodes.insert(p, z);
-                }
+                Undo::RestoreNode(p, z) => self.insert_node(p, z),
                 Undo::RestoreStat(p, stat) => self.node_mut(&p).stat = stat,
                 Undo::RestoreData(p, data, stat) => {
                     let z = self
@@ -144,6 +263,7 @@ impl Tree {
             }
         }
         txc.touched.clear();
+        txc.changes.clear();
     }
 
     fn node_mut(&mut self, p: &str) -> &mut Znode {
@@ -173,7 +293,7 @@ impl Tree {
             let create = Op::Create {
                 path: at.to_string(),
                 data: Vec::new(),
-                mode: scopekeeper_client::proto::CreateMode::Persistent,
+                mode: CreateMode::Persistent,
             };
             self.apply_op(txc, &create, admit)?;
         }
@@ -210,7 +330,7 @@ impl Tree {
         };
         admit.admit(op, view)?;
         match op {
-            Op::Create { path, data, mode } => self.create(txc, path, data, mode.is_sequential()),
+            Op::Create { path, data, mode } => self.create(txc, path, data, *mode),
             Op::Delete { path, version } => self.delete(txc, path, *version),
             Op::SetData {
                 path,
@@ -231,9 +351,11 @@ impl Tree {
         txc: &mut Txc<'_>,
         requested: &str,
         data: &[u8],
-        sequential: bool,
+        mode: CreateMode,
     ) -> Result<OpResult, ApiError> {
+        let sequential = mode.is_sequential();
         check_data_len(data)?;
+        let owner = self.owner_for(txc, mode)?;
         check_path_len(requested)?;
         path::validate(requested, sequential)?;
         if requested == self.root {
@@ -261,7 +383,11 @@ impl Tree {
                 format!("{full} already exists"),
             ));
         }
-        if parent.stat.ephemeral_owner != 0 {
+        // Containers and TTL nodes have an owner too, and may have children.
+        if matches!(
+            NodeKind::of(parent.stat.ephemeral_owner),
+            NodeKind::Ephemeral { .. }
+        ) {
             return Err(ApiError::new(
                 ErrorCode::NoChildrenForEphemerals,
                 format!("cannot create {full}: parent {parent_path} is ephemeral"),
@@ -275,15 +401,14 @@ impl Tree {
             version: 0,
             cversion: 0,
             aversion: 0,
-            ephemeral_owner: 0,
+            ephemeral_owner: owner,
             data_length: data.len() as i32,
             num_children: 0,
             pzxid: txc.zxid,
         };
         let name = path::name(&full).to_string();
         self.child_added(txc, &parent_path, name);
-        self.data_bytes += data.len() as u64;
-        self.nodes.insert(
+        self.insert_node(
             full.clone(),
             Znode {
                 data: data.to_vec(),
@@ -293,7 +418,37 @@ impl Tree {
         );
         txc.undo.push(Undo::RemoveNode(full.clone()));
         txc.touched.push(full.clone());
+        txc.changes.push(Change::Created(full.clone()));
+        txc.changes.push(Change::ChildrenChanged(parent_path));
         Ok(OpResult::Created { path: full, stat })
+    }
+
+    /// The `ephemeralOwner` of a node created as `mode` by the transaction's session.
+    fn owner_for(&self, txc: &Txc<'_>, mode: CreateMode) -> Result<i64, ApiError> {
+        match mode {
+            CreateMode::Ephemeral | CreateMode::EphemeralSequential => {
+                if txc.session == 0 {
+                    return Err(ApiError::new(
+                        ErrorCode::BadArguments,
+                        "an ephemeral node needs a session; open one before creating it",
+                    ));
+                }
+                if self.book.closed.contains_key(&txc.session) {
+                    return Err(expired(txc.session));
+                }
+            }
+            CreateMode::PersistentWithTtl { ttl_ms }
+            | CreateMode::PersistentSequentialWithTtl { ttl_ms } => {
+                if !(1..=TTL_MS_MAX).contains(&ttl_ms) {
+                    return Err(ApiError::new(
+                        ErrorCode::BadArguments,
+                        format!("a TTL of {ttl_ms} ms is outside 1..={TTL_MS_MAX}"),
+                    ));
+                }
+            }
+            CreateMode::Persistent | CreateMode::PersistentSequential | CreateMode::Container => {}
+        }
+        Ok(mode.ephemeral_owner(txc.session))
     }
 
     fn delete(&mut self, txc: &mut Txc<'_>, p: &str, version: i32) -> Result<OpResult, ApiError> {
@@ -324,10 +479,10 @@ impl Tree {
             ));
         }
         let parent_path = parent_path.to_string();
-        let removed = self.nodes.remove(p).expect("looked up above");
-        self.data_bytes -= removed.data.len() as u64;
+        let removed = self.remove_node(p).expect("looked up above");
         txc.undo.push(Undo::RestoreNode(p.to_string(), removed));
         txc.touched.push(p.to_string());
+        txc.changes.push(Change::Deleted(p.to_string()));
         self.child_removed(txc, &parent_path, path::name(p).to_string());
         Ok(OpResult::Deleted)
     }
@@ -355,6 +510,7 @@ impl Tree {
         z.stat.data_length = data.len() as i32;
         let stat = z.stat;
         txc.touched.push(p.to_string());
+        txc.changes.push(Change::DataChanged(p.to_string()));
         Ok(OpResult::Set { stat })
     }
 
@@ -382,7 +538,16 @@ impl Tree {
         pz.children.remove(&name);
         txc.undo.push(Undo::AddChild(parent.to_string(), name));
         txc.touched.push(parent.to_string());
+        txc.changes
+            .push(Change::ChildrenChanged(parent.to_string()));
     }
+}
+
+fn expired(session: i64) -> ApiError {
+    ApiError::new(
+        ErrorCode::SessionExpired,
+        format!("session {session:#x} has ended"),
+    )
 }
 
 fn no_node(p: &str) -> ApiError {

@@ -9,7 +9,9 @@ use scopekeeper_client::path;
 use scopekeeper_client::proto::{CreateMode, ErrorCode, Op, Stat};
 
 use super::model_test::{arb_txn, strip};
-use super::{Admit, AdmitAll, OpView, Outcome, Stamp, Tree, Txn, governing_path};
+use super::{
+    Admit, AdmitAll, OpView, Outcome, SessionOutcome, SessionTxn, Stamp, Tree, Txn, governing_path,
+};
 
 fn contents(trees: &[&Tree]) -> BTreeMap<String, (Vec<u8>, Stat)> {
     trees
@@ -23,7 +25,8 @@ fn paths(txn: &Txn) -> Vec<&str> {
     match txn {
         Txn::Single(op) => vec![governing_path(op)],
         Txn::Multi(ops) => ops.iter().map(governing_path).collect(),
-        Txn::Delegate { path } => vec![path],
+        Txn::Delegate { path } | Txn::Reap { path, .. } => vec![path],
+        Txn::Session(_) => vec![],
     }
 }
 
@@ -52,8 +55,8 @@ proptest! {
     ) {
         let mut whole = Tree::new();
         create(&mut whole, "/a");
-        for (i, (s, txn)) in setup.iter().enumerate() {
-            whole.apply(later_stamp(i, s.time_ms), txn);
+        for (i, (s, session, txn)) in setup.iter().enumerate() {
+            whole.apply_as(later_stamp(i, s.time_ms), *session, txn, &mut AdmitAll);
         }
         let candidates: Vec<String> =
             whole.iter().map(|(p, _)| p.clone()).filter(|p| p != "/").collect();
@@ -62,7 +65,9 @@ proptest! {
 
         let mut parent = whole.clone();
         let mut touched = Vec::new();
-        let carved = parent.carve(&at, &mut touched).expect("an existing path can be carved");
+        let carved = parent.carve(&at, &mut touched);
+        prop_assume!(carved.is_ok(), "an ephemeral cannot be carved: {:?}", carved);
+        let carved = carved.expect("checked above");
         let mut child = Tree::from_carved(carved).expect("the carved subtree is a tree");
         parent.check_invariants().map_err(TestCaseError::fail)?;
         child.check_invariants().map_err(TestCaseError::fail)?;
@@ -70,7 +75,26 @@ proptest! {
         prop_assert_eq!(parent.exists(&at).map_err(|e| e.code), Err(ErrorCode::WrongScope));
         prop_assert_eq!(child.exists("/").map_err(|e| e.code), Err(ErrorCode::WrongScope));
 
-        for (i, (s, txn)) in later.iter().enumerate() {
+        // Sessions that wrote to the child after the carve: they register its root themselves.
+        let mut registered_in_child = std::collections::BTreeSet::new();
+        for (i, (s, session, txn)) in later.iter().enumerate() {
+            let stamp = later_stamp(setup.len() + i, s.time_ms);
+            if let Txn::Session(kill) = txn {
+                // A session is killed in every scope it registered; the carve record says
+                // the child must be, if the session's ephemerals went there.
+                let undivided = whole.apply_as(stamp, *session, txn, &mut AdmitAll);
+                let from_parent = parent.apply_as(stamp, *session, txn, &mut AdmitAll);
+                let chased = matches!(
+                    &from_parent.outcome,
+                    Outcome::Session(Ok(SessionOutcome::Killed { chase })) if chase.contains(&at)
+                );
+                let SessionTxn::Kill { id } = kill else { unreachable!("only kills are generated") };
+                let owned_by_child = child.iter().any(|(_, z)| z.stat.ephemeral_owner == *id);
+                prop_assert!(chased || registered_in_child.contains(id) || !owned_by_child, "{:?}: the child holds ephemerals the parent does not chase", kill);
+                child.apply_as(stamp, *session, txn, &mut AdmitAll);
+                prop_assert!(Outcome::succeeded(&undivided.outcome));
+                continue;
+            }
             let ps = paths(txn);
             let inside = ps.iter().filter(|p| path::is_within(p, &at)).count();
             // A multi across both trees is refused by routing; deleting a scope's root is refused
@@ -78,15 +102,17 @@ proptest! {
             let deletes_root = match txn {
                 Txn::Single(op) => deletes(op, &at),
                 Txn::Multi(ops) => ops.iter().any(|op| deletes(op, &at)),
-                Txn::Delegate { .. } => false,
+                Txn::Delegate { .. } | Txn::Session(_) | Txn::Reap { .. } => false,
             };
             if (inside != 0 && inside != ps.len()) || deletes_root {
                 continue;
             }
+            if inside != 0 {
+                registered_in_child.insert(*session);
+            }
             let target = if inside == 0 { &mut parent } else { &mut child };
-            let stamp = later_stamp(setup.len() + i, s.time_ms);
-            let split = target.apply(stamp, txn);
-            let undivided = whole.apply(stamp, txn);
+            let split = target.apply_as(stamp, *session, txn, &mut AdmitAll);
+            let undivided = whole.apply_as(stamp, *session, txn, &mut AdmitAll);
             prop_assert_eq!(strip(split.outcome), strip(undivided.outcome), "{:?} delegated at {}", txn, at);
             target.check_invariants().map_err(TestCaseError::fail)?;
         }

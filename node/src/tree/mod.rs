@@ -10,14 +10,19 @@ mod apply;
 mod delegation_test;
 #[cfg(test)]
 mod model_test;
+pub mod session;
+#[cfg(test)]
+mod session_test;
 #[cfg(test)]
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use scopekeeper_client::proto::{ApiError, ErrorCode, MultiSlot, Op, OpResult, Stat};
+use scopekeeper_client::proto::{ApiError, ErrorCode, MultiSlot, NodeKind, Op, OpResult, Stat};
 use scopekeeper_client::{limits, path};
 use serde::{Deserialize, Serialize};
+
+pub use session::{SessionBook, SessionOutcome, SessionTxn};
 
 /// One znode: its data and Stat. Children are kept as names for `getChildren`; the persisted form
 /// ([`StoredZnode`]) leaves them out because they follow from the paths.
@@ -45,6 +50,15 @@ pub enum Txn {
     Delegate {
         path: String,
     },
+    /// Session bookkeeping; proposed by nodes, never judged by a policy.
+    Session(SessionTxn),
+    /// Deletes the container or TTL node at `path` created at `czxid`, if it is still due:
+    /// a container that had children and has none left, a TTL node unchanged and childless
+    /// for its TTL. Proposed by the scope's leader; never judged by a policy.
+    Reap {
+        path: String,
+        czxid: i64,
+    },
 }
 
 impl Txn {
@@ -54,7 +68,8 @@ impl Txn {
         match self {
             Txn::Single(op) => op_bytes(op),
             Txn::Multi(ops) => ops.iter().map(op_bytes).sum::<usize>() + 8,
-            Txn::Delegate { path } => path.len() + 16,
+            Txn::Delegate { path } | Txn::Reap { path, .. } => path.len() + 16,
+            Txn::Session(_) => 64,
         }
     }
 }
@@ -77,6 +92,8 @@ pub struct Applied {
     pub touched: Vec<String>,
     /// What a successful `Txn::Delegate` took out, for the child scope.
     pub carved: Option<Carved>,
+    /// What watchers are told, in order: empty if the transaction failed.
+    pub changes: Vec<Change>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -84,6 +101,41 @@ pub enum Outcome {
     Single(Result<OpResult, ApiError>),
     Multi(Vec<MultiSlot>),
     Delegated(Result<(), ApiError>),
+    Session(Result<SessionOutcome, ApiError>),
+}
+
+impl Outcome {
+    pub fn succeeded(&self) -> bool {
+        match self {
+            Outcome::Single(r) => r.is_ok(),
+            Outcome::Multi(slots) => slots.iter().all(|s| matches!(s, MultiSlot::Done(_))),
+            Outcome::Delegated(r) => r.is_ok(),
+            Outcome::Session(r) => r.is_ok(),
+        }
+    }
+}
+
+/// A change a watch can see, ZooKeeper's event types.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Change {
+    Created(String),
+    Deleted(String),
+    DataChanged(String),
+    ChildrenChanged(String),
+    /// The subtree moved to a child scope: its changes come from there from now on.
+    Carved(String),
+}
+
+impl Change {
+    pub fn path(&self) -> &str {
+        match self {
+            Change::Created(p)
+            | Change::Deleted(p)
+            | Change::DataChanged(p)
+            | Change::ChildrenChanged(p)
+            | Change::Carved(p) => p,
+        }
+    }
 }
 
 /// The tree of one scope: the znode at the scope's root and everything below it, except
@@ -98,6 +150,12 @@ pub struct Tree {
     last_zxid: i64,
     /// Sum of every znode's data length, kept as the tree changes.
     data_bytes: u64,
+    /// Ephemeral nodes by owning session; follows from the Stats.
+    ephemerals: BTreeMap<i64, BTreeSet<String>>,
+    /// Container and TTL nodes, which the leader reaps; follows from the Stats.
+    reapable: BTreeSet<String>,
+    /// Killed sessions and carved ephemerals; persisted beside the znodes.
+    book: SessionBook,
 }
 
 /// A subtree taken out of a tree by [`Tree::carve`], to seed a child scope.
@@ -109,6 +167,8 @@ pub struct Carved {
     pub delegated: Vec<String>,
     /// The parent's last zxid when it was carved: the child's zxids continue from it.
     pub last_zxid: i64,
+    /// The parent's killed sessions, and the carve records of the delegations that moved.
+    pub book: SessionBook,
 }
 
 /// What an admission hook sees of the tree when an op is about to run.
@@ -167,6 +227,9 @@ impl Tree {
             delegated: BTreeSet::new(),
             last_zxid: 0,
             data_bytes: 0,
+            ephemerals: BTreeMap::new(),
+            reapable: BTreeSet::new(),
+            book: SessionBook::default(),
         }
     }
 
@@ -231,25 +294,113 @@ impl Tree {
             parent_node.children.insert(path::name(&p).to_string());
         }
         let data_bytes = nodes.values().map(|z| z.data.len() as u64).sum();
-        let tree = Tree {
+        let mut tree = Tree {
             root: root.to_string(),
             nodes,
             delegated,
             last_zxid,
             data_bytes,
+            ephemerals: BTreeMap::new(),
+            reapable: BTreeSet::new(),
+            book: SessionBook::default(),
         };
+        let kinds: Vec<(String, i64)> = tree
+            .nodes
+            .iter()
+            .map(|(p, z)| (p.clone(), z.stat.ephemeral_owner))
+            .collect();
+        for (p, owner) in kinds {
+            tree.index(&p, owner);
+        }
         tree.check_invariants()?;
         Ok(tree)
     }
 
     /// The tree of a new child scope, from what its parent carved out.
     pub fn from_carved(carved: Carved) -> Result<Self, String> {
-        Self::from_stored(
+        let book = carved.book;
+        let mut tree = Self::from_stored(
             &carved.root,
             carved.last_zxid,
             carved.znodes,
             carved.delegated,
-        )
+        )?;
+        tree.book = book;
+        Ok(tree)
+    }
+
+    /// What the scope remembers of sessions, for persistence.
+    pub fn session_book(&self) -> &SessionBook {
+        &self.book
+    }
+
+    /// Restores the session book read back from storage.
+    pub fn set_session_book(&mut self, book: SessionBook) {
+        self.book = book;
+    }
+
+    /// The ephemeral nodes `session` owns here, in path order.
+    pub fn ephemerals_of(&self, session: i64) -> impl Iterator<Item = &String> {
+        self.ephemerals.get(&session).into_iter().flatten()
+    }
+
+    /// Container and TTL nodes due for reaping at leader time `now_ms`, with their czxid.
+    pub fn due_for_reaping(&self, now_ms: i64) -> Vec<(String, i64)> {
+        self.reapable
+            .iter()
+            .filter_map(|p| self.nodes.get(p).map(|z| (p, z)))
+            .filter(|(_, z)| reap_due(&z.stat, now_ms))
+            .map(|(p, z)| (p.clone(), z.stat.czxid))
+            .collect()
+    }
+
+    /// Adds `p` to the indexes its `ephemeralOwner` puts it in.
+    fn index(&mut self, p: &str, owner: i64) {
+        match NodeKind::of(owner) {
+            NodeKind::Persistent => {}
+            NodeKind::Ephemeral { session } => {
+                self.ephemerals
+                    .entry(session)
+                    .or_default()
+                    .insert(p.to_string());
+            }
+            NodeKind::Container | NodeKind::Ttl { .. } => {
+                self.reapable.insert(p.to_string());
+            }
+        }
+    }
+
+    fn unindex(&mut self, p: &str, owner: i64) {
+        match NodeKind::of(owner) {
+            NodeKind::Persistent => {}
+            NodeKind::Ephemeral { session } => {
+                if let Some(paths) = self.ephemerals.get_mut(&session) {
+                    paths.remove(p);
+                    if paths.is_empty() {
+                        self.ephemerals.remove(&session);
+                    }
+                }
+            }
+            NodeKind::Container | NodeKind::Ttl { .. } => {
+                self.reapable.remove(p);
+            }
+        }
+    }
+
+    /// Inserts a znode that is not there, keeping the byte count and indexes.
+    fn insert_node(&mut self, p: String, z: Znode) {
+        self.data_bytes += z.data.len() as u64;
+        self.index(&p, z.stat.ephemeral_owner);
+        let replaced = self.nodes.insert(p, z);
+        assert!(replaced.is_none(), "insert_node over an existing znode");
+    }
+
+    /// Removes a znode, keeping the byte count and indexes.
+    fn remove_node(&mut self, p: &str) -> Option<Znode> {
+        let z = self.nodes.remove(p)?;
+        self.data_bytes -= z.data.len() as u64;
+        self.unindex(p, z.stat.ephemeral_owner);
+        Some(z)
     }
 
     /// The path of the scope's root znode.
@@ -331,7 +482,12 @@ impl Tree {
                 format!("{at} is already the root of its scope"),
             ));
         }
-        self.node(at)?;
+        if let NodeKind::Ephemeral { .. } = NodeKind::of(self.node(at)?.stat.ephemeral_owner) {
+            return Err(ApiError::new(
+                ErrorCode::BadArguments,
+                format!("{at} is ephemeral; it cannot be the root of a scope"),
+            ));
+        }
         let below: Vec<String> = self
             .nodes
             .range(at.to_string()..)
@@ -341,9 +497,12 @@ impl Tree {
             .cloned()
             .collect();
         let mut znodes = Vec::with_capacity(below.len());
+        let mut owners = BTreeSet::new();
         for p in below {
-            let z = self.nodes.remove(&p).expect("listed from the map above");
-            self.data_bytes -= z.data.len() as u64;
+            let z = self.remove_node(&p).expect("listed from the map above");
+            if let NodeKind::Ephemeral { session } = NodeKind::of(z.stat.ephemeral_owner) {
+                owners.insert(session);
+            }
             touched.push(p.clone());
             znodes.push((
                 p,
@@ -359,15 +518,26 @@ impl Tree {
             .filter(|d| path::is_within(d, at))
             .cloned()
             .collect();
+        let mut book = SessionBook {
+            closed: self.book.closed.clone(),
+            carved: BTreeMap::new(),
+        };
         for d in &delegated {
             self.delegated.remove(d);
+            if let Some(sessions) = self.book.carved.remove(d) {
+                book.carved.insert(d.clone(), sessions);
+            }
         }
         self.delegated.insert(at.to_string());
+        if !owners.is_empty() {
+            self.book.carved.insert(at.to_string(), owners);
+        }
         Ok(Carved {
             root: at.to_string(),
             znodes,
             delegated,
             last_zxid: self.last_zxid,
+            book,
         })
     }
 
@@ -494,6 +664,20 @@ impl Tree {
             }
         }
         Ok(())
+    }
+}
+
+/// Whether a container or TTL node is due for reaping at leader time `now_ms`, as
+/// ZooKeeper's `ContainerManager` decides: a container once it had children and has none; a
+/// TTL node when childless and unchanged for its TTL.
+pub fn reap_due(stat: &Stat, now_ms: i64) -> bool {
+    if stat.num_children != 0 {
+        return false;
+    }
+    match NodeKind::of(stat.ephemeral_owner) {
+        NodeKind::Container => stat.cversion > 0,
+        NodeKind::Ttl { ttl_ms } => now_ms.saturating_sub(stat.mtime) > ttl_ms,
+        _ => false,
     }
 }
 

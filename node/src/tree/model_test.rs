@@ -1,6 +1,8 @@
 //! The tree against a naive model: a flat map whose children are found by scanning every path,
 //! and whose multi is "clone everything, try, put the clone back on failure". Any disagreement in
-//! a result, a Stat or the final contents is a bug in one of them.
+//! a result, a Stat or the final contents is a bug in one of them. Sessions are in the model:
+//! ephemerals belong to the session of their transaction, and killing a session deletes them
+//! and refuses new ones.
 
 use std::collections::BTreeMap;
 
@@ -8,12 +10,14 @@ use proptest::prelude::*;
 use scopekeeper_client::path;
 use scopekeeper_client::proto::{CreateMode, ErrorCode, MultiSlot, Op, OpResult, Stat};
 
-use super::{Outcome, Stamp, Tree, Txn};
+use super::{Outcome, SessionOutcome, SessionTxn, Stamp, Tree, Txn};
 
 #[derive(Clone, Default)]
 struct Model {
     nodes: BTreeMap<String, (Vec<u8>, Stat)>,
     last_zxid: i64,
+    /// Killed sessions and when, forgotten after `CLOSED_KEEP_MS` as the tree does.
+    killed: BTreeMap<i64, i64>,
 }
 
 impl Model {
@@ -23,6 +27,7 @@ impl Model {
         Model {
             nodes,
             last_zxid: 0,
+            killed: BTreeMap::new(),
         }
     }
 
@@ -34,20 +39,38 @@ impl Model {
             .collect()
     }
 
-    fn apply(&mut self, stamp: Stamp, txn: &Txn) -> Outcome {
+    fn apply(&mut self, stamp: Stamp, session: i64, txn: &Txn) -> Outcome {
         let zxid = std::cmp::max(stamp.zxid_hint, self.last_zxid + 1);
         self.last_zxid = zxid;
         match txn {
             Txn::Single(op) => Outcome::Single(
-                self.op(zxid, stamp.time_ms, op)
+                self.op(zxid, stamp.time_ms, session, op)
                     .map_err(|code| scopekeeper_client::ApiError::new(code, "")),
             ),
-            Txn::Delegate { .. } => unreachable!("the model has no delegations"),
+            Txn::Session(SessionTxn::Kill { id }) => {
+                let doomed: Vec<String> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, (_, s))| s.ephemeral_owner == *id)
+                    .map(|(p, _)| p.clone())
+                    .collect();
+                for p in doomed {
+                    self.nodes.remove(&p);
+                    self.bump_parent(&p, zxid, -1);
+                }
+                self.killed
+                    .retain(|_, at| stamp.time_ms - *at <= super::session::CLOSED_KEEP_MS);
+                self.killed.insert(*id, stamp.time_ms);
+                Outcome::Session(Ok(SessionOutcome::Killed { chase: Vec::new() }))
+            }
+            Txn::Delegate { .. } | Txn::Session(_) | Txn::Reap { .. } => {
+                unreachable!("the model has no delegations, records or reaping")
+            }
             Txn::Multi(ops) => {
                 let saved = self.clone();
                 let mut slots = Vec::new();
                 for (i, op) in ops.iter().enumerate() {
-                    match self.op(zxid, stamp.time_ms, op) {
+                    match self.op(zxid, stamp.time_ms, session, op) {
                         Ok(r) => slots.push(MultiSlot::Done(r)),
                         Err(code) => {
                             *self = Model {
@@ -77,7 +100,7 @@ impl Model {
         stat.num_children += delta;
     }
 
-    fn op(&mut self, zxid: i64, time: i64, op: &Op) -> Result<OpResult, ErrorCode> {
+    fn op(&mut self, zxid: i64, time: i64, session: i64, op: &Op) -> Result<OpResult, ErrorCode> {
         let version_ok = |actual: i32, v: i32| v == -1 || v == actual;
         match op {
             Op::Create {
@@ -86,19 +109,30 @@ impl Model {
                 mode,
             } => {
                 path::validate(p, mode.is_sequential()).map_err(|e| e.code)?;
+                if mode.is_ephemeral() && session == 0 {
+                    return Err(ErrorCode::BadArguments);
+                }
+                if mode.is_ephemeral() && self.killed.contains_key(&session) {
+                    return Err(ErrorCode::SessionExpired);
+                }
                 if p == "/" {
                     return Err(ErrorCode::NodeExists);
                 }
                 let parent = path::parent(p).expect("not root");
                 let pstat = self.nodes.get(parent).ok_or(ErrorCode::NoNode)?.1;
-                let full = match mode {
-                    CreateMode::PersistentSequential => format!("{p}{:010}", pstat.cversion),
-                    CreateMode::Persistent => p.clone(),
+                let full = if mode.is_sequential() {
+                    format!("{p}{:010}", pstat.cversion)
+                } else {
+                    p.clone()
                 };
                 if self.nodes.contains_key(&full) {
                     return Err(ErrorCode::NodeExists);
                 }
+                if pstat.ephemeral_owner > 0 {
+                    return Err(ErrorCode::NoChildrenForEphemerals);
+                }
                 let stat = Stat {
+                    ephemeral_owner: if mode.is_ephemeral() { session } else { 0 },
                     czxid: zxid,
                     mzxid: zxid,
                     pzxid: zxid,
@@ -170,14 +204,10 @@ fn arb_op() -> impl Strategy<Value = Op> {
     let version = prop::sample::select(vec![-1, 0, 1, 2]);
     let data = prop::collection::vec(any::<u8>(), 0..4);
     prop_oneof![
-        (arb_path(), data.clone(), any::<bool>()).prop_map(|(path, data, seq)| Op::Create {
+        (arb_path(), data.clone(), arb_mode()).prop_map(|(path, data, mode)| Op::Create {
             path,
             data,
-            mode: if seq {
-                CreateMode::PersistentSequential
-            } else {
-                CreateMode::Persistent
-            },
+            mode,
         }),
         (arb_path(), version.clone()).prop_map(|(path, version)| Op::Delete { path, version }),
         (arb_path(), data, version.clone()).prop_map(|(path, data, version)| Op::SetData {
@@ -189,13 +219,24 @@ fn arb_op() -> impl Strategy<Value = Op> {
     ]
 }
 
-pub(super) fn arb_txn() -> impl Strategy<Value = (Stamp, Txn)> {
+fn arb_mode() -> impl Strategy<Value = CreateMode> {
+    prop::sample::select(vec![
+        CreateMode::Persistent,
+        CreateMode::PersistentSequential,
+        CreateMode::Ephemeral,
+        CreateMode::EphemeralSequential,
+    ])
+}
+
+/// A stamp, the session the transaction acts for (0: none), and the transaction.
+pub(super) fn arb_txn() -> impl Strategy<Value = (Stamp, i64, Txn)> {
     let txn = prop_oneof![
-        3 => arb_op().prop_map(Txn::Single),
-        1 => prop::collection::vec(arb_op(), 1..5).prop_map(Txn::Multi),
+        6 => arb_op().prop_map(Txn::Single),
+        2 => prop::collection::vec(arb_op(), 1..5).prop_map(Txn::Multi),
+        1 => (1i64..3).prop_map(|id| Txn::Session(SessionTxn::Kill { id })),
     ];
-    (0i64..200, 0i64..1_000_000, txn)
-        .prop_map(|(zxid_hint, time_ms, txn)| (Stamp { zxid_hint, time_ms }, txn))
+    (0i64..200, 0i64..1_000_000, 0i64..3, txn)
+        .prop_map(|(zxid_hint, time_ms, session, txn)| (Stamp { zxid_hint, time_ms }, session, txn))
 }
 
 /// Results compared without messages: the model does not word its errors.
@@ -204,6 +245,7 @@ pub(super) fn strip(outcome: Outcome) -> Result<Vec<MultiSlot>, ErrorCode> {
         Outcome::Single(r) => r.map(|ok| vec![MultiSlot::Done(ok)]).map_err(|e| e.code),
         Outcome::Multi(slots) => Ok(slots),
         Outcome::Delegated(r) => r.map(|()| Vec::new()).map_err(|e| e.code),
+        Outcome::Session(r) => r.map(|_| Vec::new()).map_err(|e| e.code),
     }
 }
 
@@ -214,9 +256,9 @@ proptest! {
     fn tree_matches_naive_model(txns in prop::collection::vec(arb_txn(), 1..60)) {
         let mut tree = Tree::new();
         let mut model = Model::new();
-        for (stamp, txn) in &txns {
-            let got = tree.apply(*stamp, txn);
-            let want = model.apply(*stamp, txn);
+        for (stamp, session, txn) in &txns {
+            let got = tree.apply_as(*stamp, *session, txn, &mut super::AdmitAll);
+            let want = model.apply(*stamp, *session, txn);
             prop_assert_eq!(strip(got.outcome), strip(want));
             prop_assert_eq!(got.zxid, model.last_zxid);
             tree.check_invariants().map_err(TestCaseError::fail)?;
@@ -235,9 +277,9 @@ proptest! {
     fn same_transactions_same_tree(txns in prop::collection::vec(arb_txn(), 1..40)) {
         let mut a = Tree::new();
         let mut b = Tree::new();
-        for (stamp, txn) in &txns {
-            let x = a.apply(*stamp, txn);
-            let y = b.apply(*stamp, txn);
+        for (stamp, session, txn) in &txns {
+            let x = a.apply_as(*stamp, *session, txn, &mut super::AdmitAll);
+            let y = b.apply_as(*stamp, *session, txn, &mut super::AdmitAll);
             prop_assert_eq!(x, y);
         }
         prop_assert_eq!(a, b);

@@ -1,0 +1,183 @@
+//! Sessions and ephemeral nodes with real processes: the client is a `scopekeeper create
+//! --ephemeral` process killed with SIGKILL, or an in-process client whose node is killed.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use scopekeeper_client::proto::{ErrorCode, NodeKind};
+use scopekeeper_client::{Client, CreateMode, SessionState};
+use scopekeeper_tests::{Cluster, binary, serial};
+
+const SETTLE: Duration = Duration::from_secs(30);
+
+/// Waits until none of `paths` exists; returns how long that took.
+async fn wait_gone(client: &Client, paths: &[&str], limit: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let mut left = Vec::new();
+        for p in paths {
+            if client.exists(p).await?.is_some() {
+                left.push(*p);
+            }
+        }
+        if left.is_empty() {
+            return Ok(start.elapsed());
+        }
+        anyhow::ensure!(
+            start.elapsed() < limit,
+            "{left:?} still exist {:?} after their session's client died",
+            start.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ephemerals_in_three_scopes_vanish_when_their_client_is_killed() -> anyhow::Result<()> {
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    for scope in ["/s1", "/s2", "/s3"] {
+        admin.create_scope(scope, None).await?;
+    }
+    let certs = cluster.dir.path().join("certs");
+    let endpoints = (1..=3)
+        .map(|id| cluster.addr(id))
+        .collect::<Vec<_>>()
+        .join(",");
+    // A real client process holding a session with a 2 s timeout.
+    let mut holder = Command::new(binary())
+        .args([
+            "--cluster",
+            scopekeeper_tests::CLUSTER,
+            "--endpoints",
+            &endpoints,
+            "--ca",
+        ])
+        .arg(certs.join("ca.pem"))
+        .arg("--cert")
+        .arg(certs.join("client-test.pem"))
+        .arg("--key")
+        .arg(certs.join("client-test.key"))
+        .args([
+            "create",
+            "--ephemeral",
+            "--session-timeout",
+            "2000",
+            "/s1/e",
+            "one",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let mut stdin = holder.stdin.take().expect("piped");
+    writeln!(stdin, "/s2/e two")?;
+    writeln!(stdin, "/s3/e three")?;
+    writeln!(stdin, "/e-root four")?;
+    let mut out = BufReader::new(holder.stdout.take().expect("piped")).lines();
+    let mut created = Vec::new();
+    for _ in 0..4 {
+        created.push(out.next().expect("a created path")?);
+    }
+    assert_eq!(created, ["/s1/e", "/s2/e", "/s3/e", "/e-root"]);
+
+    let reader = cluster.client().await?;
+    let mut owners = Vec::new();
+    for p in &created {
+        let stat = reader.exists(p).await?.expect("created");
+        owners.push(stat.ephemeral_owner);
+    }
+    assert!(matches!(
+        NodeKind::of(owners[0]),
+        NodeKind::Ephemeral { .. }
+    ));
+    assert!(
+        owners.iter().all(|o| *o == owners[0]),
+        "one session owns all: {owners:?}"
+    );
+    // Ephemerals take no children.
+    let refused = reader
+        .create("/s1/e/child", b"", CreateMode::Persistent)
+        .await
+        .expect_err("an ephemeral has no children");
+    assert_eq!(refused.code(), ErrorCode::NoChildrenForEphemerals);
+
+    holder.kill()?;
+    holder.wait()?;
+    let paths: Vec<&str> = created.iter().map(String::as_str).collect();
+    let took = wait_gone(&reader, &paths, Duration::from_secs(30)).await?;
+    println!("ephemerals in 4 scopes gone {took:?} after SIGKILL of their client (timeout 2 s)");
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_outlives_its_node_and_closing_it_deletes_its_ephemerals() -> anyhow::Result<()> {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create_scope("/app", None).await?;
+
+    // Sessionless clients cannot own ephemerals.
+    let plain = cluster.client().await?;
+    let refused = plain
+        .create("/app/x", b"", CreateMode::Ephemeral)
+        .await
+        .expect_err("needs a session");
+    assert_eq!(refused.code(), ErrorCode::BadArguments);
+
+    // Connected to node 2 first; nodes 1 and 3 are where it goes next.
+    let client =
+        Client::connect_with_session(cluster.client_config(&[2, 1, 3]), Duration::from_secs(6))
+            .await?;
+    let id = client.session_id().expect("granted");
+    let mut state = client.session_state().expect("a session client");
+    assert_eq!(*state.borrow(), SessionState::Connected { node: 2 });
+    client
+        .create("/app/lock", b"held", CreateMode::Ephemeral)
+        .await?;
+    let (seq, _) = client
+        .create("/member-", b"", CreateMode::EphemeralSequential)
+        .await?;
+
+    cluster.kill9(2);
+    let moved = tokio::time::timeout(
+        Duration::from_secs(20),
+        state.wait_for(|s| matches!(s, SessionState::Connected { node } if *node != 2)),
+    )
+    .await
+    .map(|r| r.is_ok());
+    anyhow::ensure!(
+        moved == Ok(true),
+        "the session did not move to another node: {:?}",
+        *state.borrow()
+    );
+    assert_eq!(client.session_id(), Some(id), "the same session, resumed");
+    // Stay past the timeout: the resumed session is kept alive from its new node.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let observer = cluster.client_of(1).await?;
+    for p in ["/app/lock", seq.as_str()] {
+        let stat = observer.exists(p).await?.expect("still there");
+        assert_eq!(stat.ephemeral_owner, id, "{p}");
+    }
+    client
+        .create("/app/second", b"", CreateMode::Ephemeral)
+        .await?;
+
+    client.close().await?;
+    assert_eq!(*state.borrow(), SessionState::Closed);
+    for p in ["/app/lock", "/app/second", seq.as_str()] {
+        assert!(
+            observer.exists(p).await?.is_none(),
+            "{p} outlived a closed session"
+        );
+    }
+    let gone = client
+        .create("/app/after", b"", CreateMode::Ephemeral)
+        .await;
+    assert_eq!(gone.expect_err("closed").code(), ErrorCode::SessionExpired);
+    Ok(())
+}
