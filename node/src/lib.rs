@@ -11,6 +11,7 @@ pub mod node;
 pub mod peer;
 pub mod placement;
 pub mod policy;
+pub mod reaper;
 pub mod scope;
 pub mod service;
 pub mod sessions;

@@ -164,3 +164,10 @@ pub const FEED_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Watches one session may hold on one node.
 pub const WATCHES_PER_SESSION_MAX: usize = 65_536;
+
+/// How often each scope's leader looks for containers and TTL nodes to delete (ZooKeeper's
+/// `znode.container.checkIntervalMs` defaults to a minute; ours is the slack on a TTL).
+pub const REAP_TICK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Deletions one scope's leader proposes per tick; the rest wait for the next.
+pub const REAPS_PER_TICK_MAX: usize = 1000;

@@ -207,6 +207,7 @@ impl Node {
         tokio::spawn(crate::placement::run(node.clone()));
         tokio::spawn(crate::split::run(node.clone()));
         tokio::spawn(crate::sessions::run(node.clone()));
+        tokio::spawn(crate::reaper::run(node.clone()));
         tokio::spawn(crate::sessions::create_session_scopes(node.clone()));
         tracing::info!(id = config.id, cluster = %config.cluster, listen = %config.listen, "node started");
         Ok(node)

@@ -179,5 +179,25 @@ async fn a_session_outlives_its_node_and_closing_it_deletes_its_ephemerals() -> 
         .create("/app/after", b"", CreateMode::Ephemeral)
         .await;
     assert_eq!(gone.expect_err("closed").code(), ErrorCode::SessionExpired);
+
+    // Containers go once their last child goes; TTL nodes once unchanged for their TTL.
+    plain.create("/app/box", b"", CreateMode::Container).await?;
+    plain
+        .create("/app/box/item", b"", CreateMode::Persistent)
+        .await?;
+    plain
+        .create(
+            "/app/lease",
+            b"",
+            CreateMode::PersistentWithTtl { ttl_ms: 300 },
+        )
+        .await?;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        plain.exists("/app/box").await?.is_some(),
+        "a container with a child stays"
+    );
+    plain.delete("/app/box/item", -1).await?;
+    wait_gone(&plain, &["/app/box", "/app/lease"], Duration::from_secs(30)).await?;
     Ok(())
 }
