@@ -22,7 +22,7 @@ async fn reap(node: &Node) {
         .map_or(0, |d| d.as_millis() as i64);
     let principal = crate::sessions::node_principal(node);
     for scope in node.scopes() {
-        if !scope.leader().is_some_and(|(l, _)| l == node.id()) {
+        if scope.leader().is_none_or(|(l, _)| l != node.id()) {
             continue;
         }
         let due = scope.view().read().tree.due_for_reaping(now_ms);
