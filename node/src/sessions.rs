@@ -50,6 +50,8 @@ struct Attached {
     frames: mpsc::Sender<ServerFrame>,
     /// Event frames queued on the stream so far.
     events: u64,
+    /// When the session scope last confirmed a keepalive of this session from here.
+    confirmed: Instant,
 }
 
 /// When the session scope's leader expires a session it has heard of.
@@ -139,6 +141,7 @@ impl Sessions {
                 stream,
                 frames,
                 events: 0,
+                confirmed: Instant::now(),
             },
         );
         stream
@@ -205,6 +208,38 @@ impl Sessions {
             }
         }
         out
+    }
+
+    /// The session scope took these sessions' keepalives.
+    fn confirmed(&self, ids: &[i64], at: Instant) {
+        let mut attached = lock(&self.attached);
+        for id in ids {
+            if let Some(a) = attached.get_mut(id) {
+                a.confirmed = at;
+            }
+        }
+    }
+
+    /// Lets go of the streams of sessions whose keepalives have not reached their session
+    /// scope for two thirds of their timeout: this node cannot keep them alive (it is cut off,
+    /// as a ZooKeeper server without a quorum is), so their clients had better resume on
+    /// another node before the session expires. Returns the sessions let go.
+    fn release_unconfirmed(&self, now: Instant) -> Vec<i64> {
+        let mut attached = lock(&self.attached);
+        let stale: Vec<i64> = attached
+            .iter()
+            .filter(|(_, a)| {
+                let timeout = Duration::from_millis(a.timeout_ms.max(0) as u64);
+                now.saturating_duration_since(a.confirmed)
+                    > (timeout * 2 / 3).max(limits::KEEPALIVE_TICK * 3)
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for id in &stale {
+            // Dropping the only sender ends the stream; the session itself lives on.
+            attached.remove(id);
+        }
+        stale
     }
 
     pub fn attached_count(&self) -> usize {
@@ -453,7 +488,14 @@ pub async fn touch_here(
         ));
     };
     match s.leader() {
-        Some((leader, _)) if leader == node.id() => touch_as_leader(node, &s, touches),
+        Some((leader, _)) if leader == node.id() => {
+            // A leader cut off from its voters still believes it leads for a while; only one
+            // whose lease (or a quorum round) confirms it may keep sessions alive.
+            s.read_index().await.map_err(|e| {
+                format!("session scope {scope}: leadership not confirmed ({e:?}); retry")
+            })?;
+            touch_as_leader(node, &s, touches)
+        }
         Some((leader, addr)) if hops > 0 => {
             let request = PeerRequest::TouchSessions {
                 scope,
@@ -525,8 +567,11 @@ async fn keep_alive(node: &Node) {
     for (root, touches) in heard {
         let node = node.clone();
         calls.push(async move {
+            let asked = Instant::now();
+            let ids: Vec<i64> = touches.iter().map(|t| t.0).collect();
             match touch(&node, &root, touches).await {
                 Ok(ended) => {
+                    node.0.sessions.confirmed(&ids, asked);
                     for id in ended {
                         node.0.sessions.end_attached(id, expired(id));
                         node.0.watches.drop_session(id);
@@ -537,6 +582,14 @@ async fn keep_alive(node: &Node) {
         });
     }
     futures::future::join_all(calls).await;
+    for id in node.0.sessions.release_unconfirmed(Instant::now()) {
+        node.0.watches.drop_session(id);
+        tracing::info!(
+            session = format!("{id:#x}"),
+            "the session scope has not confirmed this session's keepalives; \
+             closing its stream so the client resumes on another node"
+        );
+    }
 }
 
 /// The session scopes this node leads: expire what is overdue, finish what is closing.

@@ -374,3 +374,65 @@ impl Drop for Cluster {
         }
     }
 }
+
+/// A real network partition between node processes on loopback: an nftables table that drops
+/// every UDP datagram between the ports of `side` and the ports of `others` (QUIC is all of a
+/// node's traffic, one port per node). Clients keep reaching every node: their ports are not
+/// node ports. Healed when dropped. Needs root and the `nft` command (Debian `nftables`).
+pub struct Partition {
+    table: String,
+}
+
+impl Partition {
+    pub fn new(cluster: &Cluster, side: &[u64], others: &[u64]) -> anyhow::Result<Partition> {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let table = format!(
+            "sk_partition_{}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        );
+        let ports = |ids: &[u64]| {
+            ids.iter()
+                .map(|id| cluster.ports[*id as usize - 1].to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (a, b) = (ports(side), ports(others));
+        let script = format!(
+            "table inet {table} {{\n\
+             \x20 chain input {{\n\
+             \x20   type filter hook input priority -10; policy accept;\n\
+             \x20   udp sport {{ {a} }} udp dport {{ {b} }} drop\n\
+             \x20   udp sport {{ {b} }} udp dport {{ {a} }} drop\n\
+             \x20 }}\n\
+             }}\n"
+        );
+        let mut child = Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("running nft (Debian package nftables; partitions need root)")?;
+        {
+            use std::io::Write;
+            let mut stdin = child.stdin.take().context("nft's stdin")?;
+            stdin.write_all(script.as_bytes())?;
+        }
+        let out = child.wait_with_output()?;
+        if !out.status.success() {
+            bail!(
+                "nft refused the partition table: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(Partition { table })
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}

@@ -134,11 +134,55 @@ fn dev_cluster_and_client_commands() -> anyhow::Result<()> {
     ok(&sk(&config, &["rm", "/app", "--version", "1"]));
     // As in ZooKeeper, the root lists `zookeeper` (here holding the session scopes).
     assert_eq!(ok(&sk(&config, &["ls", "/"])), "zookeeper\n");
+    // `watch --recursive` prints each change below the path, then exits after --count.
+    let mut watch = Command::new(binary())
+        .args(["watch", "/w", "--recursive", "--count", "3"])
+        .env("SCOPEKEEPER_CONFIG", &config)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    let mut armed = BufReader::new(watch.stderr.take().expect("piped")).lines();
+    let said = armed.next().transpose()?.unwrap_or_default();
+    assert!(said.starts_with("watching /w"), "{said}");
+    ok(&sk(&config, &["create", "/w"]));
+    ok(&sk(&config, &["create", "/w/x", "1"]));
+    ok(&sk(&config, &["set", "/w/x", "2"]));
+    ok(&sk(&config, &["rm", "/w/x"]));
+    let printed = watch.wait_with_output()?;
+    assert!(printed.status.success());
+    let events: Vec<String> = String::from_utf8_lossy(&printed.stdout)
+        .lines()
+        .map(|l| {
+            l.rsplit_once(' ')
+                .map_or(l, |(head, _zxid)| head)
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        events,
+        ["NodeCreated /w", "NodeCreated /w/x", "NodeDataChanged /w/x"]
+    );
+    ok(&sk(&config, &["rm", "/w"]));
+
     let bench = ok(&sk(
         &config,
         &["bench", "--clients", "4", "--duration", "1", "--json"],
     ));
     assert!(bench.contains("\"ops_per_sec\""), "{bench}");
+    let bench = ok(&sk(
+        &config,
+        &[
+            "bench",
+            "--clients",
+            "2",
+            "--duration",
+            "1",
+            "--mix",
+            "session=1,watch=1",
+            "--json",
+        ],
+    ));
+    assert!(bench.contains("\"errors\":0"), "{bench}");
     interrupt(&mut dev)?;
     Ok(())
 }

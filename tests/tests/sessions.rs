@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use scopekeeper_client::proto::{ErrorCode, NodeKind};
 use scopekeeper_client::{Client, CreateMode, SessionState};
-use scopekeeper_tests::{Cluster, binary, serial};
+use scopekeeper_tests::{Cluster, Partition, binary, serial};
 
 const SETTLE: Duration = Duration::from_secs(30);
 
@@ -199,5 +199,79 @@ async fn a_session_outlives_its_node_and_closing_it_deletes_its_ephemerals() -> 
     );
     plain.delete("/app/box/item", -1).await?;
     wait_gone(&plain, &["/app/box", "/app/lease"], Duration::from_secs(30)).await?;
+    Ok(())
+}
+
+/// Node 3 is cut off from nodes 1 and 2 by nftables. Its clients can still reach it, but it
+/// can no longer keep their sessions alive, so it lets go of them: a client that knows only
+/// node 3 loses its session (its ephemerals go on the majority side, and it learns it expired),
+/// while one that knows the other nodes resumes there and keeps everything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_cut_off_from_its_session_scope_expires_unless_it_moves() -> anyhow::Result<()> {
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create_scope("/p", None).await?;
+
+    let stuck =
+        Client::connect_with_session(cluster.client_config(&[3]), Duration::from_secs(2)).await?;
+    let mover =
+        Client::connect_with_session(cluster.client_config(&[3, 1, 2]), Duration::from_secs(6))
+            .await?;
+    let mover_id = mover.session_id().expect("granted");
+    let mut stuck_state = stuck.session_state().expect("a session client");
+    let mut mover_state = mover.session_state().expect("a session client");
+    assert_eq!(*mover_state.borrow(), SessionState::Connected { node: 3 });
+    stuck.create("/p/stuck", b"", CreateMode::Ephemeral).await?;
+    stuck.create("/stuck", b"", CreateMode::Ephemeral).await?;
+    mover.create("/p/mover", b"", CreateMode::Ephemeral).await?;
+    mover.create("/mover", b"", CreateMode::Ephemeral).await?;
+
+    let observer = cluster.client_of(1).await?;
+    let partition = Partition::new(&cluster, &[3], &[1, 2])?;
+    let took = wait_gone(&observer, &["/p/stuck", "/stuck"], Duration::from_secs(60)).await?;
+    println!("a session cut off with its node expired; its ephemerals went after {took:?}");
+    let moved = tokio::time::timeout(
+        Duration::from_secs(30),
+        mover_state.wait_for(|s| matches!(s, SessionState::Connected { node } if *node != 3)),
+    )
+    .await
+    .map(|r| r.is_ok());
+    anyhow::ensure!(
+        moved == Ok(true),
+        "the client that knows other nodes did not move: {:?}",
+        *mover_state.borrow()
+    );
+    assert_eq!(mover.session_id(), Some(mover_id), "the same session");
+    for p in ["/p/mover", "/mover"] {
+        let stat = observer.exists(p).await?.expect("kept: its session moved");
+        assert_eq!(stat.ephemeral_owner, mover_id, "{p}");
+    }
+    let expired = tokio::time::timeout(
+        Duration::from_secs(30),
+        stuck_state.wait_for(|s| *s == SessionState::Expired),
+    )
+    .await
+    .map(|r| r.is_ok());
+    anyhow::ensure!(
+        expired == Ok(true),
+        "the cut-off client was not told its session expired: {:?}",
+        *stuck_state.borrow()
+    );
+
+    drop(partition);
+    let refused = stuck
+        .create("/p/again", b"", CreateMode::Ephemeral)
+        .await
+        .expect_err("its session expired");
+    assert_eq!(refused.code(), ErrorCode::SessionExpired);
+    // Node 3 serves again once healed, and the moved session still works.
+    mover.create("/p/after", b"", CreateMode::Ephemeral).await?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let on_3 = cluster.client_of(3).await?;
+    assert!(on_3.exists("/p/after").await?.is_some());
+    assert!(on_3.exists("/p/stuck").await?.is_none());
+    mover.close().await?;
     Ok(())
 }

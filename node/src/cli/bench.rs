@@ -1,5 +1,7 @@
 //! `scopekeeper bench`: N concurrent clients, each with its own connection, running a
-//! create/set/get mix for a fixed time; prints throughput and latency percentiles.
+//! create/set/get/session/watch mix for a fixed time; prints throughput and latency
+//! percentiles. `--hold-sessions N` instead opens N sessions with an ephemeral each and holds
+//! them, to measure what idle sessions cost the cluster.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -20,7 +22,9 @@ pub struct BenchArgs {
     /// Bytes per value written.
     #[arg(long, default_value_t = 100)]
     pub value_size: usize,
-    /// Operation mix as weights, e.g. `create=1`, `get=9,set=1`.
+    /// Operation mix as weights, e.g. `create=1`, `get=9,set=1`. `session` opens a session
+    /// (a new connection) and closes it; `watch` arms a one-shot data watch through a second
+    /// connection to another node, sets the key, and times the set until the event arrives.
     #[arg(long, default_value = "create=1")]
     pub mix: String,
     /// Print one JSON object instead of text.
@@ -37,6 +41,13 @@ pub struct BenchArgs {
     /// with its own raft group; 0 writes wherever the bench root falls. Needs the admin role.
     #[arg(long, default_value_t = 0)]
     pub scopes: usize,
+    /// Open this many sessions, each holding one ephemeral node, hold them for --duration
+    /// seconds, then close them (Scopekeeper only). Prints how fast they opened.
+    #[arg(long, value_name = "N")]
+    pub hold_sessions: Option<usize>,
+    /// The session timeout of --hold-sessions sessions, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 30_000)]
+    pub session_timeout: u64,
 }
 
 /// One connection to the system under test.
@@ -51,15 +62,45 @@ enum TargetSpec {
     ZooKeeper(String),
 }
 
+/// A watch armed for one event.
+enum Armed {
+    Scopekeeper(scopekeeper_client::Watcher),
+    ZooKeeper(zookeeper_client::OneshotWatcher),
+}
+
+impl Armed {
+    async fn fired(self) -> anyhow::Result<()> {
+        match self {
+            Armed::Scopekeeper(w) => {
+                w.await
+                    .map_err(|_| anyhow::anyhow!("the watch ended without an event"))?;
+            }
+            Armed::ZooKeeper(w) => {
+                w.changed().await;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl TargetSpec {
     /// Connection number `i`, spread round-robin over the endpoints.
     async fn connect(&self, i: usize) -> anyhow::Result<Conn> {
+        self.connect_as(i, None).await
+    }
+
+    /// As `connect`, with a session of `timeout` (ZooKeeper connections always have one).
+    async fn connect_as(&self, i: usize, session: Option<Duration>) -> anyhow::Result<Conn> {
         match self {
             TargetSpec::Scopekeeper(config) => {
                 let mut config = config.clone();
                 let n = config.endpoints.len();
                 config.endpoints.rotate_left(i % n);
-                Ok(Conn::Scopekeeper(Box::new(Client::connect(config).await?)))
+                let client = match session {
+                    Some(timeout) => Client::connect_with_session(config, timeout).await?,
+                    None => Client::connect(config).await?,
+                };
+                Ok(Conn::Scopekeeper(Box::new(client)))
             }
             TargetSpec::ZooKeeper(hosts) => {
                 let mut hosts: Vec<&str> = hosts.split(',').collect();
@@ -124,6 +165,26 @@ impl Conn {
             Conn::ZooKeeper(c) => c.get_data(path).await.map(|_| ()).map_err(Into::into),
         }
     }
+
+    /// Reads `path` leaving a one-shot data watch.
+    async fn arm(&self, path: &str) -> anyhow::Result<Armed> {
+        match self {
+            Conn::Scopekeeper(c) => Ok(Armed::Scopekeeper(c.get_and_watch(path).await?.2)),
+            Conn::ZooKeeper(c) => Ok(Armed::ZooKeeper(c.get_and_watch_data(path).await?.2)),
+        }
+    }
+
+    /// Ends the connection's session and waits until the server confirms.
+    async fn close(self) -> anyhow::Result<()> {
+        match self {
+            Conn::Scopekeeper(c) => c.close().await.map_err(Into::into),
+            // The crate closes the session when the last handle goes.
+            Conn::ZooKeeper(c) => {
+                drop(c);
+                Ok(())
+            }
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -131,6 +192,8 @@ struct Mix {
     create: u32,
     set: u32,
     get: u32,
+    session: u32,
+    watch: u32,
 }
 
 impl Mix {
@@ -139,6 +202,8 @@ impl Mix {
             create: 0,
             set: 0,
             get: 0,
+            session: 0,
+            watch: 0,
         };
         for part in s.split(',') {
             let (op, weight) = part
@@ -151,24 +216,35 @@ impl Mix {
                 "create" => mix.create = weight,
                 "set" => mix.set = weight,
                 "get" => mix.get = weight,
-                other => bail!("unknown op {other:?} in --mix (create, set, get)"),
+                "session" => mix.session = weight,
+                "watch" => mix.watch = weight,
+                other => bail!("unknown op {other:?} in --mix (create, set, get, session, watch)"),
             }
         }
-        if mix.create + mix.set + mix.get == 0 {
+        if mix.total() == 0 {
             bail!("--mix has no weight");
         }
         Ok(mix)
     }
 
+    fn total(&self) -> u32 {
+        self.create + self.set + self.get + self.session + self.watch
+    }
+
     fn pick(&self, roll: u32) -> Op {
-        let r = roll % (self.create + self.set + self.get);
-        if r < self.create {
-            Op::Create
-        } else if r < self.create + self.set {
-            Op::Set
-        } else {
-            Op::Get
+        let mut r = roll % self.total();
+        for (weight, op) in [
+            (self.create, Op::Create),
+            (self.set, Op::Set),
+            (self.get, Op::Get),
+            (self.session, Op::Session),
+        ] {
+            if r < weight {
+                return op;
+            }
+            r -= weight;
         }
+        Op::Watch
     }
 }
 
@@ -177,10 +253,21 @@ enum Op {
     Create,
     Set,
     Get,
+    Session,
+    Watch,
 }
 
 /// Keys each client writes before the timed run, for `set` and `get`.
 const KEYS_PER_CLIENT: usize = 64;
+
+/// The session timeout of watching connections and of `session` ops.
+const WATCHER_SESSION: Duration = Duration::from_secs(10);
+
+/// How long a watch op waits for its event before counting an error.
+const WATCH_EVENT_WAIT: Duration = Duration::from_secs(10);
+
+/// Sessions opened at once by `--hold-sessions`.
+const HOLD_OPENING_IN_FLIGHT: usize = 64;
 
 pub struct BenchReport {
     pub ops: u64,
@@ -213,6 +300,15 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
         "zookeeper" => TargetSpec::ZooKeeper(args.zk_hosts.clone()),
         other => bail!("unknown --target {other:?}: scopekeeper or zookeeper"),
     };
+    if let Some(n) = args.hold_sessions {
+        return hold_sessions(
+            &target,
+            n,
+            Duration::from_secs(args.duration),
+            Duration::from_millis(args.session_timeout),
+        )
+        .await;
+    }
     let report = bench(
         &target,
         args.clients,
@@ -306,6 +402,14 @@ async fn bench(
                     client.create(k, &value).await?;
                 }
             }
+            // Watched through a session on the next node: the event crosses nodes.
+            let watched = format!("{run_id}/c{c}-w");
+            let watcher = if mix.watch > 0 {
+                client.create(&watched, &value).await?;
+                Some(target.connect_as(c + 1, Some(WATCHER_SESSION)).await?)
+            } else {
+                None
+            };
             start.wait().await;
             let deadline = Instant::now() + duration;
             let (mut ops, mut errors, mut seq) = (0u64, 0u64, 0u64);
@@ -313,8 +417,20 @@ async fn bench(
             while Instant::now() < deadline {
                 let roll = rand::random::<u32>();
                 let key = &keys[(roll as usize >> 8) % keys.len()];
+                let op = mix.pick(roll);
+                // Arming is not timed: the figure is from the write to its event.
+                let armed = match (op, &watcher) {
+                    (Op::Watch, Some(w)) => match w.arm(&watched).await {
+                        Ok(armed) => Some(armed),
+                        Err(_) => {
+                            errors += 1;
+                            continue;
+                        }
+                    },
+                    _ => None,
+                };
                 let began = Instant::now();
-                let result = match mix.pick(roll) {
+                let result = match op {
                     Op::Create => {
                         seq += 1;
                         client
@@ -323,6 +439,20 @@ async fn bench(
                     }
                     Op::Set => client.set(key, &value).await,
                     Op::Get => client.get(key).await,
+                    Op::Session => match target.connect_as(c, Some(WATCHER_SESSION)).await {
+                        Ok(conn) => conn.close().await,
+                        Err(e) => Err(e),
+                    },
+                    Op::Watch => match (client.set(&watched, &value).await, armed) {
+                        (Ok(()), Some(armed)) => {
+                            match tokio::time::timeout(WATCH_EVENT_WAIT, armed.fired()).await {
+                                Ok(fired) => fired,
+                                Err(_) => Err(anyhow::anyhow!("no watch event")),
+                            }
+                        }
+                        (Err(e), _) => Err(e),
+                        (Ok(()), None) => Err(anyhow::anyhow!("no watcher")),
+                    },
                 };
                 latencies.push(began.elapsed().as_micros() as u64);
                 match result {
@@ -352,4 +482,65 @@ async fn bench(
         .max(duration);
     report.latencies_us.sort_unstable();
     Ok(report)
+}
+
+/// `--hold-sessions N`: N sessions, one ephemeral each, opened `HOLD_OPENING_IN_FLIGHT` at a
+/// time, held for `hold`, then closed. Prints the opening rate; the cluster's memory and
+/// keepalive CPU are for the caller to sample meanwhile (`bench/sessions.sh` does).
+async fn hold_sessions(
+    target: &TargetSpec,
+    n: usize,
+    hold: Duration,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    if !matches!(target, TargetSpec::Scopekeeper(_)) {
+        bail!("--hold-sessions needs --target scopekeeper");
+    }
+    let root = format!("/hold-{}-{:x}", std::process::id(), rand::random::<u32>());
+    target.connect(0).await?.create(&root, b"").await?;
+    let began = Instant::now();
+    let mut held = Vec::with_capacity(n);
+    let mut opening = futures::stream::FuturesUnordered::new();
+    let mut next = 0;
+    while held.len() < n {
+        while next < n && opening.len() < HOLD_OPENING_IN_FLIGHT {
+            let (target, path) = (target.clone(), format!("{root}/e{next}"));
+            let i = next;
+            opening.push(async move {
+                let conn = target.connect_as(i, Some(timeout)).await?;
+                let Conn::Scopekeeper(client) = &conn else {
+                    bail!("not a Scopekeeper connection");
+                };
+                client.create(&path, b"", CreateMode::Ephemeral).await?;
+                anyhow::Ok(conn)
+            });
+            next += 1;
+        }
+        let conn = futures::StreamExt::next(&mut opening)
+            .await
+            .context("opening sessions")?
+            .with_context(|| format!("opening session {} of {n}", held.len() + 1))?;
+        held.push(conn);
+    }
+    let opened = began.elapsed();
+    println!(
+        "opened {n} sessions with an ephemeral each in {:.1} s ({:.0} sessions/s, {} at a time); holding them {} s",
+        opened.as_secs_f64(),
+        n as f64 / opened.as_secs_f64(),
+        HOLD_OPENING_IN_FLIGHT,
+        hold.as_secs()
+    );
+    tokio::time::sleep(hold).await;
+    let closing = Instant::now();
+    let closes = held.into_iter().map(Conn::close);
+    let failed = futures::future::join_all(closes)
+        .await
+        .into_iter()
+        .filter(Result::is_err)
+        .count();
+    println!(
+        "closed them in {:.1} s ({failed} failed to confirm)",
+        closing.elapsed().as_secs_f64()
+    );
+    Ok(())
 }

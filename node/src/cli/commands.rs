@@ -1,8 +1,8 @@
-//! The client commands: `create`, `get`, `set`, `rm`, `ls`, `stat`.
+//! The client commands: `create`, `get`, `set`, `rm`, `ls`, `stat`, `watch`.
 
 use std::io::Write;
 
-use scopekeeper_client::{Client, CreateMode, Stat, proto::ANY_VERSION};
+use scopekeeper_client::{Client, CreateMode, SessionState, Stat, proto::ANY_VERSION};
 
 use super::context::ConnectArgs;
 
@@ -52,6 +52,24 @@ pub enum ClientCommand {
     Ls { path: String },
     /// Prints PATH's Stat as zkCli does.
     Stat { path: String },
+    /// Prints every change to PATH (and with --recursive, below it), one line each:
+    /// `EVENT PATH ZXID`, until interrupted.
+    ///
+    /// A persistent watch (ZooKeeper's addWatch): it survives a move of the session to
+    /// another node. Without --recursive it sees PATH's creation, data changes and deletion,
+    /// and its children coming and going.
+    Watch {
+        path: String,
+        /// Every creation, data change and deletion at or below PATH.
+        #[arg(long, short = 'r')]
+        recursive: bool,
+        /// Exit after this many events.
+        #[arg(long, short = 'n', value_name = "N")]
+        count: Option<u64>,
+        /// The session timeout of the watching session.
+        #[arg(long, value_name = "MS", default_value_t = 10_000)]
+        session_timeout: u64,
+    },
 }
 
 pub async fn run(cmd: ClientCommand, connect: &ConnectArgs) -> anyhow::Result<()> {
@@ -65,6 +83,15 @@ pub async fn run(cmd: ClientCommand, connect: &ConnectArgs) -> anyhow::Result<()
     } = cmd
     {
         return hold_ephemerals(connect, path, data, sequential, session_timeout).await;
+    }
+    if let ClientCommand::Watch {
+        path,
+        recursive,
+        count,
+        session_timeout,
+    } = cmd
+    {
+        return watch(connect, &path, recursive, count, session_timeout).await;
     }
     let client = Client::connect(connect.resolve()?).await?;
     let mut out = std::io::stdout().lock();
@@ -114,7 +141,55 @@ pub async fn run(cmd: ClientCommand, connect: &ConnectArgs) -> anyhow::Result<()
                 .ok_or_else(|| anyhow::anyhow!("NoNode: no node at {path}"))?;
             write!(out, "{}", format_stat(&stat))?;
         }
+        ClientCommand::Watch { .. } => unreachable!("served above: it needs a session"),
     }
+    Ok(())
+}
+
+/// `watch`: a persistent watch printed line by line until Ctrl-C, `count` events, or the end
+/// of the session.
+async fn watch(
+    connect: &ConnectArgs,
+    path: &str,
+    recursive: bool,
+    count: Option<u64>,
+    timeout_ms: u64,
+) -> anyhow::Result<()> {
+    let client = Client::connect_with_session(
+        connect.resolve()?,
+        std::time::Duration::from_millis(timeout_ms),
+    )
+    .await?;
+    let mut events = client.add_watch(path, recursive).await?;
+    let mut state = client
+        .session_state()
+        .ok_or_else(|| anyhow::anyhow!("the watching client has no session"))?;
+    eprintln!(
+        "watching {path}{}; Ctrl-C stops",
+        if recursive { " and below" } else { "" }
+    );
+    let mut seen = 0u64;
+    while count.is_none_or(|n| seen < n) {
+        tokio::select! {
+            event = events.recv() => {
+                let Some(event) = event else {
+                    anyhow::bail!("the watch on {path} ended: its session is over");
+                };
+                let mut out = std::io::stdout().lock();
+                writeln!(out, "{:?} {} {:#x}", event.kind, event.path, event.zxid)?;
+                out.flush()?;
+                seen += 1;
+            }
+            changed = state.changed() => {
+                let now = state.borrow_and_update().clone();
+                if changed.is_err() || matches!(now, SessionState::Expired | SessionState::Closed) {
+                    anyhow::bail!("the watch on {path} ended: the session is {now:?}");
+                }
+            }
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    client.close().await?;
     Ok(())
 }
 

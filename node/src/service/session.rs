@@ -51,10 +51,9 @@ pub async fn serve(
     };
     let id = granted.credentials.id;
     let (frames, mut outbox) = mpsc::channel(limits::SESSION_FRAMES_MAX);
-    let tag = node
-        .0
-        .sessions
-        .attach(id, granted.timeout_ms, frames.clone());
+    // The session table holds the only sender: letting go of the session there ends this
+    // stream.
+    let tag = node.0.sessions.attach(id, granted.timeout_ms, frames);
     conn_session.store(id, Ordering::Release);
     tracing::debug!(session = format!("{id:#x}"), "session attached");
     let result = async {
