@@ -23,6 +23,10 @@ pub struct NodeConfig {
     pub cluster: String,
     /// UDP address of the QUIC endpoint (peers and native clients).
     pub listen: SocketAddr,
+    /// TCP address of the ZooKeeper-compatible listener (ZooKeeper's clients use 2181); none
+    /// if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zk_listen: Option<SocketAddr>,
     /// Where the node keeps its database and snapshots.
     pub data_dir: PathBuf,
     pub tls: TlsFiles,

@@ -19,3 +19,4 @@ pub mod split;
 pub mod storage;
 pub mod tree;
 pub mod watches;
+pub mod zk;

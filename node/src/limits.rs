@@ -171,3 +171,14 @@ pub const REAP_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Deletions one scope's leader proposes per tick; the rest wait for the next.
 pub const REAPS_PER_TICK_MAX: usize = 1000;
+
+/// ZooKeeper's `jute.maxbuffer` default: a client frame longer than this closes its
+/// connection, as it does on a ZooKeeper server.
+pub const ZK_FRAME_BYTES_MAX: usize = 0xfffff;
+
+/// Requests a ZooKeeper connection may have read ahead of the one being served; beyond it the
+/// node stops reading the socket (TCP pushes back on the client).
+pub const ZK_REQUESTS_IN_FLIGHT_MAX: usize = 128;
+
+/// ZooKeeper client connections a node holds at once.
+pub const ZK_CONNECTIONS_MAX: usize = 20_000;

@@ -159,6 +159,12 @@ impl Node {
             watches: Default::default(),
         }));
         tokio::spawn(crate::service::accept_loop(node.clone()));
+        if let Some(addr) = config.zk_listen {
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("binding the ZooKeeper listener to {addr} (zk_listen); is the port taken?")
+            })?;
+            tokio::spawn(crate::zk::accept_loop(node.clone(), listener));
+        }
 
         if fresh && probe == PeerProbe::Ask {
             node.check_fresh_start(mode).await?;

@@ -37,6 +37,13 @@ pub fn binary() -> PathBuf {
     dir.join("scopekeeper")
 }
 
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map(|a| a.port())
+        .expect("a free TCP port")
+}
+
 fn free_udp_port() -> u16 {
     UdpSocket::bind("127.0.0.1:0")
         .and_then(|s| s.local_addr())
@@ -55,6 +62,8 @@ pub enum Mode {
 pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub ports: Vec<u16>,
+    /// Each node's ZooKeeper-protocol TCP port.
+    pub zk_ports: Vec<u16>,
     children: Vec<Option<Child>>,
     /// Extra TOML appended to every node's config (e.g. raft tuning).
     pub extra_config: String,
@@ -102,9 +111,11 @@ impl Cluster {
         let admin = certs::issue_client(&ca, "operator", &["admin".to_string()])?;
         CertFiles::in_dir(&certs_dir, "client-operator").write(&admin)?;
         let ports: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
+        let zk_ports: Vec<u16> = (0..n).map(|_| free_tcp_port()).collect();
         let mut cluster = Cluster {
             dir,
             ports,
+            zk_ports,
             children: (0..n).map(|_| None).collect(),
             extra_config: extra_config.to_string(),
             founders,
@@ -143,6 +154,19 @@ impl Cluster {
         }
     }
 
+    /// Node `id`'s ZooKeeper-protocol address.
+    pub fn zk_addr(&self, id: u64) -> String {
+        format!("127.0.0.1:{}", self.zk_ports[id as usize - 1])
+    }
+
+    /// A ZooKeeper connect string naming `ids`' listeners.
+    pub fn zk_hosts(&self, ids: &[u64]) -> String {
+        ids.iter()
+            .map(|id| self.zk_addr(*id))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     pub fn addr(&self, id: u64) -> String {
         format!("127.0.0.1:{}", self.ports[id as usize - 1])
     }
@@ -169,9 +193,11 @@ impl Cluster {
             ));
         }
         let text = format!(
-            "id = {id}\ncluster = \"{CLUSTER}\"\nlisten = \"127.0.0.1:{}\"\ndata_dir = {:?}\nlabels = {}\n\n\
+            "id = {id}\ncluster = \"{CLUSTER}\"\nlisten = \"127.0.0.1:{}\"\nzk_listen = \"127.0.0.1:{}\"\n\
+             data_dir = {:?}\nlabels = {}\n\n\
              [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n{peers}{}\n",
             self.ports[id as usize - 1],
+            self.zk_ports[id as usize - 1],
             self.data_dir(id),
             self.labels(id),
             certs.join("ca.pem"),

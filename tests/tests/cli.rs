@@ -19,11 +19,23 @@ fn free_base_port() -> u16 {
     }
 }
 
+fn free_zk_base_port() -> u16 {
+    // Three consecutive free TCP ports for the ZooKeeper listeners.
+    loop {
+        let base = 20_000 + (rand::random::<u16>() % 30_000);
+        let free = (0..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok());
+        if free {
+            return base;
+        }
+    }
+}
+
 fn start_dev(data: &Path, config: &Path, base_port: u16) -> anyhow::Result<Child> {
     let mut child = Command::new(binary())
         .args(["dev", "--data"])
         .arg(data)
         .args(["--base-port", &base_port.to_string()])
+        .args(["--zk-base-port", &free_zk_base_port().to_string()])
         .env("SCOPEKEEPER_CONFIG", config)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -23,6 +23,10 @@ pub struct DevArgs {
     /// First QUIC port; nodes use BASE, BASE+1, BASE+2 on 127.0.0.1. Fixed at first start.
     #[arg(long, default_value_t = 7001)]
     pub base_port: u16,
+    /// First ZooKeeper-protocol port; nodes listen on BASE, BASE+1, BASE+2 on 127.0.0.1
+    /// (TCP). 0: no ZooKeeper listener.
+    #[arg(long, default_value_t = 2181)]
+    pub zk_base_port: u16,
 }
 
 /// What `dev` remembers about the cluster it created.
@@ -47,13 +51,15 @@ fn dev_labels(id: u64) -> std::collections::BTreeMap<String, String> {
     std::collections::BTreeMap::from([("zone".to_string(), zone.to_string())])
 }
 
-fn node_config(dir: &Path, layout: &DevLayout, id: u64) -> NodeConfig {
+fn node_config(dir: &Path, layout: &DevLayout, id: u64, zk_base_port: u16) -> NodeConfig {
     let addr = |i: u64| format!("127.0.0.1:{}", u64::from(layout.base_port) + i - 1);
     let certs = dir.join("certs");
     NodeConfig {
         id,
         cluster: layout.cluster.clone(),
         listen: addr(id).parse().expect("loopback address"),
+        zk_listen: (zk_base_port != 0)
+            .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], zk_base_port + (id - 1) as u16))),
         data_dir: dir.join(format!("node-{id}")),
         tls: TlsFiles {
             ca: certs.join("ca.pem"),
@@ -89,7 +95,7 @@ fn create(dir: &Path, base_port: u16) -> anyhow::Result<DevLayout> {
         base_port,
     };
     for id in 1..=NODES {
-        node_config(dir, &layout, id).write(&dir.join(format!("node-{id}.toml")))?;
+        node_config(dir, &layout, id, 0).write(&dir.join(format!("node-{id}.toml")))?;
     }
     std::fs::write(dir.join("dev.toml"), toml::to_string(&layout)?)?;
     Ok(layout)
@@ -134,7 +140,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             (true, _) => StartMode::Join,
         };
         // dev made every directory itself just now: there is nobody to ask.
-        Node::start_checked(node_config(&dir, &layout, id), mode, PeerProbe::Skip)
+        let config = node_config(&dir, &layout, id, args.zk_base_port);
+        Node::start_checked(config, mode, PeerProbe::Skip)
     };
     let mut nodes: Vec<Node> = futures::future::try_join_all((2..=NODES).map(start)).await?;
     nodes.insert(0, start(1).await?);
@@ -166,6 +173,13 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
     );
     println!("  data:       {}", dir.display());
     println!("  endpoints:  {} (QUIC, mutual TLS)", endpoints.join(", "));
+    let zk: Vec<String> = nodes
+        .iter()
+        .filter_map(|n| n.0.config.zk_listen.map(|a| a.to_string()))
+        .collect();
+    if !zk.is_empty() {
+        println!("  zookeeper:  {} (ZooKeeper 3.8 clients)", zk.join(","));
+    }
     println!(
         "  client:     {} (context \"{CLUSTER}\", admin certificate)",
         context_file.display()

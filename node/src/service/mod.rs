@@ -26,6 +26,7 @@ mod peers;
 mod session;
 
 use peers::{refuse_unknown_peer, serve_peer_stream};
+pub use session::serve_request as serve_session_request;
 
 pub async fn accept_loop(node: Node) {
     while let Some(incoming) = node.0.endpoint.accept().await {
@@ -982,7 +983,9 @@ async fn linearize(node: &Node, scope: &Scope) -> Result<(), ApiError> {
                     .await
                     .map_err(|r| connection_loss(format!("{r:?}")));
             }
-            Err(Refusal::NotLeader { .. }) if Instant::now() < deadline => {
+            // No leader yet, or a quorum round that fell short (the first one after a
+            // quiet spell meets followers that are still waking): asking again is safe.
+            Err(Refusal::NotLeader { .. } | Refusal::Unknown(_)) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(r) => {

@@ -54,6 +54,10 @@ impl Watches {
     pub fn remove(&self, session: i64, p: &str, kind: Option<WatchKind>) -> usize {
         lock(&self.table).remove(session, p, kind)
     }
+
+    pub fn count(&self, session: i64, p: &str, kind: Option<WatchKind>) -> usize {
+        lock(&self.table).count(session, p, kind)
+    }
 }
 
 /// Passes events to the sessions they are for.

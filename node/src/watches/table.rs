@@ -61,6 +61,13 @@ pub struct WatchTable {
     per_session: BTreeMap<i64, usize>,
 }
 
+fn slots_of(kind: Option<WatchKind>) -> Vec<Slot> {
+    match kind {
+        Some(k) => vec![Slot::of(k)],
+        None => vec![Slot::Data, Slot::Child, Slot::Persistent, Slot::Recursive],
+    }
+}
+
 impl WatchTable {
     /// Adds (or keeps) a watch about to be armed by a read served by `scope`.
     pub fn add(
@@ -130,17 +137,21 @@ impl WatchTable {
 
     /// Removes `session`'s watches on `p` of `kind` (all kinds if `None`); how many went.
     pub fn remove(&mut self, session: i64, p: &str, kind: Option<WatchKind>) -> usize {
-        let slots: Vec<Slot> = match kind {
-            Some(k) => vec![Slot::of(k)],
-            None => vec![Slot::Data, Slot::Child, Slot::Persistent, Slot::Recursive],
-        };
         let mut removed = 0;
-        for slot in slots {
+        for slot in slots_of(kind) {
             if self.take((p.to_string(), session, slot)).is_some() {
                 removed += 1;
             }
         }
         removed
+    }
+
+    /// How many of the session's watches on `p` are of `kind` (any kind if `None`).
+    pub fn count(&self, session: i64, p: &str, kind: Option<WatchKind>) -> usize {
+        slots_of(kind)
+            .into_iter()
+            .filter(|slot| self.watches.contains_key(&(p.to_string(), session, *slot)))
+            .count()
     }
 
     /// Forgets every watch of a session that ended.

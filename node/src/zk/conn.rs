@@ -1,0 +1,539 @@
+//! One ZooKeeper client connection over TCP: the handshake opens or resumes a session, then
+//! requests are served one at a time in the order they arrive (so a session's writes take
+//! effect in the order sent, and replies go out in request order), while watch events are
+//! written as they come, each reply after the events that precede it.
+//!
+//! Three tasks: a reader (frames in, decoded; a frame over `jute.maxbuffer` or one that does
+//! not decode closes the connection), the server (one request at a time), and the writer
+//! (events and replies out).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+
+use scopekeeper_client::proto::{
+    ApiError, ErrorCode, Reply, Request, ServerFrame, SessionCredentials, WatchKind,
+};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::mpsc;
+
+use super::proto::{
+    ConnectRequest, ConnectResponse, Framed, MultiOp, ReadOp, ReadResult, ZkReply, ZkRequest,
+    encode_event, encode_reply, op, xid,
+};
+use super::translate;
+use crate::limits;
+use crate::node::Node;
+use crate::policy::admission::Principal;
+
+/// What the server task hands the writer.
+enum Outgoing {
+    /// A reply frame, to be written after the first `events_before` events of the session.
+    Reply { frame: Vec<u8>, events_before: u64 },
+    /// Write nothing more: close the connection (after closeSession, or an unknown opcode).
+    Close,
+}
+
+pub async fn serve(node: Node, stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let (mut read, mut write) = stream.into_split();
+    let connect = match read_frame(&mut read).await {
+        Ok(Some(bytes)) => match ConnectRequest::decode(&bytes) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::debug!(%peer, "ZooKeeper handshake unreadable: {e}");
+                return;
+            }
+        },
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(%peer, "ZooKeeper handshake: {e}");
+            return;
+        }
+    };
+    let granted = match connect.session_id {
+        0 => crate::sessions::open(&node, connect.timeout_ms).await,
+        id => {
+            let creds = SessionCredentials {
+                id,
+                password: connect.password.clone(),
+            };
+            crate::sessions::resume(&node, creds, connect.timeout_ms).await
+        }
+    };
+    let granted = match granted {
+        Ok(g) => g,
+        Err(e) => {
+            // 3.8 answers a session it cannot take with a zero timeout and id, then closes:
+            // the client reports its session expired.
+            tracing::debug!(%peer, "ZooKeeper session refused: {e}");
+            let refused = ConnectResponse {
+                protocol_version: 0,
+                timeout_ms: 0,
+                session_id: 0,
+                password: vec![0; crate::sessions::PASSWORD_BYTES],
+                read_only: connect.read_only.map(|_| false),
+            };
+            let _ = write_frame(&mut write, &refused.encode()).await;
+            return;
+        }
+    };
+    let id = granted.credentials.id;
+    let accepted = ConnectResponse {
+        protocol_version: 0,
+        timeout_ms: granted.timeout_ms,
+        session_id: id,
+        password: granted.credentials.password,
+        read_only: connect.read_only.map(|_| false),
+    };
+    if write_frame(&mut write, &accepted.encode()).await.is_err() {
+        return;
+    }
+    let (frames, outbox) = mpsc::channel(limits::SESSION_FRAMES_MAX);
+    let tag = node.0.sessions.attach(id, granted.timeout_ms, frames);
+    tracing::debug!(%peer, session = format!("{id:#x}"), "ZooKeeper session attached");
+
+    let (requests_tx, requests) = mpsc::channel(limits::ZK_REQUESTS_IN_FLIGHT_MAX);
+    let (outgoing_tx, outgoing) = mpsc::channel(limits::ZK_REQUESTS_IN_FLIGHT_MAX);
+    let reader = tokio::spawn(read_requests(read, requests_tx, peer));
+    let closing = Arc::new(AtomicBool::new(false));
+    let server = tokio::spawn(serve_requests(
+        node.clone(),
+        Connection {
+            session: id,
+            closing: closing.clone(),
+            principal: Principal {
+                id: format!("ip:{}", peer.ip()),
+                roles: Vec::new(),
+            },
+            peer,
+            last_zxid: AtomicI64::new(connect.last_zxid_seen),
+        },
+        requests,
+        outgoing_tx,
+    ));
+    write_out(&mut write, outbox, outgoing, &closing).await;
+    let _ = write.shutdown().await;
+    reader.abort();
+    server.abort();
+    if node.0.sessions.detach(id, tag) {
+        node.0.watches.drop_session(id);
+    }
+}
+
+/// One frame: a 4-byte big-endian length (at most `jute.maxbuffer`) and that many bytes.
+/// `Ok(None)` at a clean end of stream.
+async fn read_frame(read: &mut OwnedReadHalf) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match read.read_exact(&mut len).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = i32::from_be_bytes(len);
+    let Ok(len) = usize::try_from(len) else {
+        return Err(std::io::Error::other(format!(
+            "negative frame length {len}"
+        )));
+    };
+    if len > limits::ZK_FRAME_BYTES_MAX {
+        return Err(std::io::Error::other(format!(
+            "frame of {len} bytes exceeds jute.maxbuffer ({} bytes)",
+            limits::ZK_FRAME_BYTES_MAX
+        )));
+    }
+    let mut bytes = vec![0u8; len];
+    read.read_exact(&mut bytes).await?;
+    Ok(Some(bytes))
+}
+
+async fn write_frame(write: &mut OwnedWriteHalf, body: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
+    let mut frame = Vec::with_capacity(4 + body.len());
+    frame.extend_from_slice(&len.to_be_bytes());
+    frame.extend_from_slice(body);
+    write.write_all(&frame).await
+}
+
+async fn read_requests(mut read: OwnedReadHalf, requests: mpsc::Sender<Framed>, peer: SocketAddr) {
+    loop {
+        let bytes = match read_frame(&mut read).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::info!(%peer, "closing a ZooKeeper connection: {e}");
+                return;
+            }
+        };
+        match Framed::decode(&bytes) {
+            Ok(framed) => {
+                if requests.send(framed).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::info!(%peer, "closing a ZooKeeper connection: unreadable request: {e}");
+                return;
+            }
+        }
+    }
+}
+
+/// Events and replies, in order, until the session ends or the connection goes.
+async fn write_out(
+    write: &mut OwnedWriteHalf,
+    mut outbox: mpsc::Receiver<ServerFrame>,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    closing: &AtomicBool,
+) {
+    let mut events_written = 0u64;
+    loop {
+        let next = tokio::select! {
+            biased;
+            frame = outbox.recv() => Err(frame),
+            out = outgoing.recv() => Ok(out),
+        };
+        match next {
+            Err(Some(ServerFrame::Event(event))) => {
+                let frame = encode_event(-1, event.kind.zk_code(), &event.path);
+                if write_frame(write, &frame).await.is_err() {
+                    return;
+                }
+                events_written += 1;
+            }
+            Err(Some(ServerFrame::Pong)) => {}
+            // Closing on this connection: the session table let go of it first, but the
+            // closeSession reply is still to come.
+            Err(None) if closing.load(Ordering::Acquire) => {
+                drain_replies(write, &mut outgoing).await;
+                return;
+            }
+            // The session ended (expired, or closed elsewhere), or this node let go of it.
+            Err(Some(ServerFrame::Ended(_))) | Err(None) => return,
+            Ok(Some(Outgoing::Reply {
+                frame,
+                events_before,
+            })) => {
+                while events_written < events_before {
+                    match outbox.recv().await {
+                        Some(ServerFrame::Event(event)) => {
+                            let e = encode_event(-1, event.kind.zk_code(), &event.path);
+                            if write_frame(write, &e).await.is_err() {
+                                return;
+                            }
+                            events_written += 1;
+                        }
+                        Some(ServerFrame::Pong) => {}
+                        Some(ServerFrame::Ended(_)) | None => return,
+                    }
+                }
+                if write_frame(write, &frame).await.is_err() {
+                    return;
+                }
+            }
+            Ok(Some(Outgoing::Close)) | Ok(None) => return,
+        }
+    }
+}
+
+/// Writes the replies left, without events, until the server says to close.
+async fn drain_replies(write: &mut OwnedWriteHalf, outgoing: &mut mpsc::Receiver<Outgoing>) {
+    while let Some(Outgoing::Reply { frame, .. }) = outgoing.recv().await {
+        if write_frame(write, &frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct Connection {
+    session: i64,
+    /// Set once the client asked to close the session.
+    closing: Arc<AtomicBool>,
+    principal: Principal,
+    peer: SocketAddr,
+    /// The highest zxid this connection has revealed: every reply header carries it.
+    last_zxid: AtomicI64,
+}
+
+impl Connection {
+    fn saw(&self, zxid: i64) -> i64 {
+        self.last_zxid.fetch_max(zxid, Ordering::AcqRel).max(zxid)
+    }
+}
+
+async fn serve_requests(
+    node: Node,
+    conn: Connection,
+    mut requests: mpsc::Receiver<Framed>,
+    outgoing: mpsc::Sender<Outgoing>,
+) {
+    while let Some(framed) = requests.recv().await {
+        let closing = matches!(
+            framed.request,
+            ZkRequest::CloseSession | ZkRequest::Unsupported(_)
+        );
+        let reply_xid = match framed.opcode {
+            op::PING => xid::PING,
+            op::AUTH => xid::AUTH,
+            op::SET_WATCHES | op::SET_WATCHES2 => xid::SET_WATCHES,
+            _ => framed.xid,
+        };
+        let (err, reply) = match serve_one(&node, &conn, framed).await {
+            Ok(reply) => (0, reply),
+            Err(e) => {
+                tracing::debug!(
+                    session = format!("{:#x}", conn.session),
+                    "ZooKeeper request: {e}"
+                );
+                (e.code.zk_code(), ZkReply::Empty)
+            }
+        };
+        let zxid = conn.last_zxid.load(Ordering::Acquire);
+        let frame = encode_reply(reply_xid, zxid, err, &reply);
+        let events_before = node.0.sessions.events_queued(conn.session);
+        if outgoing
+            .send(Outgoing::Reply {
+                frame,
+                events_before,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+        if closing {
+            let _ = outgoing.send(Outgoing::Close).await;
+            return;
+        }
+    }
+}
+
+/// Sends one native request for the session, in order after the session's watch events.
+async fn native(node: &Node, conn: &Connection, request: Request) -> Result<Reply, ApiError> {
+    let reply =
+        crate::service::serve_session_request(node, &conn.principal, conn.session, request).await?;
+    conn.saw(translate::zxid_of(&reply));
+    Ok(reply)
+}
+
+fn unexpected(reply: Reply) -> ApiError {
+    ApiError::new(
+        ErrorCode::SystemError,
+        format!("unexpected native reply {reply:?}"),
+    )
+}
+
+fn no_node(path: &str) -> ApiError {
+    ApiError::new(ErrorCode::NoNode, format!("no node at {path}"))
+}
+
+async fn serve_one(node: &Node, conn: &Connection, framed: Framed) -> Result<ZkReply, ApiError> {
+    node.0.sessions.heard(conn.session);
+    let after_zxid = conn.last_zxid.load(Ordering::Acquire);
+    let write = async |op: MultiOp| -> Result<ZkReply, ApiError> {
+        let opcode = match &op {
+            MultiOp::Create(c) => c.opcode,
+            _ => 0,
+        };
+        let request = Request::Write {
+            op: translate::native_op(&op)?,
+            after_zxid,
+        };
+        match native(node, conn, request).await? {
+            Reply::Write { result, .. } => Ok(translate::write_reply(opcode, result)),
+            other => Err(unexpected(other)),
+        }
+    };
+    match framed.request {
+        ZkRequest::Ping => Ok(ZkReply::Empty),
+        ZkRequest::Create(create) => write(MultiOp::Create(create)).await,
+        ZkRequest::Delete { path, version } => write(MultiOp::Delete { path, version }).await,
+        ZkRequest::SetData {
+            path,
+            data,
+            version,
+        } => {
+            write(MultiOp::SetData {
+                path,
+                data,
+                version,
+            })
+            .await
+        }
+        ZkRequest::Check { path, version } => write(MultiOp::Check { path, version }).await,
+        ZkRequest::Exists { path, watch } => {
+            let request = Request::Exists { path: path.clone() };
+            let reply = read(node, conn, request, watch.then_some(WatchKind::Exist)).await?;
+            match reply {
+                Reply::Exists(Some(stat)) => Ok(ZkReply::Stat(stat)),
+                Reply::Exists(None) => Err(no_node(&path)),
+                other => Err(unexpected(other)),
+            }
+        }
+        ZkRequest::GetData { path, watch } => {
+            let request = Request::GetData { path };
+            match read(node, conn, request, watch.then_some(WatchKind::Data)).await? {
+                Reply::Data { data, stat } => Ok(ZkReply::Data { data, stat }),
+                other => Err(unexpected(other)),
+            }
+        }
+        ZkRequest::GetChildren {
+            path,
+            watch,
+            with_stat,
+        } => match read(
+            node,
+            conn,
+            Request::GetChildren { path },
+            watch.then_some(WatchKind::Child),
+        )
+        .await?
+        {
+            Reply::Children { children, stat } if with_stat => {
+                Ok(ZkReply::Children2 { children, stat })
+            }
+            Reply::Children { children, .. } => Ok(ZkReply::Children(children)),
+            other => Err(unexpected(other)),
+        },
+        ZkRequest::Sync { path } => {
+            match native(node, conn, Request::Sync { path: path.clone() }).await? {
+                Reply::Synced => Ok(ZkReply::Sync { path }),
+                other => Err(unexpected(other)),
+            }
+        }
+        ZkRequest::Multi(ops) => {
+            if ops.is_empty() {
+                return Ok(ZkReply::Multi(Vec::new()));
+            }
+            let native_ops = ops
+                .iter()
+                .map(translate::native_op)
+                .collect::<Result<Vec<_>, _>>()?;
+            let request = Request::Multi {
+                ops: native_ops,
+                after_zxid,
+            };
+            match native(node, conn, request).await? {
+                Reply::Multi { slots, .. } => Ok(translate::multi_reply(&ops, slots)),
+                other => Err(unexpected(other)),
+            }
+        }
+        ZkRequest::MultiRead(ops) => {
+            let mut results = Vec::with_capacity(ops.len());
+            for op in ops {
+                let result = match op {
+                    ReadOp::GetChildren { path } => {
+                        read(node, conn, Request::GetChildren { path }, None)
+                            .await
+                            .and_then(|r| match r {
+                                Reply::Children { children, .. } => {
+                                    Ok(ReadResult::Children(children))
+                                }
+                                other => Err(unexpected(other)),
+                            })
+                    }
+                    ReadOp::GetData { path } => read(node, conn, Request::GetData { path }, None)
+                        .await
+                        .and_then(|r| match r {
+                            Reply::Data { data, stat } => Ok(ReadResult::Data { data, stat }),
+                            other => Err(unexpected(other)),
+                        }),
+                };
+                results.push(result.unwrap_or_else(|e| ReadResult::Error(e.code.zk_code())));
+            }
+            Ok(ZkReply::MultiRead(results))
+        }
+        ZkRequest::SetWatches(watches) => {
+            native(node, conn, translate::set_watches(watches)).await?;
+            Ok(ZkReply::Empty)
+        }
+        ZkRequest::AddWatch { path, recursive } => {
+            let kind = if recursive {
+                WatchKind::PersistentRecursive
+            } else {
+                WatchKind::Persistent
+            };
+            native(node, conn, Request::Watch { path, kind }).await?;
+            Ok(ZkReply::Ack)
+        }
+        ZkRequest::RemoveWatches { path, kind, remove } => {
+            let kind = translate::watcher_type(kind)?;
+            let found = if remove {
+                node.0.watches.remove(conn.session, &path, kind)
+            } else {
+                node.0.watches.count(conn.session, &path, kind)
+            };
+            if found == 0 {
+                return Err(ApiError::new(
+                    ErrorCode::NoWatcher,
+                    format!("no such watch on {path}"),
+                ));
+            }
+            Ok(ZkReply::Empty)
+        }
+        ZkRequest::WhoAmI => Ok(ZkReply::WhoAmI(vec![(
+            "ip".into(),
+            conn.peer.ip().to_string(),
+        )])),
+        ZkRequest::CloseSession => {
+            conn.closing.store(true, Ordering::Release);
+            // Finished even if the client hangs up meanwhile: its ephemerals must go.
+            let (node, id) = (node.clone(), conn.session);
+            tokio::spawn(async move { crate::sessions::close(&node, id).await })
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::SystemError, format!("closing: {e}")))??;
+            Ok(ZkReply::Empty)
+        }
+        ZkRequest::GetAcl { path } => {
+            match read(node, conn, Request::Exists { path: path.clone() }, None).await? {
+                Reply::Exists(Some(stat)) => Ok(ZkReply::Acl {
+                    acl: super::proto::Acl::open(),
+                    stat,
+                }),
+                Reply::Exists(None) => Err(no_node(&path)),
+                other => Err(unexpected(other)),
+            }
+        }
+        ZkRequest::Auth { .. }
+        | ZkRequest::SetAcl { .. }
+        | ZkRequest::GetEphemerals { .. }
+        | ZkRequest::GetAllChildrenNumber { .. } => Err(ApiError::new(
+            ErrorCode::Unimplemented,
+            format!("opcode {} is not served yet", framed.opcode),
+        )),
+        ZkRequest::Unsupported(opcode) => Err(ApiError::new(
+            ErrorCode::Unimplemented,
+            format!("unknown opcode {opcode}; closing the connection as ZooKeeper does"),
+        )),
+    }
+}
+
+/// A read (`GetData`, `Exists` or `GetChildren`), leaving a watch of `watch`'s kind if given.
+async fn read(
+    node: &Node,
+    conn: &Connection,
+    request: Request,
+    watch: Option<WatchKind>,
+) -> Result<Reply, ApiError> {
+    let (Request::GetData { path } | Request::Exists { path } | Request::GetChildren { path }) =
+        &request
+    else {
+        return Err(ApiError::new(
+            ErrorCode::SystemError,
+            format!("{request:?} is not a read"),
+        ));
+    };
+    let Some(kind) = watch else {
+        return native(node, conn, request).await;
+    };
+    let watched = Request::Watch {
+        path: path.clone(),
+        kind,
+    };
+    match native(node, conn, watched).await? {
+        Reply::Watched { reply, .. } => Ok(*reply),
+        other => Err(unexpected(other)),
+    }
+}

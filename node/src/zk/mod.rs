@@ -1,0 +1,46 @@
+//! The ZooKeeper facade: ZooKeeper 3.8's client protocol on TCP, so existing clients (kazoo,
+//! Curator, zkCli, the C client) work against any node. `jute` is the record encoding,
+//! `proto` the records, `translate` the mapping onto the native API, `conn` one connection.
+//! Sessions, watches and routing are the native ones: a ZooKeeper session is a Scopekeeper
+//! session, resumable on any node, through either protocol's listener.
+
+pub mod conn;
+pub mod jute;
+pub mod proto;
+pub mod translate;
+
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use crate::limits;
+use crate::node::Node;
+
+/// Accepts ZooKeeper clients until the node stops; beyond `ZK_CONNECTIONS_MAX` at once, a new
+/// connection is closed at once (its client tries another server).
+pub async fn accept_loop(node: Node, listener: TcpListener) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits::ZK_CONNECTIONS_MAX));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!("accepting a ZooKeeper client: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tracing::warn!(
+                %peer,
+                "refusing a ZooKeeper client: {} connections already",
+                limits::ZK_CONNECTIONS_MAX
+            );
+            continue;
+        };
+        let node = node.clone();
+        tokio::spawn(async move {
+            conn::serve(node, stream, peer).await;
+            drop(slot);
+        });
+    }
+}
