@@ -17,7 +17,7 @@ cargo build --release -p scopekeeper >/dev/null
 bin=target/release/scopekeeper
 ticks=$(getconf CLK_TCK)
 # Every held session is a QUIC connection with its own UDP socket in the bench process.
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)"
 
 dev_pid=""
 bench_pid=""

@@ -267,7 +267,10 @@ const WATCHER_SESSION: Duration = Duration::from_secs(10);
 const WATCH_EVENT_WAIT: Duration = Duration::from_secs(10);
 
 /// Sessions opened at once by `--hold-sessions`.
-const HOLD_OPENING_IN_FLIGHT: usize = 64;
+const HOLD_OPENING_IN_FLIGHT: usize = 32;
+
+/// Tries per session of `--hold-sessions`.
+const HOLD_OPEN_ATTEMPTS: u64 = 5;
 
 pub struct BenchReport {
     pub ops: u64,
@@ -507,7 +510,18 @@ async fn hold_sessions(
             let (target, path) = (target.clone(), format!("{root}/e{next}"));
             let i = next;
             opening.push(async move {
-                let conn = target.connect_as(i, Some(timeout)).await?;
+                // A handshake can time out while the cluster is busy opening the others.
+                let mut attempt = 0;
+                let conn = loop {
+                    attempt += 1;
+                    match target.connect_as(i, Some(timeout)).await {
+                        Ok(conn) => break conn,
+                        Err(_) if attempt < HOLD_OPEN_ATTEMPTS => {
+                            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
+                        }
+                        Err(e) => return Err(e),
+                    }
+                };
                 let Conn::Scopekeeper(client) = &conn else {
                     bail!("not a Scopekeeper connection");
                 };

@@ -431,10 +431,14 @@ impl Scope {
         })
     }
 
-    /// What each apply of this replica changes, from now on.
+    /// What each apply of this replica changes, from now on, and the zxid up to which
+    /// changes came before the subscription.
     pub fn changes(
         &self,
-    ) -> tokio::sync::broadcast::Receiver<std::sync::Arc<state_machine::FeedItem>> {
+    ) -> (
+        tokio::sync::broadcast::Receiver<std::sync::Arc<state_machine::FeedItem>>,
+        i64,
+    ) {
         self.feed.subscribe()
     }
 

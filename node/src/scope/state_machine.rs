@@ -184,22 +184,38 @@ pub struct FeedItem {
 /// The scope's stream of [`FeedItem`]s. A subscriber that falls `FEED_ITEMS_MAX` behind
 /// misses items and is told so (`Lagged`); it must re-check what it watches.
 #[derive(Clone)]
-pub struct ChangeFeed(tokio::sync::broadcast::Sender<std::sync::Arc<FeedItem>>);
+pub struct ChangeFeed {
+    sender: tokio::sync::broadcast::Sender<std::sync::Arc<FeedItem>>,
+    /// The zxid of the last item sent, updated under the same lock as the send, so a
+    /// subscriber learns exactly where its items start.
+    published: std::sync::Arc<std::sync::Mutex<i64>>,
+}
 
 impl ChangeFeed {
-    fn new() -> ChangeFeed {
-        ChangeFeed(tokio::sync::broadcast::Sender::new(
-            crate::limits::FEED_ITEMS_MAX,
-        ))
+    fn new(published: i64) -> ChangeFeed {
+        ChangeFeed {
+            sender: tokio::sync::broadcast::Sender::new(crate::limits::FEED_ITEMS_MAX),
+            published: std::sync::Arc::new(std::sync::Mutex::new(published)),
+        }
     }
 
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<std::sync::Arc<FeedItem>> {
-        self.0.subscribe()
+    /// The items from now on, and the zxid up to which every earlier item was sent: every
+    /// change above it comes through the receiver.
+    pub fn subscribe(
+        &self,
+    ) -> (
+        tokio::sync::broadcast::Receiver<std::sync::Arc<FeedItem>>,
+        i64,
+    ) {
+        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        (self.sender.subscribe(), *published)
     }
 
     fn publish(&self, item: FeedItem) {
+        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
+        *published = (*published).max(item.zxid);
         // Nobody listening is the usual case.
-        let _ = self.0.send(std::sync::Arc::new(item));
+        let _ = self.sender.send(std::sync::Arc::new(item));
     }
 }
 
@@ -297,6 +313,8 @@ impl ScopeStateMachine {
             history: meta.governance.history.clone(),
             judged: meta.governance.judged,
         };
+        // Everything the stored tree holds happened before anyone could subscribe.
+        let feed = ChangeFeed::new(tree.last_zxid());
         let sm = ScopeStateMachine {
             scope,
             store,
@@ -316,7 +334,7 @@ impl ScopeStateMachine {
             }))),
             snapshot_dir,
             events,
-            feed: ChangeFeed::new(),
+            feed,
         };
         if let Some(path) = snapshot::newest(&sm.snapshot_dir)? {
             let header = snapshot::read_header(&path)?;

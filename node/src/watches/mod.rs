@@ -29,6 +29,9 @@ pub use table::WatchTable;
 struct Feed {
     /// The scope's last zxid whose events have been passed on.
     delivered: watch::Sender<i64>,
+    /// Where the feed's items began, once its source is open: changes at or below it came
+    /// before the subscription and never pass through the feed.
+    started: watch::Sender<Option<i64>>,
     task: tokio::task::AbortHandle,
 }
 
@@ -126,6 +129,12 @@ pub async fn watch(
     }
     let missed = lock(&node.0.watches.table).arm(session, path, kind, scope, zxid);
     deliver(node, missed);
+    // A change after the read that came before the feed's subscription would never reach
+    // the watch through the feed: look at the node again.
+    let start = feed_start(node, scope).await;
+    if start.is_none_or(|s| s > zxid) && node.0.watches.count(session, path, Some(kind)) > 0 {
+        recheck(node, principal, session, path, kind, zxid).await?;
+    }
     wait_delivered(node, scope, zxid).await;
     Ok(Reply::Watched {
         reply: Box::new(reply),
@@ -274,6 +283,20 @@ async fn wait_delivered(node: &Node, scope: ScopeId, zxid: i64) {
     }
 }
 
+/// Where `scope`'s feed began, waiting for it to open (at most `FEED_WAIT`).
+async fn feed_start(node: &Node, scope: ScopeId) -> Option<i64> {
+    let started = lock(&node.0.watches.feeds)
+        .get(&scope)
+        .map(|f| f.started.subscribe())?;
+    let mut started = started;
+    let opened =
+        tokio::time::timeout(crate::limits::FEED_WAIT, started.wait_for(|s| s.is_some())).await;
+    match opened {
+        Ok(Ok(s)) => *s,
+        _ => None,
+    }
+}
+
 /// Re-checks every armed watch counted in `scope`'s zxids.
 async fn resync(node: &Node, scope: ScopeId) {
     let armed = lock(&node.0.watches.table).armed(Some(scope), None);
@@ -315,8 +338,22 @@ fn ensure_feed(node: &Node, scope: ScopeId) {
         return;
     }
     let (delivered, _) = watch::channel(i64::MIN);
-    let task = tokio::spawn(run_feed(node.clone(), scope, delivered.clone())).abort_handle();
-    feeds.insert(scope, Feed { delivered, task });
+    let (started, _) = watch::channel(None);
+    let task = tokio::spawn(run_feed(
+        node.clone(),
+        scope,
+        delivered.clone(),
+        started.clone(),
+    ))
+    .abort_handle();
+    feeds.insert(
+        scope,
+        Feed {
+            delivered,
+            started,
+            task,
+        },
+    );
 }
 
 /// Stops feeds no watch needs.
@@ -358,9 +395,12 @@ impl Source {
     }
 }
 
-async fn open_source(node: &Node, scope: ScopeId) -> Option<Source> {
+/// A source of the scope's items, and the zxid up to which its changes came before it: the
+/// feed has nothing to wait for up to there.
+async fn open_source(node: &Node, scope: ScopeId) -> Option<(Source, i64)> {
     if let Some(s) = node.scope(scope).filter(|s| s.is_initialized()) {
-        return Some(Source::Local(s.changes()));
+        let (rx, published) = s.changes();
+        return Some((Source::Local(rx), published));
     }
     let route = node.route_of(scope)?;
     for anchor in route.anchors.iter().filter(|a| a.node != node.id()) {
@@ -376,19 +416,33 @@ async fn open_source(node: &Node, scope: ScopeId) -> Option<Source> {
         .await
         .is_ok()
         {
-            return Some(Source::Remote { _send: send, recv });
+            let mut source = Source::Remote { _send: send, recv };
+            // The anchor's first item says where its feed starts.
+            let Ok(first) = source.next().await else {
+                continue;
+            };
+            return Some((source, first.zxid));
         }
     }
     None
 }
 
-async fn run_feed(node: Node, scope: ScopeId, delivered: watch::Sender<i64>) {
+async fn run_feed(
+    node: Node,
+    scope: ScopeId,
+    delivered: watch::Sender<i64>,
+    started: watch::Sender<Option<i64>>,
+) {
     let mut first = true;
     loop {
-        let Some(mut source) = open_source(&node, scope).await else {
+        let Some((mut source, published)) = open_source(&node, scope).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
+        // A watch armed at or below `published` has nothing more to wait for; what changed
+        // between its read and the subscription is found by the re-check below.
+        delivered.send_modify(|d| *d = (*d).max(published));
+        started.send_replace(Some(published));
         // Whatever happened while no feed ran is found by re-checking.
         if !first {
             resync(&node, scope).await;
@@ -456,7 +510,19 @@ pub async fn serve_subscription(
             node.id()
         )));
     };
-    let mut rx = s.changes();
+    let (mut rx, published) = s.changes();
+    // Where the subscriber's items start.
+    let start = crate::scope::state_machine::FeedItem {
+        zxid: published,
+        changes: Vec::new(),
+        reset: false,
+    };
+    scopekeeper_transport::frame::write_frame(
+        send,
+        &start,
+        scopekeeper_transport::limits::PEER_FRAME_BYTES_MAX,
+    )
+    .await?;
     loop {
         let item = match rx.recv().await {
             Ok(item) => item,

@@ -1,0 +1,201 @@
+//! Real ZooKeeper clients against real node processes, through each node's ZooKeeper-protocol
+//! listener: the Rust `zookeeper-client` crate here, and kazoo (Debian's `python3-kazoo`)
+//! running `tests/zk/kazoo_suite.py`.
+
+use std::process::Command;
+use std::time::Duration;
+
+use scopekeeper_tests::{Cluster, serial};
+use zookeeper_client as zk;
+
+const SETTLE: Duration = Duration::from_secs(30);
+const EVENT_WAIT: Duration = Duration::from_secs(20);
+
+async fn connect(hosts: &str, timeout: Duration) -> anyhow::Result<zk::Client> {
+    Ok(zk::Client::connector()
+        .with_server_version(3, 8, 0)
+        .with_session_timeout(timeout)
+        .connect(hosts)
+        .await?)
+}
+
+fn open() -> zk::CreateOptions<'static> {
+    zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all())
+}
+
+async fn event(w: zk::OneshotWatcher) -> anyhow::Result<(zk::EventType, String)> {
+    let e = tokio::time::timeout(EVENT_WAIT, w.changed())
+        .await
+        .map_err(|_| anyhow::anyhow!("the watch did not fire"))?;
+    Ok((e.event_type, e.path))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_zookeeper_client_works_unchanged() -> anyhow::Result<()> {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create_scope("/scoped", None).await?;
+
+    let client = connect(&cluster.zk_hosts(&[1]), Duration::from_secs(10)).await?;
+    let other = connect(&cluster.zk_hosts(&[2]), Duration::from_secs(10)).await?;
+
+    // CRUD with ZooKeeper's Stat and errors, in the root scope and in a child scope.
+    for dir in ["/plain", "/scoped/dir"] {
+        let (stat, _) = client.create(dir, b"v0", &open()).await?;
+        assert_eq!(
+            (stat.version, stat.data_length, stat.num_children),
+            (0, 2, 0)
+        );
+        let (data, stat) = other.get_data(dir).await?;
+        assert_eq!((data.as_slice(), stat.version), (&b"v0"[..], 0));
+        let stat = client.set_data(dir, b"v1", Some(0)).await?;
+        assert_eq!(stat.version, 1);
+        let stale = client.set_data(dir, b"v2", Some(0)).await;
+        assert_eq!(stale.err(), Some(zk::Error::BadVersion));
+        let again = client.create(dir, b"", &open()).await;
+        assert_eq!(again.err(), Some(zk::Error::NodeExists));
+        let seq = zk::CreateMode::PersistentSequential.with_acls(zk::Acls::anyone_all());
+        let (_, n0) = client.create(&format!("{dir}/job-"), b"", &seq).await?;
+        let (_, n1) = client.create(&format!("{dir}/job-"), b"", &seq).await?;
+        assert_eq!((n0.into_i64(), n1.into_i64()), (0, 1));
+        let (children, stat) = other.get_children(dir).await?;
+        assert_eq!(children.len(), 2);
+        assert_eq!(stat.num_children, 2);
+        assert_eq!(
+            client.delete(dir, None).await.err(),
+            Some(zk::Error::NotEmpty)
+        );
+    }
+    assert_eq!(
+        client.get_data("/missing").await.err(),
+        Some(zk::Error::NoNode)
+    );
+    assert_eq!(client.check_stat("/missing").await?, None);
+
+    // Ephemerals belong to the session, in any scope.
+    let eph = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
+    let (stat, _) = client.create("/scoped/e", b"", &eph).await?;
+    assert_eq!(stat.ephemeral_owner, client.session_id().0);
+
+    // A multi is atomic and reports failures per op, as 3.8 does.
+    let mut multi = client.new_multi_writer();
+    multi.add_create("/plain/m1", b"", &open())?;
+    multi.add_check_version("/plain", 1)?;
+    multi.add_set_data("/plain", b"m", Some(1))?;
+    let results = multi.commit().await?;
+    assert_eq!(results.len(), 3);
+    let mut multi = client.new_multi_writer();
+    multi.add_create("/plain/m2", b"", &open())?;
+    multi.add_check_version("/plain", 7)?;
+    match multi.commit().await {
+        Err(zk::MultiWriteError::OperationFailed { index, source }) => {
+            assert_eq!((index, source), (1, zk::Error::BadVersion));
+        }
+        other => anyhow::bail!("a failing multi answered {other:?}"),
+    }
+    assert_eq!(client.check_stat("/plain/m2").await?, None);
+
+    // Watches: one-shot data, exists and children watches, and a persistent recursive one,
+    // fired by writes through another node.
+    let (_, _, data_watch) = client.get_and_watch_data("/plain").await?;
+    let (_, exists_watch) = client.check_and_watch_stat("/plain/new").await?;
+    let (_, _, child_watch) = client.get_and_watch_children("/scoped/dir").await?;
+    let mut recursive = client
+        .watch("/scoped", zk::AddWatchMode::PersistentRecursive)
+        .await?;
+    other.set_data("/plain", b"changed", None).await?;
+    other.create("/plain/new", b"", &open()).await?;
+    other.create("/scoped/dir/kid", b"", &open()).await?;
+    assert_eq!(
+        event(data_watch).await?,
+        (zk::EventType::NodeDataChanged, "/plain".into())
+    );
+    assert_eq!(
+        event(exists_watch).await?,
+        (zk::EventType::NodeCreated, "/plain/new".into())
+    );
+    assert_eq!(
+        event(child_watch).await?,
+        (zk::EventType::NodeChildrenChanged, "/scoped/dir".into())
+    );
+    let seen = tokio::time::timeout(EVENT_WAIT, recursive.changed()).await?;
+    assert_eq!(
+        (seen.event_type, seen.path.as_str()),
+        (zk::EventType::NodeCreated, "/scoped/dir/kid")
+    );
+
+    // The session survives its node: kill -9 node 1 and the client resumes on node 3 with
+    // its ephemeral intact.
+    let survivor = connect(&cluster.zk_hosts(&[1, 3]), Duration::from_secs(8)).await?;
+    let (stat, _) = survivor.create("/scoped/survivor", b"", &eph).await?;
+    let owner = survivor.session_id().0;
+    assert_eq!(stat.ephemeral_owner, owner);
+    drop(client);
+    cluster.kill9(1);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    let stat = other
+        .check_stat("/scoped/survivor")
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("the ephemeral went with its node"))?;
+    assert_eq!(stat.ephemeral_owner, owner);
+    assert_eq!(survivor.get_data("/plain").await?.0, b"changed");
+    // The first client's session was never resumed: it expires, and its ephemeral goes.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while other.check_stat("/scoped/e").await?.is_some() {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "the ephemeral of an abandoned session outlived its timeout by a minute"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+/// kazoo's CRUD, transactions, watches and recipes (Lock, Election, Barrier, Counter, Queue,
+/// Party), and a reconnect after its node is killed, as `tests/zk/kazoo_suite.py` runs them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kazoo_and_its_recipes_work_unchanged() -> anyhow::Result<()> {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create_scope("/recipes", None).await?;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("zk/kazoo_suite.py");
+    // Debian's python3-kazoo is installed for the system interpreter.
+    let run = |phase: &str, hosts: String| {
+        Command::new("/usr/bin/python3")
+            .arg(&script)
+            .args([phase, &hosts])
+            .output()
+    };
+    let out = run("main", cluster.zk_hosts(&[1, 2, 3]))?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    anyhow::ensure!(
+        out.status.success(),
+        "kazoo suite failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // A kazoo client holding an ephemeral through node 1, which is then killed: the script
+    // reconnects through node 2 and finds its session and ephemeral intact.
+    let mut holder = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args(["hold", &cluster.zk_hosts(&[1, 2])])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    // The script prints "holding" once its ephemeral exists.
+    let stdout = holder.stdout.take().expect("piped");
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(stdout));
+    let first = lines.next().transpose()?.unwrap_or_default();
+    anyhow::ensure!(first.starts_with("holding"), "kazoo holder said {first:?}");
+    cluster.kill9(1);
+    let status = holder.wait()?;
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    println!("{}", rest.join("\n"));
+    anyhow::ensure!(status.success(), "the kazoo holder failed: {rest:?}");
+    Ok(())
+}
