@@ -27,6 +27,11 @@ pub struct NodeConfig {
     /// if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zk_listen: Option<SocketAddr>,
+    /// The four-letter words the ZooKeeper listener answers (`ruok`, `srvr`, `stat`, `mntr`,
+    /// `isro`, `conf`; `*` for all), as ZooKeeper's `4lw.commands.whitelist`. Default: `srvr`,
+    /// as 3.8's.
+    #[serde(default = "default_four_letter_words")]
+    pub zk_four_letter_words: Vec<String>,
     /// Where the node keeps its database and snapshots.
     pub data_dir: PathBuf,
     pub tls: TlsFiles,
@@ -43,6 +48,10 @@ pub struct NodeConfig {
     /// HMACs under it. Default: `session.secret` beside the CA certificate.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_secret: Option<PathBuf>,
+}
+
+fn default_four_letter_words() -> Vec<String> {
+    vec!["srvr".into()]
 }
 
 /// Log compaction thresholds; the defaults suit production, tests lower them.

@@ -194,6 +194,7 @@ impl Cluster {
         }
         let text = format!(
             "id = {id}\ncluster = \"{CLUSTER}\"\nlisten = \"127.0.0.1:{}\"\nzk_listen = \"127.0.0.1:{}\"\n\
+             zk_four_letter_words = [\"ruok\", \"srvr\", \"stat\", \"mntr\", \"isro\"]\n\
              data_dir = {:?}\nlabels = {}\n\n\
              [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n{peers}{}\n",
             self.ports[id as usize - 1],
@@ -313,6 +314,35 @@ impl Cluster {
     /// returns their infos.
     pub async fn settle(&self, ids: &[u64], timeout: Duration) -> anyhow::Result<Vec<NodeInfo>> {
         let leader = self.wait_for_leader(ids, timeout).await?;
+        // A fresh cluster's leader creates the session scopes under /zookeeper right after
+        // its election; a test that lists / must not race with that.
+        let sessions_root = "/zookeeper/sessions";
+        let deadline = Instant::now() + timeout;
+        loop {
+            let ready = match tokio::time::timeout(Duration::from_secs(2), async {
+                self.client_of(leader)
+                    .await?
+                    .children(sessions_root)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+            .await
+            {
+                Ok(Ok((children, _))) => {
+                    children.len() as u64 >= scopekeeper::tree::session::SESSION_SCOPES
+                }
+                _ => false,
+            };
+            if ready {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the session scopes under {sessions_root} were not created within {timeout:?}"
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let committed = self.info(leader).await?.committed_index;
         let mut infos = Vec::new();
         for &id in ids {

@@ -153,6 +153,53 @@ async fn the_rust_zookeeper_client_works_unchanged() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// One four-letter word to a ZooKeeper listener; the whole answer.
+fn four_letter(addr: &str, word: &str) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.write_all(word.as_bytes())?;
+    let mut answer = String::new();
+    s.read_to_string(&mut answer)?;
+    Ok(answer)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_letter_words_answer_as_zookeepers_do() -> anyhow::Result<()> {
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let addr = cluster.zk_addr(1);
+    assert_eq!(four_letter(&addr, "ruok")?, "imok");
+    assert_eq!(four_letter(&addr, "isro")?, "rw");
+    let srvr = four_letter(&addr, "srvr")?;
+    assert!(srvr.starts_with("Zookeeper version: 3.8.0"), "{srvr}");
+    assert!(
+        srvr.contains("\nMode: ") && srvr.contains("\nNode count: "),
+        "{srvr}"
+    );
+    let mntr = four_letter(&addr, "mntr")?;
+    let fields: std::collections::BTreeMap<&str, &str> =
+        mntr.lines().filter_map(|l| l.split_once('\t')).collect();
+    for key in [
+        "zk_version",
+        "zk_server_state",
+        "zk_znode_count",
+        "zk_num_alive_connections",
+    ] {
+        assert!(fields.contains_key(key), "mntr lacks {key}: {mntr}");
+    }
+    // The harness leaves `conf` out of the whitelist.
+    assert_eq!(
+        four_letter(&addr, "conf")?,
+        "conf is not executed because it is not in the whitelist.\n"
+    );
+    // The listener still speaks the protocol after all that.
+    let client = connect(&addr, Duration::from_secs(10)).await?;
+    assert!(client.check_stat("/").await?.is_some());
+    Ok(())
+}
+
 /// kazoo's CRUD, transactions, watches and recipes (Lock, Election, Barrier, Counter, Queue,
 /// Party), and a reconnect after its node is killed, as `tests/zk/kazoo_suite.py` runs them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -197,5 +244,38 @@ async fn kazoo_and_its_recipes_work_unchanged() -> anyhow::Result<()> {
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     println!("{}", rest.join("\n"));
     anyhow::ensure!(status.success(), "the kazoo holder failed: {rest:?}");
+    Ok(())
+}
+
+/// Debian's zkCli.sh (ZooKeeper 3.8's Java client) creates, reads and lists through a node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zkcli_smoke() -> anyhow::Result<()> {
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let zkcli = "/usr/share/zookeeper/bin/zkCli.sh";
+    anyhow::ensure!(
+        std::path::Path::new(zkcli).exists(),
+        "{zkcli} is missing: install Debian's zookeeper package (.ci/run does)"
+    );
+    let run = |args: &[&str]| -> anyhow::Result<String> {
+        let out = Command::new(zkcli)
+            .args(["-server", &cluster.zk_hosts(&[2])])
+            .args(args)
+            .output()?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    };
+    let created = run(&["create", "/zkcli", "hello"])?;
+    assert!(created.contains("Created /zkcli"), "{created}");
+    let got = run(&["get", "/zkcli"])?;
+    assert!(got.lines().any(|l| l.trim() == "hello"), "{got}");
+    let listed = run(&["ls", "/"])?;
+    assert!(listed.contains("zkcli"), "{listed}");
+    let stat = run(&["stat", "/zkcli"])?;
+    assert!(stat.contains("dataLength = 5"), "{stat}");
     Ok(())
 }

@@ -58,6 +58,11 @@ impl Watches {
         lock(&self.table).remove(session, p, kind)
     }
 
+    /// Watches held on this node, every session's.
+    pub fn held(&self) -> usize {
+        lock(&self.table).len()
+    }
+
     pub fn count(&self, session: i64, p: &str, kind: Option<WatchKind>) -> usize {
         lock(&self.table).count(session, p, kind)
     }

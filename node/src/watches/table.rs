@@ -182,6 +182,11 @@ impl WatchTable {
         self.per_session.contains_key(&session)
     }
 
+    /// Watches held, every session's.
+    pub fn len(&self) -> usize {
+        self.watches.len()
+    }
+
     pub fn is_empty(&self) -> bool {
         self.watches.is_empty()
     }

@@ -19,6 +19,7 @@ use tokio::net::TcpStream;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::mpsc;
 
+use super::four_letter::Counters;
 use super::proto::{
     ConnectRequest, ConnectResponse, Framed, MultiOp, ReadOp, ReadResult, ZkReply, ZkRequest,
     encode_event, encode_reply, op, xid,
@@ -36,10 +37,20 @@ enum Outgoing {
     Close,
 }
 
-pub async fn serve(node: Node, stream: TcpStream, peer: SocketAddr) {
+pub async fn serve(node: Node, stream: TcpStream, peer: SocketAddr, counters: Arc<Counters>) {
     let _ = stream.set_nodelay(true);
     let (mut read, mut write) = stream.into_split();
-    let connect = match read_frame(&mut read).await {
+    let mut first = [0u8; 4];
+    if read.read_exact(&mut first).await.is_err() {
+        return;
+    }
+    if let Some(word) = super::four_letter::word(first) {
+        let answer = super::four_letter::answer(&node, &counters, word);
+        let _ = write.write_all(answer.as_bytes()).await;
+        let _ = write.shutdown().await;
+        return;
+    }
+    let connect = match read_frame_after(&mut read, first).await {
         Ok(Some(bytes)) => match ConnectRequest::decode(&bytes) {
             Ok(c) => c,
             Err(e) => {
@@ -97,7 +108,7 @@ pub async fn serve(node: Node, stream: TcpStream, peer: SocketAddr) {
 
     let (requests_tx, requests) = mpsc::channel(limits::ZK_REQUESTS_IN_FLIGHT_MAX);
     let (outgoing_tx, outgoing) = mpsc::channel(limits::ZK_REQUESTS_IN_FLIGHT_MAX);
-    let reader = tokio::spawn(read_requests(read, requests_tx, peer));
+    let reader = tokio::spawn(read_requests(read, requests_tx, peer, counters.clone()));
     let closing = Arc::new(AtomicBool::new(false));
     let server = tokio::spawn(serve_requests(
         node.clone(),
@@ -114,7 +125,7 @@ pub async fn serve(node: Node, stream: TcpStream, peer: SocketAddr) {
         requests,
         outgoing_tx,
     ));
-    write_out(&mut write, outbox, outgoing, &closing).await;
+    write_out(&mut write, outbox, outgoing, &closing, &counters).await;
     let _ = write.shutdown().await;
     reader.abort();
     server.abort();
@@ -132,6 +143,14 @@ async fn read_frame(read: &mut OwnedReadHalf) -> std::io::Result<Option<Vec<u8>>
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
+    read_frame_after(read, len).await
+}
+
+/// The rest of a frame whose length prefix has been read.
+async fn read_frame_after(
+    read: &mut OwnedReadHalf,
+    len: [u8; 4],
+) -> std::io::Result<Option<Vec<u8>>> {
     let len = i32::from_be_bytes(len);
     let Ok(len) = usize::try_from(len) else {
         return Err(std::io::Error::other(format!(
@@ -157,10 +176,18 @@ async fn write_frame(write: &mut OwnedWriteHalf, body: &[u8]) -> std::io::Result
     write.write_all(&frame).await
 }
 
-async fn read_requests(mut read: OwnedReadHalf, requests: mpsc::Sender<Framed>, peer: SocketAddr) {
+async fn read_requests(
+    mut read: OwnedReadHalf,
+    requests: mpsc::Sender<Framed>,
+    peer: SocketAddr,
+    counters: Arc<Counters>,
+) {
     loop {
         let bytes = match read_frame(&mut read).await {
-            Ok(Some(b)) => b,
+            Ok(Some(b)) => {
+                counters.received.fetch_add(1, Ordering::Relaxed);
+                b
+            }
             Ok(None) => return,
             Err(e) => {
                 tracing::info!(%peer, "closing a ZooKeeper connection: {e}");
@@ -187,6 +214,7 @@ async fn write_out(
     mut outbox: mpsc::Receiver<ServerFrame>,
     mut outgoing: mpsc::Receiver<Outgoing>,
     closing: &AtomicBool,
+    counters: &Counters,
 ) {
     let mut events_written = 0u64;
     loop {
@@ -201,6 +229,7 @@ async fn write_out(
                 if write_frame(write, &frame).await.is_err() {
                     return;
                 }
+                counters.sent.fetch_add(1, Ordering::Relaxed);
                 events_written += 1;
             }
             Err(Some(ServerFrame::Pong)) => {}
@@ -232,6 +261,7 @@ async fn write_out(
                 if write_frame(write, &frame).await.is_err() {
                     return;
                 }
+                counters.sent.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Some(Outgoing::Close)) | Ok(None) => return,
         }
@@ -416,7 +446,7 @@ async fn serve_one(node: &Node, conn: &Connection, framed: Framed) -> Result<ZkR
                 after_zxid,
             };
             match native(node, conn, request).await? {
-                Reply::Multi { slots, .. } => Ok(translate::multi_reply(&ops, slots)),
+                Reply::Multi { slots, .. } => Ok(translate::multi_reply(slots)),
                 other => Err(unexpected(other)),
             }
         }

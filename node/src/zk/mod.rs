@@ -5,11 +5,13 @@
 //! session, resumable on any node, through either protocol's listener.
 
 pub mod conn;
+pub mod four_letter;
 pub mod jute;
 pub mod proto;
 pub mod translate;
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use tokio::net::TcpListener;
 
@@ -20,6 +22,7 @@ use crate::node::Node;
 /// connection is closed at once (its client tries another server).
 pub async fn accept_loop(node: Node, listener: TcpListener) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits::ZK_CONNECTIONS_MAX));
+    let counters = Arc::new(four_letter::Counters::default());
     loop {
         let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -37,9 +40,11 @@ pub async fn accept_loop(node: Node, listener: TcpListener) {
             );
             continue;
         };
-        let node = node.clone();
+        let (node, counters) = (node.clone(), counters.clone());
         tokio::spawn(async move {
-            conn::serve(node, stream, peer).await;
+            counters.connections.fetch_add(1, Ordering::Relaxed);
+            conn::serve(node, stream, peer, counters.clone()).await;
+            counters.connections.fetch_sub(1, Ordering::Relaxed);
             drop(slot);
         });
     }

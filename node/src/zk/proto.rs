@@ -170,6 +170,18 @@ fn write_acl(w: &mut Writer, acl: &Acl) {
     w.i32(acl.perms).string(&acl.id.scheme).string(&acl.id.id);
 }
 
+/// The `ephemeralOwner` a client sees: ZooKeeper keeps container and TTL markers in the
+/// field but shows clients 0 for them (`DataNode.getClientEphemeralOwner`); so do we.
+pub fn client_ephemeral_owner(owner: i64) -> i64 {
+    const CONTAINER: i64 = i64::MIN;
+    const TTL_MASK: i64 = 0xff << 56;
+    if owner == CONTAINER || owner & TTL_MASK == TTL_MASK {
+        0
+    } else {
+        owner
+    }
+}
+
 pub fn write_stat(w: &mut Writer, s: &Stat) {
     w.i64(s.czxid)
         .i64(s.mzxid)
@@ -178,7 +190,7 @@ pub fn write_stat(w: &mut Writer, s: &Stat) {
         .i32(s.version)
         .i32(s.cversion)
         .i32(s.aversion)
-        .i64(s.ephemeral_owner)
+        .i64(client_ephemeral_owner(s.ephemeral_owner))
         .i32(s.data_length)
         .i32(s.num_children)
         .i64(s.pzxid);
@@ -544,10 +556,10 @@ pub enum ZkReply {
 
 /// One op's result in a multi's reply. A failed multi reports `Error` for every op: 0 for
 /// those before the failure, the failure, then `RuntimeInconsistency` (-2), as 3.8 does.
+/// Every create, create2 included, is answered as a plain create, as 3.8 does.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum MultiResult {
     Create { path: String },
-    Create2 { path: String, stat: Stat },
     Delete,
     SetData(Stat),
     Check,
@@ -600,7 +612,6 @@ pub fn encode_reply(xid: i32, zxid: i64, err: i32, reply: &ZkReply) -> Vec<u8> {
             for result in results {
                 let kind = match result {
                     MultiResult::Create { .. } => op::CREATE,
-                    MultiResult::Create2 { .. } => op::CREATE2,
                     MultiResult::Delete => op::DELETE,
                     MultiResult::SetData(_) => op::SET_DATA,
                     MultiResult::Check => op::CHECK,
@@ -614,10 +625,6 @@ pub fn encode_reply(xid: i32, zxid: i64, err: i32, reply: &ZkReply) -> Vec<u8> {
                 match result {
                     MultiResult::Create { path } => {
                         w.string(path);
-                    }
-                    MultiResult::Create2 { path, stat } => {
-                        w.string(path);
-                        write_stat(&mut w, stat);
                     }
                     MultiResult::SetData(stat) => write_stat(&mut w, stat),
                     MultiResult::Error(e) => {

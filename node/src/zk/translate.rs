@@ -90,24 +90,20 @@ pub fn write_reply(opcode: i32, result: OpResult) -> ZkReply {
 }
 
 /// A multi's slots as 3.8 encodes them: every op's result, or, if one failed, an error per op.
-pub fn multi_reply(ops: &[MultiOp], slots: Vec<MultiSlot>) -> ZkReply {
+pub fn multi_reply(slots: Vec<MultiSlot>) -> ZkReply {
     let failed = slots
         .iter()
         .any(|s| matches!(s, MultiSlot::Failed(c) if *c != ErrorCode::Ok));
-    let results = ops
-        .iter()
-        .zip(slots)
-        .map(|(op, slot)| match (slot, failed) {
+    let results = slots
+        .into_iter()
+        .map(|slot| match (slot, failed) {
             (MultiSlot::Failed(code), _) => MultiResult::Error(code.zk_code()),
             (MultiSlot::Done(_), true) => MultiResult::Error(0),
-            (MultiSlot::Done(result), false) => match (op, result) {
-                (MultiOp::Create(c), OpResult::Created { path, .. }) if c.opcode == op::CREATE => {
-                    MultiResult::Create { path }
-                }
-                (_, OpResult::Created { path, stat }) => MultiResult::Create2 { path, stat },
-                (_, OpResult::Set { stat }) => MultiResult::SetData(stat),
-                (_, OpResult::Deleted) => MultiResult::Delete,
-                (_, OpResult::Checked) => MultiResult::Check,
+            (MultiSlot::Done(result), false) => match result {
+                OpResult::Created { path, .. } => MultiResult::Create { path },
+                OpResult::Set { stat } => MultiResult::SetData(stat),
+                OpResult::Deleted => MultiResult::Delete,
+                OpResult::Checked => MultiResult::Check,
             },
         })
         .collect();
@@ -211,27 +207,13 @@ mod tests {
 
     #[test]
     fn a_failed_multi_reports_an_error_per_op() {
-        let ops = vec![
-            MultiOp::Check {
-                path: "/a".into(),
-                version: 0,
-            },
-            MultiOp::Check {
-                path: "/a".into(),
-                version: 5,
-            },
-            MultiOp::Delete {
-                path: "/a".into(),
-                version: -1,
-            },
-        ];
         let slots = vec![
             MultiSlot::Done(OpResult::Checked),
             MultiSlot::Failed(ErrorCode::BadVersion),
             MultiSlot::Failed(ErrorCode::RuntimeInconsistency),
         ];
         assert_eq!(
-            multi_reply(&ops, slots),
+            multi_reply(slots),
             ZkReply::Multi(vec![
                 MultiResult::Error(0),
                 MultiResult::Error(-103),
