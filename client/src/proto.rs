@@ -354,6 +354,18 @@ pub enum Request {
         path: String,
         kind: WatchKind,
     },
+    /// How many znodes lie below `path` in the scope serving it, and the roots of the child
+    /// scopes below it, whose znodes that scope does not count (ZooKeeper's
+    /// getAllChildrenNumber, one scope at a time).
+    Descendants {
+        path: String,
+    },
+    /// The ephemerals of this connection's session in the scope rooted at `root` whose paths
+    /// start with `prefix` (ZooKeeper's getEphemerals, one scope at a time).
+    Ephemerals {
+        root: String,
+        prefix: String,
+    },
     /// Removes this session's watches on `path` of `kind` (any kind if `None`).
     RemoveWatches {
         path: String,
@@ -588,6 +600,13 @@ pub enum Reply {
     SessionDone {
         chase: Vec<String>,
     },
+    /// A `Descendants` answer.
+    Descendants {
+        count: u64,
+        delegated: Vec<String>,
+    },
+    /// Paths, sorted.
+    Paths(Vec<String>),
     /// A watch's read and the zxid the watch was armed at.
     Watched {
         reply: Box<Reply>,

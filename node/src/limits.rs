@@ -182,3 +182,6 @@ pub const ZK_REQUESTS_IN_FLIGHT_MAX: usize = 128;
 
 /// ZooKeeper client connections a node holds at once.
 pub const ZK_CONNECTIONS_MAX: usize = 20_000;
+
+/// Tries of a ZooKeeper client's read that meets `ConnectionLoss` inside the node.
+pub const ZK_READ_ATTEMPTS: u32 = 4;

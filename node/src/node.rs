@@ -381,16 +381,37 @@ impl Node {
         }
     }
 
+    /// The scope's leader says replica `replica` of `scope` was removed: retire it if this
+    /// node holds exactly that replica (ids are never reused, so an older notice cannot
+    /// remove a newer replica). Returns whether it did.
+    pub async fn retire_removed(
+        &self,
+        scope: ScopeId,
+        replica: u64,
+        route: Route,
+    ) -> anyhow::Result<bool> {
+        let Some(s) = self.scope(scope).filter(|s| s.replica == replica) else {
+            return Ok(false);
+        };
+        self.retire_to(&s, route).await?;
+        Ok(true)
+    }
+
     /// After applying the membership change that removed this node's replica: stop it and
     /// delete its data. Raft no longer counts on it; keeping it would only let it campaign.
     async fn retire(&self, scope: &Arc<Scope>) -> anyhow::Result<()> {
+        let route = scope.view().read().route();
+        self.retire_to(scope, route).await
+    }
+
+    /// Retires the replica, recording `route` as where the scope went.
+    async fn retire_to(&self, scope: &Arc<Scope>, route: Route) -> anyhow::Result<()> {
         let id = scope.id;
         tracing::info!(
             scope = id,
             replica = scope.replica,
             "this node's replica was removed; deleting it"
         );
-        let route = scope.view().read().route();
         self.learn_route(route.clone());
         let _opening = self.0.opening.lock().await;
         self.close_scope(scope).await;

@@ -108,6 +108,13 @@ pub enum PeerRequest {
     /// Node-level liveness, one per peer per tick, standing in for the heartbeats of every
     /// quiescent scope the two nodes share.
     Heartbeat { from: u64 },
+    /// A scope's leader tells a node that its replica `replica` was removed from the scope's
+    /// committed membership, and where the scope lives now.
+    ReplicaRemoved {
+        scope: ScopeId,
+        replica: u64,
+        route: Route,
+    },
     /// The leader of an idle, fully replicated scope asks a follower to park its raft ticker.
     Quiesce {
         scope: ScopeId,
@@ -135,6 +142,8 @@ pub enum PeerResponse {
     /// Whether the follower parked its ticker (it did not if it disagrees about the leader,
     /// the term or the log).
     Quiesced(bool),
+    /// Whether the node had that replica and retired it.
+    Retired(bool),
     /// The request was malformed or named something this node does not have.
     Invalid(String),
 }

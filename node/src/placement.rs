@@ -119,10 +119,13 @@ pub async fn run(node: Node) {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .insert(scope.id);
-            let (moving, registry) = (moving.clone(), registry.clone());
+            let (moving, registry, node) = (moving.clone(), registry.clone(), node.clone());
             tokio::spawn(async move {
-                if let Err(e) = move_anchors(&scope, &target, &registry).await {
-                    tracing::warn!(scope = scope.id, "moving anchors to {target:?}: {e}");
+                match move_anchors(&scope, &target, &registry).await {
+                    Ok(removed) => tell_removed(&node, &scope, removed).await,
+                    Err(e) => {
+                        tracing::warn!(scope = scope.id, "moving anchors to {target:?}: {e}")
+                    }
                 }
                 moving
                     .lock()
@@ -258,13 +261,51 @@ async fn target(
     (proposed != current).then_some(proposed)
 }
 
+/// Tells the nodes whose replicas a move removed. A removed follower learns of its removal
+/// only if it receives the membership entry that removes it, which raft does not promise;
+/// without this it would keep its replica, campaign for ever, and serve clients routed to it
+/// by the parent's delegation record (which names the anchors of creation time).
+async fn tell_removed(node: &Node, scope: &Arc<Scope>, removed: Vec<(u64, AnchorNode)>) {
+    let route = scope.view().read().route();
+    for (replica, anchor) in removed {
+        if anchor.node == node.id() {
+            // Applying the membership change retires this node's own replica.
+            continue;
+        }
+        let request = crate::peer::PeerRequest::ReplicaRemoved {
+            scope: scope.id,
+            replica,
+            route: route.clone(),
+        };
+        if let Err(e) = node.0.peers.call(anchor.node, &anchor.addr, &request).await {
+            tracing::debug!(
+                scope = scope.id,
+                node = anchor.node,
+                "telling a removed anchor: {e}; it learns when it next hears from the scope"
+            );
+        }
+    }
+}
+
+/// The scope's members (replica id and node), as its leader's raft sees them now.
+fn members(scope: &Scope) -> BTreeMap<u64, AnchorNode> {
+    let metrics = scope.raft.metrics();
+    let m = metrics.borrow_watched();
+    m.membership_config
+        .membership()
+        .nodes()
+        .map(|(r, n)| (*r, n.clone()))
+        .collect()
+}
+
 /// Moves a scope's anchors to `target`: learners first, then the voters in one change, then
-/// leftover learners out.
+/// leftover learners out. Returns the members it removed.
 async fn move_anchors(
     scope: &Arc<Scope>,
     target: &Placement,
     registry: &BTreeMap<u64, ClusterNode>,
-) -> Result<(), String> {
+) -> Result<Vec<(u64, AnchorNode)>, String> {
+    let before = members(scope);
     scope.wake();
     tracing::info!(scope = scope.id, ?target, "moving anchors");
     let wanted: Vec<u64> = target
@@ -340,7 +381,11 @@ async fn move_anchors(
             .map_err(|e| format!("removing leftover learners: {e}"))?;
     }
     tracing::info!(scope = scope.id, ?target, "anchors moved");
-    Ok(())
+    let after = members(scope);
+    Ok(before
+        .into_iter()
+        .filter(|(r, _)| !after.contains_key(r))
+        .collect())
 }
 
 /// A raft id never used in this scope: above every id its state has seen.

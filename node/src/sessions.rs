@@ -298,6 +298,12 @@ async fn read_record(node: &Node, id: i64) -> Result<Option<SessionRecord>, ApiE
     }
 }
 
+/// The roots of the scopes where the session may hold ephemerals, as its record lists them.
+pub async fn registered_roots(node: &Node, id: i64) -> Result<Vec<String>, ApiError> {
+    let record = read_record(node, id).await?.ok_or_else(|| expired(id))?;
+    Ok(record.roots.into_iter().collect())
+}
+
 fn expired(id: i64) -> ApiError {
     ApiError::new(
         ErrorCode::SessionExpired,

@@ -29,8 +29,13 @@ async fn writes_through_any_node_are_seen_by_every_node() -> anyhow::Result<()> 
     for id in 1..=3u64 {
         let client = cluster.client_of(id).await?;
         let (children, root) = client.children("/").await?;
-        assert_eq!(children, vec!["from-1", "from-2", "from-3"], "node {id}");
-        assert_eq!((root.num_children, root.cversion), (3, 3));
+        // As in ZooKeeper, the root also lists `zookeeper` (the session scopes live there).
+        assert_eq!(
+            children,
+            vec!["from-1", "from-2", "from-3", "zookeeper"],
+            "node {id}"
+        );
+        assert_eq!((root.num_children, root.cversion), (4, 4));
         for from in 1..=3 {
             let (data, stat) = client.get(&format!("/from-{from}")).await?;
             assert_eq!(data, format!("written via {from}").as_bytes());

@@ -223,6 +223,8 @@ fn describe(opcode: i32, frame: &[u8]) -> anyhow::Result<String> {
             parts.join("; ")
         }
         op::ADD_WATCH => format!("ack {}", r.i32()?),
+        op::GET_ALL_CHILDREN_NUMBER => format!("count {}", r.i32()?),
+        op::GET_EPHEMERALS => format!("{:?}", sorted(r.strings()?)),
         op::WHO_AM_I => format!(
             "{:?}",
             r.vec(8, |r| Ok(format!("{}:{}", r.string()?, r.string()?)))?
@@ -441,6 +443,26 @@ fn script(port: u16) -> anyhow::Result<Vec<String>> {
         a.call(30, op::REMOVE_WATCHES, &versioned("/diff/a", 2))?,
     );
     log("whoAmI", a.call(31, op::WHO_AM_I, &Writer::new())?);
+    log(
+        "all children number",
+        a.call(32, op::GET_ALL_CHILDREN_NUMBER, &path("/diff"))?,
+    );
+    log(
+        "all children of missing",
+        a.call(33, op::GET_ALL_CHILDREN_NUMBER, &path("/nope"))?,
+    );
+    log(
+        "ephemerals",
+        a.call(34, op::GET_EPHEMERALS, &path("/diff"))?,
+    );
+    log(
+        "ephemerals by string prefix",
+        a.call(35, op::GET_EPHEMERALS, &path("/diff/e"))?,
+    );
+    log(
+        "ephemerals of another session",
+        b.call(100, op::GET_EPHEMERALS, &path("/"))?,
+    );
 
     // Watches: armed on `a`, fired by `b`; each event arrives before `a`'s next reply.
     log(

@@ -78,6 +78,21 @@ async fn the_rust_zookeeper_client_works_unchanged() -> anyhow::Result<()> {
     let eph = zk::CreateMode::Ephemeral.with_acls(zk::Acls::anyone_all());
     let (stat, _) = client.create("/scoped/e", b"", &eph).await?;
     assert_eq!(stat.ephemeral_owner, client.session_id().0);
+    client.create("/plain/e", b"", &eph).await?;
+    assert_eq!(
+        client.list_ephemerals("/").await?,
+        ["/plain/e", "/scoped/e"],
+        "getEphemerals gathers the session's ephemerals from every scope"
+    );
+    assert_eq!(client.list_ephemerals("/scoped").await?, ["/scoped/e"]);
+    assert!(other.list_ephemerals("/").await?.is_empty());
+    client.delete("/plain/e", None).await?;
+    // getAllChildrenNumber counts across the scopes below the path.
+    admin.create_scope("/scoped/inner", None).await?;
+    client.create("/scoped/inner/x", b"", &open()).await?;
+    // /scoped: dir, dir/job-0..1, e, inner, inner/x.
+    assert_eq!(client.count_descendants_number("/scoped").await?, 6);
+    assert_eq!(client.count_descendants_number("/scoped/inner").await?, 1);
 
     // A multi is atomic and reports failures per op, as 3.8 does.
     let mut multi = client.new_multi_writer();

@@ -186,7 +186,9 @@ fn routing_path(request: &Request) -> &str {
         | Request::GetChildren { path }
         | Request::Sync { path }
         | Request::CreateScope { path, .. }
-        | Request::ScopeInfo { path } => path,
+        | Request::ScopeInfo { path }
+        | Request::Descendants { path }
+        | Request::Ephemerals { root: path, .. } => path,
         Request::SetPolicy { scope, .. }
         | Request::GetPolicy { scope }
         | Request::PolicyHistory { scope } => scope,
@@ -462,6 +464,25 @@ async fn serve_local(
                     format!("a multi produced {other:?}"),
                 )),
             }
+        }
+        Request::Descendants { path } => {
+            linearize(node, scope).await?;
+            let (count, delegated) = scope.view().read().tree.descendants(path)?;
+            Ok(Reply::Descendants { count, delegated })
+        }
+        Request::Ephemerals { root, prefix } => {
+            linearize(node, scope).await?;
+            let state = scope.view().read();
+            // The scope rooted at `root`, or the one that took it over.
+            state.tree.get_data(root)?;
+            // A string prefix, as ZooKeeper's getEphemerals takes it.
+            let paths = state
+                .tree
+                .ephemerals_of(session)
+                .filter(|p| p.starts_with(prefix.as_str()))
+                .cloned()
+                .collect();
+            Ok(Reply::Paths(paths))
         }
         Request::GetData { path } => {
             linearize(node, scope).await?;
@@ -983,9 +1004,7 @@ async fn linearize(node: &Node, scope: &Scope) -> Result<(), ApiError> {
                     .await
                     .map_err(|r| connection_loss(format!("{r:?}")));
             }
-            // No leader yet, or a quorum round that fell short (the first one after a
-            // quiet spell meets followers that are still waking): asking again is safe.
-            Err(Refusal::NotLeader { .. } | Refusal::Unknown(_)) if Instant::now() < deadline => {
+            Err(Refusal::NotLeader { .. }) if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             Err(r) => {

@@ -116,6 +116,14 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
             Err(e) => PeerResponse::Invalid(e),
         },
         PeerRequest::Heartbeat { .. } => PeerResponse::Alive,
+        PeerRequest::ReplicaRemoved {
+            scope,
+            replica,
+            route,
+        } => match node.retire_removed(scope, replica, route).await {
+            Ok(retired) => PeerResponse::Retired(retired),
+            Err(e) => PeerResponse::Invalid(format!("{e:#}")),
+        },
         PeerRequest::Quiesce {
             scope,
             leader,

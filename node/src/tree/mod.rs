@@ -595,6 +595,29 @@ impl Tree {
         Ok((z.children.iter().cloned().collect(), z.stat))
     }
 
+    /// How many znodes lie strictly below `p` here, and the delegated roots below it (their
+    /// znodes are counted by their own scopes).
+    pub fn descendants(&self, p: &str) -> Result<(u64, Vec<String>), ApiError> {
+        checked_path(p)?;
+        self.owns(p)?;
+        self.node(p)?;
+        let below = |q: &String| q != p && path::is_within(q, p);
+        let count = if p == "/" {
+            self.nodes.len() as u64 - 1
+        } else {
+            // Keys below `p` sort between `p/` and `p0` ('0' follows '/').
+            let (from, to) = (format!("{p}/"), format!("{p}0"));
+            self.nodes.range(from..to).count() as u64
+        };
+        let delegated = self
+            .delegated
+            .iter()
+            .filter(|d| below(d))
+            .cloned()
+            .collect();
+        Ok((count, delegated))
+    }
+
     fn node(&self, p: &str) -> Result<&Znode, ApiError> {
         self.nodes
             .get(p)

@@ -341,9 +341,31 @@ async fn serve_requests(
 }
 
 /// Sends one native request for the session, in order after the session's watch events.
+/// A read that meets `ConnectionLoss` (the first quorum round after a quiet spell can fall
+/// short while followers wake) is asked again a few times, as the native client does, since
+/// reading twice is harmless; a write's unknown outcome is the client's to resolve.
 async fn native(node: &Node, conn: &Connection, request: Request) -> Result<Reply, ApiError> {
-    let reply =
-        crate::service::serve_session_request(node, &conn.principal, conn.session, request).await?;
+    let mut attempt = 0;
+    let reply = loop {
+        attempt += 1;
+        let answer = crate::service::serve_session_request(
+            node,
+            &conn.principal,
+            conn.session,
+            request.clone(),
+        )
+        .await;
+        match answer {
+            Err(e)
+                if e.code == ErrorCode::ConnectionLoss
+                    && !request.is_write()
+                    && attempt < limits::ZK_READ_ATTEMPTS =>
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt))).await;
+            }
+            other => break other?,
+        }
+    };
     conn.saw(translate::zxid_of(&reply));
     Ok(reply)
 }
@@ -526,10 +548,41 @@ async fn serve_one(node: &Node, conn: &Connection, framed: Framed) -> Result<ZkR
                 other => Err(unexpected(other)),
             }
         }
-        ZkRequest::Auth { .. }
-        | ZkRequest::SetAcl { .. }
-        | ZkRequest::GetEphemerals { .. }
-        | ZkRequest::GetAllChildrenNumber { .. } => Err(ApiError::new(
+        ZkRequest::GetAllChildrenNumber { path } => {
+            // Each scope counts its own znodes and names the child scopes below the path.
+            let mut total: u64 = 0;
+            let mut todo = vec![path];
+            while let Some(p) = todo.pop() {
+                match native(node, conn, Request::Descendants { path: p }).await? {
+                    Reply::Descendants { count, delegated } => {
+                        // A child scope's root is a znode too; its own scope counts below it.
+                        total += count + delegated.len() as u64;
+                        todo.extend(delegated);
+                    }
+                    other => return Err(unexpected(other)),
+                }
+            }
+            Ok(ZkReply::Count(i32::try_from(total).unwrap_or(i32::MAX)))
+        }
+        ZkRequest::GetEphemerals { prefix } => {
+            let mut paths = Vec::new();
+            for root in crate::sessions::registered_roots(node, conn.session).await? {
+                let request = Request::Ephemerals {
+                    root,
+                    prefix: prefix.clone(),
+                };
+                match native(node, conn, request).await {
+                    Ok(Reply::Paths(found)) => paths.extend(found),
+                    Ok(other) => return Err(unexpected(other)),
+                    // A registered scope root that no longer exists holds nothing.
+                    Err(e) if e.code == ErrorCode::NoNode => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            paths.sort();
+            Ok(ZkReply::Paths(paths))
+        }
+        ZkRequest::Auth { .. } | ZkRequest::SetAcl { .. } => Err(ApiError::new(
             ErrorCode::Unimplemented,
             format!("opcode {} is not served yet", framed.opcode),
         )),
