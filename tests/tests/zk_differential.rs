@@ -80,18 +80,7 @@ struct Raw {
 
 impl Raw {
     fn connect(port: u16) -> anyhow::Result<Raw> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let mut raw = Raw { stream };
-        let connect = proto::ConnectRequest {
-            protocol_version: 0,
-            last_zxid_seen: 0,
-            timeout_ms: 10_000,
-            session_id: 0,
-            password: vec![0; 16],
-            read_only: Some(false),
-        };
-        raw.send(&connect.encode())?;
+        let mut raw = Raw::handshake(port, 0)?;
         let reply = raw
             .recv()?
             .ok_or_else(|| anyhow::anyhow!("closed at handshake"))?;
@@ -100,6 +89,23 @@ impl Raw {
             "a 3.8 ConnectResponse is 37 bytes, got {}",
             reply.len()
         );
+        Ok(raw)
+    }
+
+    /// Sends a ConnectRequest for a new session, claiming to have seen `last_zxid_seen`.
+    fn handshake(port: u16, last_zxid_seen: i64) -> anyhow::Result<Raw> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut raw = Raw { stream };
+        let connect = proto::ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen,
+            timeout_ms: 10_000,
+            session_id: 0,
+            password: vec![0; 16],
+            read_only: Some(false),
+        };
+        raw.send(&connect.encode())?;
         Ok(raw)
     }
 
@@ -522,6 +528,15 @@ fn script(port: u16) -> anyhow::Result<Vec<String>> {
     log("ping after events", a.call(-2, op::PING, &Writer::new())?);
     log("unknown opcode", a.call(50, 999, &Writer::new())?);
     log("after unknown opcode", a.next(0)?);
+    // A client that has seen a zxid from the future is refused with a close, no answer.
+    let mut future = Raw::handshake(port, i64::MAX)?;
+    log(
+        "zxid from the future",
+        match future.recv()? {
+            None => "closed".into(),
+            Some(reply) => format!("answered with {} bytes", reply.len()),
+        },
+    );
     Ok(out)
 }
 

@@ -64,6 +64,20 @@ pub async fn serve(node: Node, stream: TcpStream, peer: SocketAddr, counters: Ar
             return;
         }
     };
+    // A client that has seen a zxid this cluster cannot have given it (more than the clock
+    // slack ahead of now: zxids are leader-stamped milliseconds) came from another cluster;
+    // 3.8 refuses such a client by closing, and the client tries another server.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    if connect.last_zxid_seen > (now_ms + limits::ZXID_CLOCK_AHEAD_MAX_MS) << 20 {
+        tracing::info!(
+            %peer,
+            "refusing a ZooKeeper client that has seen zxid {:#x}, ahead of this cluster",
+            connect.last_zxid_seen
+        );
+        return;
+    }
     let granted = match connect.session_id {
         0 => crate::sessions::open(&node, connect.timeout_ms).await,
         id => {
