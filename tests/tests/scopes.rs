@@ -95,20 +95,13 @@ async fn a_subtree_becomes_a_scope_of_its_own() -> anyhow::Result<()> {
     assert_eq!(children, ["a", "from-1", "from-2", "from-3"]);
     assert_eq!(app_stat.num_children, 4);
 
-    // The session scopes under /zookeeper are the cluster's own; this test's are the rest.
-    let ours = |root: &str| !root.starts_with("/zookeeper/");
-    let scopes: Vec<_> = admin
-        .scopes()
-        .await?
-        .into_iter()
-        .filter(|s| ours(&s.root))
-        .collect();
+    let scopes = user_scope_infos(&admin).await?;
     let roots: Vec<&str> = scopes.iter().map(|s| s.root.as_str()).collect();
     assert_eq!(roots, ["/", "/app"]);
     let children: Vec<_> = scopes[0]
         .children
         .iter()
-        .filter(|(root, _)| ours(root))
+        .filter(|(root, _)| is_user_scope(root))
         .cloned()
         .collect();
     assert_eq!(children, [("/app".to_string(), app)]);
@@ -147,12 +140,7 @@ async fn a_subtree_becomes_a_scope_of_its_own() -> anyhow::Result<()> {
     admin
         .create("/app/a/n2", b"", CreateMode::Persistent)
         .await?;
-    let scopes: Vec<_> = admin
-        .scopes()
-        .await?
-        .into_iter()
-        .filter(|s| ours(&s.root))
-        .collect();
+    let scopes = user_scope_infos(&admin).await?;
     let roots: Vec<&str> = scopes.iter().map(|s| s.root.as_str()).collect();
     assert_eq!(roots, ["/", "/app", "/app/a"]);
     assert_eq!(scopes[2].id, nested);
@@ -505,13 +493,28 @@ async fn a_scope_splits_itself_when_its_policy_says_so() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The roots of every scope but the session scopes, which every cluster has.
-async fn user_scopes(client: &scopekeeper_client::Client) -> anyhow::Result<Vec<String>> {
+/// Whether a scope is a test's own, not one of the session scopes every cluster has.
+fn is_user_scope(root: &str) -> bool {
+    !root.starts_with("/zookeeper/")
+}
+
+/// Every scope but the session scopes.
+async fn user_scope_infos(
+    client: &scopekeeper_client::Client,
+) -> anyhow::Result<Vec<scopekeeper_client::proto::ScopeInfo>> {
     Ok(client
         .scopes()
         .await?
         .into_iter()
+        .filter(|s| is_user_scope(&s.root))
+        .collect())
+}
+
+/// The roots of every scope but the session scopes.
+async fn user_scopes(client: &scopekeeper_client::Client) -> anyhow::Result<Vec<String>> {
+    Ok(user_scope_infos(client)
+        .await?
+        .into_iter()
         .map(|s| s.root)
-        .filter(|r| !r.starts_with("/zookeeper/"))
         .collect())
 }
