@@ -262,9 +262,10 @@ async fn kazoo_and_its_recipes_work_unchanged() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Debian's zkCli.sh (ZooKeeper 3.8's Java client) creates, reads and lists through a node.
+/// Debian's zkCli.sh (ZooKeeper 3.8's Java client) and cli_mt (its C client's shell) create,
+/// read and list through a node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn zkcli_smoke() -> anyhow::Result<()> {
+async fn zkcli_and_cli_mt_smoke() -> anyhow::Result<()> {
     let _serial = serial();
     let cluster = Cluster::start(3)?;
     cluster.settle(&[1, 2, 3], SETTLE).await?;
@@ -292,5 +293,38 @@ async fn zkcli_smoke() -> anyhow::Result<()> {
     assert!(listed.contains("zkcli"), "{listed}");
     let stat = run(&["stat", "/zkcli"])?;
     assert!(stat.contains("dataLength = 5"), "{stat}");
+
+    let cli_mt = "/usr/lib/zookeeper/bin/cli_mt";
+    anyhow::ensure!(
+        std::path::Path::new(cli_mt).exists(),
+        "{cli_mt} is missing: install Debian's zookeeper-bin package (.ci/run does)"
+    );
+    let mut shell = Command::new(cli_mt)
+        .arg(cluster.zk_hosts(&[3]))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    {
+        use std::io::Write;
+        let mut stdin = shell.stdin.take().expect("piped");
+        // The C client works asynchronously: one command at a time, each given a moment.
+        for line in ["create /climt", "get /climt", "ls /", "quit"] {
+            std::thread::sleep(Duration::from_secs(1));
+            writeln!(stdin, "{line}")?;
+        }
+    }
+    let out = shell.wait_with_output()?;
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("[/climt]: rc = 0"), "create: {said}");
+    assert!(said.contains("/climt: rc = 0"), "get: {said}");
+    assert!(
+        said.contains("\tclimt") && said.contains("\tzkcli"),
+        "ls: {said}"
+    );
     Ok(())
 }
