@@ -473,8 +473,8 @@ async fn serve_local(
         Request::Ephemerals { root, prefix } => {
             linearize(node, scope).await?;
             let state = scope.view().read();
-            // The scope rooted at `root`, or the one that took it over.
-            state.tree.get_data(root)?;
+            // Refuses (`WrongScope`) unless this scope governs `root`.
+            state.tree.exists(root)?;
             // A string prefix, as ZooKeeper's getEphemerals takes it.
             let paths = state
                 .tree

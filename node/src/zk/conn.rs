@@ -222,6 +222,39 @@ async fn read_requests(
     }
 }
 
+/// The writing half of a connection: every frame out goes through `send`, counted.
+struct Out<'a> {
+    write: &'a mut OwnedWriteHalf,
+    counters: &'a Counters,
+    /// Watch events written so far: a reply waits until it follows the ones queued before it.
+    events_written: u64,
+}
+
+impl Out<'_> {
+    /// Writes one frame; false once the connection is gone.
+    async fn send(&mut self, frame: &[u8]) -> bool {
+        let sent = write_frame(self.write, frame).await.is_ok();
+        if sent {
+            self.counters.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        sent
+    }
+
+    /// Writes what the session's stream carries; false once there is nothing more to write
+    /// (the connection is gone, or the session ended).
+    async fn session_frame(&mut self, frame: ServerFrame) -> bool {
+        match frame {
+            ServerFrame::Event(event) => {
+                self.events_written += 1;
+                let frame = encode_event(-1, event.kind.zk_code(), &event.path);
+                self.send(&frame).await
+            }
+            ServerFrame::Pong => true,
+            ServerFrame::Ended(_) => false,
+        }
+    }
+}
+
 /// Events and replies, in order, until the session ends or the connection goes.
 async fn write_out(
     write: &mut OwnedWriteHalf,
@@ -230,63 +263,52 @@ async fn write_out(
     closing: &AtomicBool,
     counters: &Counters,
 ) {
-    let mut events_written = 0u64;
+    let mut out = Out {
+        write,
+        counters,
+        events_written: 0,
+    };
     loop {
         let next = tokio::select! {
             biased;
             frame = outbox.recv() => Err(frame),
-            out = outgoing.recv() => Ok(out),
+            reply = outgoing.recv() => Ok(reply),
         };
         match next {
-            Err(Some(ServerFrame::Event(event))) => {
-                let frame = encode_event(-1, event.kind.zk_code(), &event.path);
-                if write_frame(write, &frame).await.is_err() {
+            Err(Some(frame)) => {
+                if !out.session_frame(frame).await {
                     return;
                 }
-                counters.sent.fetch_add(1, Ordering::Relaxed);
-                events_written += 1;
             }
-            Err(Some(ServerFrame::Pong)) => {}
             // Closing on this connection: the session table let go of it first, but the
             // closeSession reply is still to come.
             Err(None) if closing.load(Ordering::Acquire) => {
-                drain_replies(write, &mut outgoing).await;
+                while let Some(Outgoing::Reply { frame, .. }) = outgoing.recv().await {
+                    if !out.send(&frame).await {
+                        return;
+                    }
+                }
                 return;
             }
-            // The session ended (expired, or closed elsewhere), or this node let go of it.
-            Err(Some(ServerFrame::Ended(_))) | Err(None) => return,
+            // This node let go of the session.
+            Err(None) => return,
             Ok(Some(Outgoing::Reply {
                 frame,
                 events_before,
             })) => {
-                while events_written < events_before {
-                    match outbox.recv().await {
-                        Some(ServerFrame::Event(event)) => {
-                            let e = encode_event(-1, event.kind.zk_code(), &event.path);
-                            if write_frame(write, &e).await.is_err() {
-                                return;
-                            }
-                            events_written += 1;
-                        }
-                        Some(ServerFrame::Pong) => {}
-                        Some(ServerFrame::Ended(_)) | None => return,
+                while out.events_written < events_before {
+                    let Some(event) = outbox.recv().await else {
+                        return;
+                    };
+                    if !out.session_frame(event).await {
+                        return;
                     }
                 }
-                if write_frame(write, &frame).await.is_err() {
+                if !out.send(&frame).await {
                     return;
                 }
-                counters.sent.fetch_add(1, Ordering::Relaxed);
             }
             Ok(Some(Outgoing::Close)) | Ok(None) => return,
-        }
-    }
-}
-
-/// Writes the replies left, without events, until the server says to close.
-async fn drain_replies(write: &mut OwnedWriteHalf, outgoing: &mut mpsc::Receiver<Outgoing>) {
-    while let Some(Outgoing::Reply { frame, .. }) = outgoing.recv().await {
-        if write_frame(write, &frame).await.is_err() {
-            return;
         }
     }
 }
