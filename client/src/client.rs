@@ -13,7 +13,7 @@ use scopekeeper_transport::{
 };
 
 use crate::proto::{
-    ApiError, CreateMode, ErrorCode, MultiSlot, Op, OpResult, Reply, Request, Response, Stat,
+    Acl, ApiError, CreateMode, ErrorCode, MultiSlot, Op, OpResult, Reply, Request, Response, Stat,
     WatchKind,
 };
 use crate::{limits, path};
@@ -384,13 +384,50 @@ impl Client {
         data: &[u8],
         mode: CreateMode,
     ) -> Result<(String, Stat), Error> {
+        self.create_with_acl(path, data, mode, Vec::new()).await
+    }
+
+    /// Creates a node with `acl` (empty: the open ACL, `world:anyone` with every permission).
+    pub async fn create_with_acl(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: CreateMode,
+        acl: Vec<Acl>,
+    ) -> Result<(String, Stat), Error> {
         let op = Op::Create {
             path: path.into(),
             data: data.to_vec(),
             mode,
+            acl,
         };
         match self.write(op).await? {
             OpResult::Created { path, stat } => Ok((path, stat)),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// A node's ACL and Stat. Needs READ or ADMIN permission there.
+    pub async fn acl(&self, path: &str) -> Result<(Vec<Acl>, Stat), Error> {
+        path::validate(path, false)?;
+        match self.request(&Request::GetAcl { path: path.into() }).await? {
+            Reply::Acl { acl, stat } => {
+                self.saw_stat(&stat);
+                Ok((acl, stat))
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Replaces a node's ACL if its `aversion` is `version` (`-1`: any). Needs ADMIN there.
+    pub async fn set_acl(&self, path: &str, acl: Vec<Acl>, version: i32) -> Result<Stat, Error> {
+        let op = Op::SetAcl {
+            path: path.into(),
+            acl,
+            version,
+        };
+        match self.write(op).await? {
+            OpResult::AclSet { stat } => Ok(stat),
             other => Err(unexpected(other)),
         }
     }

@@ -119,6 +119,57 @@ impl NodeKind {
 /// `-1` accepts any version, as in ZooKeeper.
 pub const ANY_VERSION: i32 = -1;
 
+/// ZooKeeper's permission bits (`ZooDefs.Perms`).
+pub mod perms {
+    pub const READ: i32 = 1;
+    pub const WRITE: i32 = 2;
+    pub const CREATE: i32 = 4;
+    pub const DELETE: i32 = 8;
+    pub const ADMIN: i32 = 16;
+    pub const ALL: i32 = READ | WRITE | CREATE | DELETE | ADMIN;
+}
+
+/// An identity in one of ZooKeeper's schemes: `world:anyone`, `digest:user:base64(sha1)`,
+/// `ip:10.0.0.0/8`, `x509:<certificate id>`, or `auth:` (in an ACL being set: every identity
+/// the caller has authenticated).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Id {
+    pub scheme: String,
+    pub id: String,
+}
+
+impl Id {
+    pub fn new(scheme: &str, id: &str) -> Id {
+        Id {
+            scheme: scheme.into(),
+            id: id.into(),
+        }
+    }
+}
+
+impl fmt::Display for Id {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.scheme, self.id)
+    }
+}
+
+/// One entry of a znode's ACL: what `id` may do there.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Acl {
+    pub perms: i32,
+    pub id: Id,
+}
+
+impl Acl {
+    /// `world:anyone` with every permission (`ZooDefs.Ids.OPEN_ACL_UNSAFE`), as a list.
+    pub fn open() -> Vec<Acl> {
+        vec![Acl {
+            perms: perms::ALL,
+            id: Id::new("world", "anyone"),
+        }]
+    }
+}
+
 /// A mutation. `Check` only makes sense inside a multi, as in ZooKeeper.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Op {
@@ -127,6 +178,8 @@ pub enum Op {
         #[serde(with = "serde_bytes")]
         data: Vec<u8>,
         mode: CreateMode,
+        /// The new node's ACL; empty means [`Acl::open`], what most nodes carry.
+        acl: Vec<Acl>,
     },
     Delete {
         path: String,
@@ -142,15 +195,33 @@ pub enum Op {
         path: String,
         version: i32,
     },
+    /// Replaces a node's ACL if its `aversion` matches (`-1`: any). Not allowed in a multi,
+    /// as in ZooKeeper.
+    SetAcl {
+        path: String,
+        acl: Vec<Acl>,
+        version: i32,
+    },
 }
 
 impl Op {
+    /// A create with the open ACL.
+    pub fn create(path: impl Into<String>, data: impl Into<Vec<u8>>, mode: CreateMode) -> Op {
+        Op::Create {
+            path: path.into(),
+            data: data.into(),
+            mode,
+            acl: Vec::new(),
+        }
+    }
+
     pub fn path(&self) -> &str {
         match self {
             Op::Create { path, .. }
             | Op::Delete { path, .. }
             | Op::SetData { path, .. }
-            | Op::Check { path, .. } => path,
+            | Op::Check { path, .. }
+            | Op::SetAcl { path, .. } => path,
         }
     }
 
@@ -159,6 +230,7 @@ impl Op {
         match self {
             Op::Create { data, .. } | Op::SetData { data, .. } => data.len(),
             Op::Delete { .. } | Op::Check { .. } => 0,
+            Op::SetAcl { acl, .. } => acl.iter().map(|a| a.id.scheme.len() + a.id.id.len()).sum(),
         }
     }
 }
@@ -170,6 +242,7 @@ pub enum OpResult {
     Deleted,
     Set { stat: Stat },
     Checked,
+    AclSet { stat: Stat },
 }
 
 /// One slot of a multi's result. When a multi fails, ZooKeeper reports `Ok` for the ops before
@@ -365,6 +438,11 @@ pub enum Request {
     Ephemerals {
         root: String,
         prefix: String,
+    },
+    /// A node's ACL and Stat (ZooKeeper's getACL: needs READ or ADMIN there; without ADMIN
+    /// the hashes of digest identities read as `x`).
+    GetAcl {
+        path: String,
     },
     /// Removes this session's watches on `path` of `kind` (any kind if `None`).
     RemoveWatches {
@@ -607,6 +685,11 @@ pub enum Reply {
     },
     /// Paths, sorted.
     Paths(Vec<String>),
+    /// A `GetAcl` answer.
+    Acl {
+        acl: Vec<Acl>,
+        stat: Stat,
+    },
     /// A watch's read and the zxid the watch was armed at.
     Watched {
         reply: Box<Reply>,

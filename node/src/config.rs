@@ -32,6 +32,10 @@ pub struct NodeConfig {
     /// as 3.8's.
     #[serde(default = "default_four_letter_words")]
     pub zk_four_letter_words: Vec<String>,
+    /// ZooKeeper's `superDigest`: `user:base64(sha1(user:password))`. A ZooKeeper client that
+    /// authenticates with that digest acts as the cluster's admin and passes every ACL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zk_super_digest: Option<String>,
     /// Where the node keeps its database and snapshots.
     pub data_dir: PathBuf,
     pub tls: TlsFiles,

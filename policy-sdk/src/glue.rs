@@ -56,6 +56,7 @@ impl<P: Policy> wit::Guest for Exported<P> {
                 wit::OpKind::SetData => OpKind::SetData,
                 wit::OpKind::Check => OpKind::Check,
                 wit::OpKind::Delegate => OpKind::Delegate,
+                wit::OpKind::SetAcl => OpKind::SetAcl,
             },
             path: m.path,
             data: m.data,

@@ -51,7 +51,7 @@ pub mod bindings {
 }
 
 /// The version of the WIT world this SDK implements.
-pub const WORLD_VERSION: &str = "scopekeeper:policy@0.1.0";
+pub const WORLD_VERSION: &str = "scopekeeper:policy@0.2.0";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpKind {
@@ -61,6 +61,8 @@ pub enum OpKind {
     Check,
     /// A child scope is created at the path; its subtree moves under the child's policy.
     Delegate,
+    /// The node's ACL is replaced (ZooKeeper's setACL); `expected_version` is its aversion.
+    SetAcl,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -55,6 +55,7 @@ fn create(path: &str, data: Vec<u8>) -> Request {
             path: path.into(),
             data,
             mode: CreateMode::Persistent,
+            acl: Vec::new(),
         },
         after_zxid: 0,
     }

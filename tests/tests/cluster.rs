@@ -52,6 +52,7 @@ async fn writes_through_any_node_are_seen_by_every_node() -> anyhow::Result<()> 
                 path: "/m".into(),
                 data: vec![],
                 mode: CreateMode::Persistent,
+                acl: Vec::new(),
             },
             Op::Delete {
                 path: "/from-1".into(),
@@ -72,11 +73,13 @@ async fn writes_through_any_node_are_seen_by_every_node() -> anyhow::Result<()> 
                 path: "/m".into(),
                 data: vec![],
                 mode: CreateMode::Persistent,
+                acl: Vec::new(),
             },
             Op::Create {
                 path: "/m/seq-".into(),
                 data: vec![],
                 mode: CreateMode::PersistentSequential,
+                acl: Vec::new(),
             },
             Op::Check {
                 path: "/from-1".into(),

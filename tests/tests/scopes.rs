@@ -21,6 +21,7 @@ fn create(path: &str, data: &[u8]) -> Op {
         path: path.into(),
         data: data.to_vec(),
         mode: CreateMode::Persistent,
+        acl: Vec::new(),
     }
 }
 
@@ -415,6 +416,7 @@ async fn zxids_follow_a_clients_order_across_scopes() -> anyhow::Result<()> {
         path: "/b/later".into(),
         data: vec![],
         mode: CreateMode::Persistent,
+        acl: Vec::new(),
     };
     match admin
         .request(&Request::Write {

@@ -42,16 +42,19 @@ async fn main() -> anyhow::Result<()> {
                 path: queue.clone(),
                 data: vec![],
                 mode: CreateMode::Persistent,
+                acl: Vec::new(),
             },
             Op::Create {
                 path: format!("{queue}/job-"),
                 data: b"first".to_vec(),
                 mode: CreateMode::PersistentSequential,
+                acl: Vec::new(),
             },
             Op::Create {
                 path: format!("{queue}/job-"),
                 data: b"second".to_vec(),
                 mode: CreateMode::PersistentSequential,
+                acl: Vec::new(),
             },
         ])
         .await?;

@@ -62,6 +62,7 @@ fn node_config(dir: &Path, layout: &DevLayout, id: u64, zk_base_port: u16) -> No
             .then(|| std::net::SocketAddr::from(([127, 0, 0, 1], zk_base_port + (id - 1) as u16))),
         // dev is for trying things: every four-letter word answers.
         zk_four_letter_words: vec!["*".into()],
+        zk_super_digest: None,
         data_dir: dir.join(format!("node-{id}")),
         tls: TlsFiles {
             ca: certs.join("ca.pem"),

@@ -210,8 +210,10 @@ fn mutation(case: &Case) -> anyhow::Result<wit::Mutation> {
         "delete" => wit::OpKind::Delete,
         "set" => wit::OpKind::SetData,
         "check" => wit::OpKind::Check,
+        "delegate" => wit::OpKind::Delegate,
+        "set-acl" => wit::OpKind::SetAcl,
         other => bail!(
-            "case {:?}: unknown op {other:?} (create, delete, set, check)",
+            "case {:?}: unknown op {other:?} (create, delete, set, check, delegate, set-acl)",
             case.name
         ),
     };

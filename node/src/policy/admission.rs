@@ -1,24 +1,36 @@
 //! The bridge from the tree's `Admit` hook to a scope's policy, for one log entry.
 
-use scopekeeper_client::proto::{ApiError, CreateMode, ErrorCode, Op, Stat};
+use scopekeeper_client::proto::{ApiError, CreateMode, ErrorCode, Id, Op, Stat};
 
 use super::engine::{Compiled, PolicyEngine};
 use super::eval::{EntryEvaluation, EvalError};
 use super::wit::exports::scopekeeper::policy::rules as wit;
 use super::{PolicyHash, PolicyMode};
 use crate::limits;
-use crate::tree::{Admit, OpView};
+use crate::tree::{Admit, AuthInfo, OpView};
 
-/// Who proposed an entry, as policies see it.
+/// Who proposed an entry: the id and roles policies see, and the identities ZooKeeper ACLs
+/// are checked against.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Principal {
     pub id: String,
     pub roles: Vec<String>,
+    /// `ip:`, `digest:` and `x509:` identities (ZooKeeper's `authInfo`).
+    pub ids: Vec<Id>,
 }
 
 impl Principal {
     pub fn has_role(&self, role: &str) -> bool {
         self.roles.iter().any(|r| r == role)
+    }
+
+    /// The principal as ACLs see it. The cluster's admins and nodes pass every ACL, as
+    /// ZooKeeper's `super` does: an operator can always repair an ACL that locks everyone out.
+    pub fn auth(&self) -> AuthInfo<'_> {
+        AuthInfo {
+            ids: &self.ids,
+            superuser: self.has_role(super::ADMIN_ROLE) || self.has_role(super::NODE_ROLE),
+        }
     }
 }
 
@@ -212,6 +224,7 @@ fn mutation(op: &Op) -> wit::Mutation {
         Op::Delete { version, .. } => (wit::OpKind::Delete, Vec::new(), None, *version),
         Op::SetData { data, version, .. } => (wit::OpKind::SetData, data.clone(), None, *version),
         Op::Check { version, .. } => (wit::OpKind::Check, Vec::new(), None, *version),
+        Op::SetAcl { version, .. } => (wit::OpKind::SetAcl, Vec::new(), None, *version),
     };
     wit::Mutation {
         op: kind,

@@ -79,7 +79,8 @@ fn find_artifact(messages: &str) -> Option<PathBuf> {
         .map(PathBuf::from)
 }
 
-/// A policy crate of this repository, built once and cached as `target/policies/<name>.wasm`:
+/// A policy crate of this repository, built once and cached under `target/policies/`, keyed by
+/// a digest of its sources and the SDK's (so a changed WIT world or policy is rebuilt):
 /// `policies/<name>` or `tests/policies/<name>`. For tests and benchmarks.
 #[doc(hidden)]
 pub fn repository_component(name: &str) -> anyhow::Result<Vec<u8>> {
@@ -93,7 +94,10 @@ pub fn repository_component(name: &str) -> anyhow::Result<Vec<u8>> {
     .into_iter()
     .find(|d| d.join("Cargo.toml").exists())
     .with_context(|| format!("no policy crate named {name}"))?;
-    let cache = root.join("target/policies").join(format!("{name}.wasm"));
+    let digest = sources_digest(&[dir.clone(), root.join("policy-sdk")])?;
+    let cache = root
+        .join("target/policies")
+        .join(format!("{name}-{digest}.wasm"));
     if let Ok(bytes) = std::fs::read(&cache) {
         return Ok(bytes);
     }
@@ -107,4 +111,37 @@ pub fn repository_component(name: &str) -> anyhow::Result<Vec<u8>> {
     std::fs::write(&tmp, &component)?;
     std::fs::rename(&tmp, &cache)?;
     Ok(component)
+}
+
+/// A short digest of every `Cargo.toml`, `.rs` and `.wit` file under `dirs`, in path order.
+fn sources_digest(dirs: &[PathBuf]) -> anyhow::Result<String> {
+    use sha2::Digest as _;
+    fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+        for entry in std::fs::read_dir(dir)? {
+            let path = entry?.path();
+            if path.is_dir() {
+                if path.file_name().is_some_and(|n| n != "target") {
+                    collect(&path, out)?;
+                }
+            } else if path
+                .extension()
+                .is_some_and(|e| e == "rs" || e == "wit" || e == "toml")
+            {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    for dir in dirs {
+        collect(dir, &mut files).with_context(|| format!("listing {}", dir.display()))?;
+    }
+    files.sort();
+    let mut hasher = sha2::Sha256::new();
+    for file in files {
+        hasher.update(file.to_string_lossy().as_bytes());
+        hasher.update(std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?);
+    }
+    let digest = hasher.finalize();
+    Ok(digest[..8].iter().map(|b| format!("{b:02x}")).collect())
 }

@@ -131,6 +131,7 @@ fn a_trap_denies_and_audit_admits() {
         path: "/a".into(),
         data: vec![],
         mode: CreateMode::Persistent,
+        acl: Vec::new(),
     };
     let view = OpView {
         target: None,

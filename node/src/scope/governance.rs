@@ -220,8 +220,10 @@ pub fn apply_txns(
         return Ok(proposals
             .iter()
             .map(|p| {
-                apply_unjudged(tree, stamp, p)
-                    .unwrap_or_else(|| tree.apply_as(stamp, p.session, &p.txn, &mut AdmitAll))
+                apply_unjudged(tree, stamp, p).unwrap_or_else(|| {
+                    let auth = p.principal.auth();
+                    tree.apply_by(stamp, p.session, auth, &p.txn, &mut AdmitAll)
+                })
             })
             .collect());
     };
@@ -262,7 +264,8 @@ pub fn apply_txns(
             continue;
         }
         admission.principal = &proposal.principal;
-        let result = tree.apply_as(stamp, proposal.session, &proposal.txn, &mut admission);
+        let auth = proposal.principal.auth();
+        let result = tree.apply_by(stamp, proposal.session, auth, &proposal.txn, &mut admission);
         if let Some(fault) = admission.host_fault.take() {
             return Err(HostFault(format!(
                 "policy {hash} failed in the host at log index {log_index} after {} of {} transactions: {fault}",

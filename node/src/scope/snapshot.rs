@@ -84,6 +84,7 @@ pub fn encode(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
         let stored = StoredZnode {
             data: znode.data.clone(),
             stat: znode.stat,
+            acl: znode.acl.clone(),
         };
         push_record(&mut out, &(path, stored))?;
     }

@@ -489,6 +489,7 @@ fn split_principal() -> Principal {
     Principal {
         id: "scope-split".into(),
         roles: vec!["system".into()],
+        ids: Vec::new(),
     }
 }
 
@@ -654,11 +655,11 @@ impl ScopeStateMachine {
         above.reverse();
         for p in above {
             if state.tree.get(p).is_none() {
-                let create = Txn::Single(scopekeeper_client::proto::Op::Create {
-                    path: p.to_string(),
-                    data: Vec::new(),
-                    mode: scopekeeper_client::proto::CreateMode::Persistent,
-                });
+                let create = Txn::Single(scopekeeper_client::proto::Op::create(
+                    p,
+                    Vec::new(),
+                    scopekeeper_client::proto::CreateMode::Persistent,
+                ));
                 touched.extend(state.tree.apply(stamp, &create).touched);
             }
         }
@@ -1134,6 +1135,7 @@ mod tests {
                     path: path.into(),
                     data: b"d".to_vec(),
                     mode: CreateMode::Persistent,
+                    acl: Vec::new(),
                 }),
             }]),
         };

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use openraft::async_runtime::WatchReceiver;
 use scopekeeper_client::limits as client_limits;
 use scopekeeper_client::proto::{
-    ApiError, ErrorCode, MultiSlot, Op, Reply, Request, Response, SessionRequest,
+    ApiError, ErrorCode, MultiSlot, Op, Reply, Request, Response, SessionRequest, perms,
 };
 use scopekeeper_transport::frame::{expect_frame, write_frame};
 use scopekeeper_transport::limits::CLIENT_FRAME_BYTES_MAX;
@@ -153,13 +153,16 @@ fn starting(node: &Node) -> ApiError {
 /// The identity policies see: a client certificate's CN and roles, or a node's name.
 pub fn policy_principal(principal: &Principal) -> crate::policy::admission::Principal {
     match principal {
+        // A native client's identity is its certificate: ZooKeeper's x509 scheme.
         Principal::Client { id, roles } => crate::policy::admission::Principal {
             id: id.clone(),
             roles: roles.clone(),
+            ids: vec![scopekeeper_client::proto::Id::new("x509", id)],
         },
         Principal::Node { id } => crate::policy::admission::Principal {
             id: format!("node-{id}"),
             roles: vec![crate::policy::NODE_ROLE.into()],
+            ids: Vec::new(),
         },
     }
 }
@@ -188,6 +191,7 @@ fn routing_path(request: &Request) -> &str {
         | Request::CreateScope { path, .. }
         | Request::ScopeInfo { path }
         | Request::Descendants { path }
+        | Request::GetAcl { path }
         | Request::Ephemerals { root: path, .. } => path,
         Request::SetPolicy { scope, .. }
         | Request::GetPolicy { scope }
@@ -486,8 +490,15 @@ async fn serve_local(
         }
         Request::GetData { path } => {
             linearize(node, scope).await?;
-            let (data, stat) = scope.view().read().tree.get_data(path)?;
+            let state = scope.view().read();
+            state.tree.permit(path, perms::READ, principal.auth())?;
+            let (data, stat) = state.tree.get_data(path)?;
             Ok(Reply::Data { data, stat })
+        }
+        Request::GetAcl { path } => {
+            linearize(node, scope).await?;
+            let (acl, stat) = scope.view().read().tree.get_acl(path, principal.auth())?;
+            Ok(Reply::Acl { acl, stat })
         }
         Request::Exists { path } => {
             linearize(node, scope).await?;
@@ -495,7 +506,9 @@ async fn serve_local(
         }
         Request::GetChildren { path } => {
             linearize(node, scope).await?;
-            let (children, stat) = scope.view().read().tree.get_children(path)?;
+            let state = scope.view().read();
+            state.tree.permit(path, perms::READ, principal.auth())?;
+            let (children, stat) = state.tree.get_children(path)?;
             Ok(Reply::Children { children, stat })
         }
         Request::NodeInfo => Ok(Reply::NodeInfo(node_info(node))),
@@ -652,13 +665,16 @@ async fn serve_at_zxid(
     }
     let state = scope.view().read();
     let tree = &state.tree;
+    let auth = principal.auth();
     let response = match request {
         Request::GetData { .. } => tree
-            .get_data(read)
+            .permit(read, perms::READ, auth)
+            .and_then(|()| tree.get_data(read))
             .map(|(data, stat)| Reply::Data { data, stat }),
         Request::Exists { .. } => tree.exists(read).map(Reply::Exists),
         _ => tree
-            .get_children(read)
+            .permit(read, perms::READ, auth)
+            .and_then(|()| tree.get_children(read))
             .map(|(children, stat)| Reply::Children { children, stat }),
     };
     (response, tree.last_zxid())

@@ -4,10 +4,12 @@
 use std::collections::BTreeSet;
 
 use scopekeeper_client::proto::{
-    ApiError, CreateMode, ErrorCode, MultiSlot, NodeKind, Op, OpResult, Stat, TTL_MS_MAX,
+    Acl, ApiError, CreateMode, ErrorCode, MultiSlot, NodeKind, Op, OpResult, Stat, TTL_MS_MAX,
+    perms,
 };
 use scopekeeper_client::{limits, path};
 
+use super::acl::{self, AuthInfo};
 use super::session::{SessionOutcome, SessionRecord, SessionTxn, record_path};
 use super::{
     Admit, AdmitAll, Applied, Change, OpView, Outcome, Stamp, Tree, Txn, Znode, check_path_len,
@@ -20,6 +22,7 @@ enum Undo {
     RestoreNode(String, Znode),
     RestoreStat(String, Stat),
     RestoreData(String, Vec<u8>, Stat),
+    RestoreAcl(String, Vec<Acl>, Stat),
     AddChild(String, String),
     RemoveChild(String, String),
 }
@@ -29,6 +32,8 @@ struct Txc<'a> {
     time_ms: i64,
     /// The session the transaction acts for (0: none): the owner of its ephemerals.
     session: i64,
+    /// The identities ACLs are checked against.
+    auth: AuthInfo<'a>,
     undo: Vec<Undo>,
     touched: &'a mut Vec<String>,
     changes: Vec<Change>,
@@ -48,11 +53,23 @@ impl Tree {
     }
 
     /// As [`Tree::apply_with`], for `session` (0: none): ephemerals it creates are the
-    /// session's.
+    /// session's. ACLs do not apply: for the cluster's own transactions and for tests.
     pub fn apply_as(
         &mut self,
         stamp: Stamp,
         session: i64,
+        txn: &Txn,
+        admit: &mut impl Admit,
+    ) -> Applied {
+        self.apply_by(stamp, session, AuthInfo::SUPER, txn, admit)
+    }
+
+    /// As [`Tree::apply_as`], with ZooKeeper's ACL checks against `auth`.
+    pub fn apply_by(
+        &mut self,
+        stamp: Stamp,
+        session: i64,
+        auth: AuthInfo<'_>,
         txn: &Txn,
         admit: &mut impl Admit,
     ) -> Applied {
@@ -68,6 +85,12 @@ impl Tree {
             zxid,
             time_ms: stamp.time_ms,
             session,
+            // ACLs govern clients' ops; the cluster's bookkeeping (session ends deleting
+            // ephemerals, reaping) passes them, as ZooKeeper's session expiry does.
+            auth: match txn {
+                Txn::Session(_) | Txn::Reap { .. } => AuthInfo::SUPER,
+                _ => auth,
+            },
             undo: Vec::new(),
             touched: &mut touched,
             changes: Vec::new(),
@@ -143,7 +166,7 @@ impl Tree {
                     timeout_ms: *timeout_ms,
                     ..SessionRecord::default()
                 };
-                self.create(txc, &p, &r.encode(), CreateMode::Persistent)?;
+                self.create(txc, &p, &r.encode(), CreateMode::Persistent, &[])?;
             }
             SessionTxn::Register { id, root } => {
                 let (p, mut r) = record(self, *id)?;
@@ -217,7 +240,14 @@ impl Tree {
     ) -> Vec<MultiSlot> {
         let mut slots = Vec::with_capacity(ops.len());
         for (i, op) in ops.iter().enumerate() {
-            match self.apply_op(txc, op, admit) {
+            let applied = match op {
+                Op::SetAcl { path, .. } => Err(ApiError::new(
+                    ErrorCode::BadArguments,
+                    format!("setACL of {path} cannot be part of a multi"),
+                )),
+                _ => self.apply_op(txc, op, admit),
+            };
+            match applied {
                 Ok(result) => slots.push(MultiSlot::Done(result)),
                 Err(err) => {
                     self.rollback(txc);
@@ -253,6 +283,11 @@ impl Tree {
                     z.data = data;
                     z.stat = stat;
                     self.data_bytes = self.data_bytes - new + old;
+                }
+                Undo::RestoreAcl(p, acl, stat) => {
+                    let z = self.node_mut(&p);
+                    z.acl = acl;
+                    z.stat = stat;
                 }
                 Undo::AddChild(p, name) => {
                     self.node_mut(&p).children.insert(name);
@@ -290,11 +325,7 @@ impl Tree {
             ));
         }
         if !self.nodes.contains_key(at) {
-            let create = Op::Create {
-                path: at.to_string(),
-                data: Vec::new(),
-                mode: CreateMode::Persistent,
-            };
+            let create = Op::create(at, Vec::new(), CreateMode::Persistent);
             self.apply_op(txc, &create, admit)?;
         }
         let view = OpView {
@@ -330,7 +361,12 @@ impl Tree {
         };
         admit.admit(op, view)?;
         match op {
-            Op::Create { path, data, mode } => self.create(txc, path, data, *mode),
+            Op::Create {
+                path,
+                data,
+                mode,
+                acl,
+            } => self.create(txc, path, data, *mode, acl),
             Op::Delete { path, version } => self.delete(txc, path, *version),
             Op::SetData {
                 path,
@@ -340,10 +376,39 @@ impl Tree {
             Op::Check { path, version } => {
                 checked_path(path)?;
                 let z = self.node(path)?;
+                acl::check(&z.acl, perms::READ, txc.auth, path)?;
                 check_version(path, z.stat.version, *version)?;
                 Ok(OpResult::Checked)
             }
+            Op::SetAcl { path, acl, version } => self.set_acl(txc, path, acl, *version),
         }
+    }
+
+    /// ZooKeeper's setACL: the ACL is checked first, then the node, ADMIN and the aversion.
+    /// Changes neither mzxid nor the data, and no watch fires.
+    fn set_acl(
+        &mut self,
+        txc: &mut Txc<'_>,
+        p: &str,
+        requested: &[Acl],
+        version: i32,
+    ) -> Result<OpResult, ApiError> {
+        checked_path(p)?;
+        let stored = stored_acl(requested, txc.auth)?;
+        let z = self.nodes.get_mut(p).ok_or_else(|| no_node(p))?;
+        acl::check(&z.acl, perms::ADMIN, txc.auth, p)?;
+        if version != -1 && version != z.stat.aversion {
+            return Err(ApiError::new(
+                ErrorCode::BadVersion,
+                format!("{p} is at ACL version {}, not {version}", z.stat.aversion),
+            ));
+        }
+        let old = std::mem::replace(&mut z.acl, stored);
+        txc.undo.push(Undo::RestoreAcl(p.to_string(), old, z.stat));
+        z.stat.aversion = z.stat.aversion.wrapping_add(1);
+        let stat = z.stat;
+        txc.touched.push(p.to_string());
+        Ok(OpResult::AclSet { stat })
     }
 
     fn create(
@@ -352,10 +417,12 @@ impl Tree {
         requested: &str,
         data: &[u8],
         mode: CreateMode,
+        acl: &[Acl],
     ) -> Result<OpResult, ApiError> {
         let sequential = mode.is_sequential();
         check_data_len(data)?;
         let owner = self.owner_for(txc, mode)?;
+        let acl = stored_acl(acl, txc.auth)?;
         check_path_len(requested)?;
         path::validate(requested, sequential)?;
         if requested == self.root {
@@ -371,6 +438,7 @@ impl Tree {
                 format!("cannot create {requested}: parent {parent_path} does not exist"),
             )
         })?;
+        acl::check(&parent.acl, perms::CREATE, txc.auth, &parent_path)?;
         let full = if sequential {
             format!("{requested}{:010}", parent.stat.cversion)
         } else {
@@ -413,6 +481,7 @@ impl Tree {
             Znode {
                 data: data.to_vec(),
                 stat,
+                acl,
                 children: BTreeSet::new(),
             },
         );
@@ -471,6 +540,12 @@ impl Tree {
             }
         };
         let z = self.node(p)?;
+        acl::check(
+            &self.node(parent_path)?.acl,
+            perms::DELETE,
+            txc.auth,
+            parent_path,
+        )?;
         check_version(p, z.stat.version, version)?;
         if !z.children.is_empty() {
             return Err(ApiError::new(
@@ -499,6 +574,7 @@ impl Tree {
         let zxid = txc.zxid;
         let time_ms = txc.time_ms;
         let z = self.nodes.get_mut(p).ok_or_else(|| no_node(p))?;
+        acl::check(&z.acl, perms::WRITE, txc.auth, p)?;
         check_version(p, z.stat.version, version)?;
         let old_data = std::mem::replace(&mut z.data, data.to_vec());
         self.data_bytes = self.data_bytes - old_data.len() as u64 + data.len() as u64;
@@ -552,6 +628,15 @@ fn expired(session: i64) -> ApiError {
 
 fn no_node(p: &str) -> ApiError {
     ApiError::new(ErrorCode::NoNode, format!("no node at {p}"))
+}
+
+/// The stored form of an ACL given in a create or setACL: empty (the open ACL) as given;
+/// anything else validated and expanded as ZooKeeper's `fixupACL` does.
+fn stored_acl(requested: &[Acl], auth: AuthInfo<'_>) -> Result<Vec<Acl>, ApiError> {
+    if requested.is_empty() {
+        return Ok(Vec::new());
+    }
+    acl::fixup(requested, auth)
 }
 
 fn check_version(p: &str, actual: i32, expected: i32) -> Result<(), ApiError> {

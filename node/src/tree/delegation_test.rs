@@ -148,6 +148,7 @@ fn create(t: &mut Tree, p: &str) {
         path: p.into(),
         data: b"x".to_vec(),
         mode: CreateMode::Persistent,
+        acl: Vec::new(),
     };
     let applied = t.apply(stamp(t.len(), 0), &Txn::Single(op));
     assert!(
@@ -232,6 +233,7 @@ fn a_scope_root_cannot_be_deleted_or_created() {
         path: "/a".into(),
         data: vec![],
         mode: CreateMode::Persistent,
+        acl: Vec::new(),
     });
     let applied = child.apply(stamp(51, 0), &again);
     assert!(

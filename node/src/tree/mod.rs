@@ -5,6 +5,7 @@
 //! paths a transaction touched from [`Applied::touched`] and persists them; it never needs to
 //! diff the tree.
 
+pub mod acl;
 mod apply;
 #[cfg(test)]
 mod delegation_test;
@@ -18,10 +19,13 @@ mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use scopekeeper_client::proto::{ApiError, ErrorCode, MultiSlot, NodeKind, Op, OpResult, Stat};
+use scopekeeper_client::proto::{
+    Acl, ApiError, ErrorCode, MultiSlot, NodeKind, Op, OpResult, Stat, perms,
+};
 use scopekeeper_client::{limits, path};
 use serde::{Deserialize, Serialize};
 
+pub use acl::AuthInfo;
 pub use session::{SessionBook, SessionOutcome, SessionTxn};
 
 /// One znode: its data and Stat. Children are kept as names for `getChildren`; the persisted form
@@ -30,6 +34,8 @@ pub use session::{SessionBook, SessionOutcome, SessionTxn};
 pub struct Znode {
     pub data: Vec<u8>,
     pub stat: Stat,
+    /// Empty for the open ACL (see [`acl`]).
+    pub acl: Vec<Acl>,
     pub children: BTreeSet<String>,
 }
 
@@ -39,6 +45,8 @@ pub struct StoredZnode {
     #[serde(with = "serde_bytes")]
     pub data: Vec<u8>,
     pub stat: Stat,
+    /// Empty for the open ACL.
+    pub acl: Vec<Acl>,
 }
 
 /// A transaction as it appears in the log: one op, or an atomic multi.
@@ -218,6 +226,7 @@ impl Tree {
             Znode {
                 data: Vec::new(),
                 stat: Stat::default(),
+                acl: Vec::new(),
                 children: BTreeSet::new(),
             },
         );
@@ -265,6 +274,7 @@ impl Tree {
             let node = Znode {
                 data: z.data,
                 stat: z.stat,
+                acl: z.acl,
                 children: BTreeSet::new(),
             };
             nodes.insert(p, node);
@@ -273,6 +283,7 @@ impl Tree {
             nodes.entry("/".to_string()).or_insert_with(|| Znode {
                 data: Vec::new(),
                 stat: Stat::default(),
+                acl: Vec::new(),
                 children: BTreeSet::new(),
             });
         }
@@ -509,6 +520,7 @@ impl Tree {
                 StoredZnode {
                     data: z.data,
                     stat: z.stat,
+                    acl: z.acl,
                 },
             ));
         }
@@ -567,6 +579,7 @@ impl Tree {
         self.nodes.get(p).map(|z| StoredZnode {
             data: z.data.clone(),
             stat: z.stat,
+            acl: z.acl.clone(),
         })
     }
 
@@ -616,6 +629,30 @@ impl Tree {
             .cloned()
             .collect();
         Ok((count, delegated))
+    }
+
+    /// Checks that `auth` holds one of `perm`'s bits on the znode at `p` (ZooKeeper's read
+    /// checks: READ for getData, getChildren and getAllChildrenNumber, READ or ADMIN for
+    /// getACL). A missing node passes: the read itself then answers `NoNode`, as in ZooKeeper.
+    pub fn permit(&self, p: &str, perm: i32, auth: AuthInfo<'_>) -> Result<(), ApiError> {
+        match self.nodes.get(p) {
+            Some(z) => acl::check(&z.acl, perm, auth, p),
+            None => Ok(()),
+        }
+    }
+
+    /// A node's ACL as `auth` may see it, and its Stat: needs READ or ADMIN; without ADMIN,
+    /// digest hashes are hidden.
+    pub fn get_acl(&self, p: &str, auth: AuthInfo<'_>) -> Result<(Vec<Acl>, Stat), ApiError> {
+        checked_path(p)?;
+        self.owns(p)?;
+        let z = self.node(p)?;
+        acl::check(&z.acl, perms::READ | perms::ADMIN, auth, p)?;
+        let shown = match acl::check(&z.acl, perms::ADMIN, auth, p) {
+            Ok(()) => acl::visible(&z.acl),
+            Err(_) => acl::redacted(&z.acl),
+        };
+        Ok((shown, z.stat))
     }
 
     fn node(&self, p: &str) -> Result<&Znode, ApiError> {

@@ -2,19 +2,42 @@
 //! and whose multi is "clone everything, try, put the clone back on failure". Any disagreement in
 //! a result, a Stat or the final contents is a bug in one of them. Sessions are in the model:
 //! ephemerals belong to the session of their transaction, and killing a session deletes them
-//! and refuses new ones.
+//! and refuses new ones. ACLs are in the model: each transaction comes from one of three
+//! callers, and the model checks permissions by scanning the ACL, written independently of
+//! `tree::acl`.
 
 use std::collections::BTreeMap;
 
 use proptest::prelude::*;
 use scopekeeper_client::path;
-use scopekeeper_client::proto::{CreateMode, ErrorCode, MultiSlot, Op, OpResult, Stat};
+use scopekeeper_client::proto::{
+    Acl, CreateMode, ErrorCode, Id, MultiSlot, Op, OpResult, Stat, perms,
+};
 
-use super::{Outcome, SessionOutcome, SessionTxn, Stamp, Tree, Txn};
+use super::{AuthInfo, Outcome, SessionOutcome, SessionTxn, Stamp, Tree, Txn};
+
+/// The identities of the three callers transactions come from: nobody, alice, bob.
+fn caller_ids(caller: usize) -> Vec<Id> {
+    match caller {
+        0 => Vec::new(),
+        1 => vec![Id::new("digest", "alice:h1")],
+        _ => vec![Id::new("digest", "bob:h2")],
+    }
+}
+
+fn auth(ids: &[Id]) -> AuthInfo<'_> {
+    AuthInfo {
+        ids,
+        superuser: false,
+    }
+}
+
+/// A znode in the model: data, Stat and the ACL as clients see it.
+type ModelNode = (Vec<u8>, Stat, Vec<Acl>);
 
 #[derive(Clone, Default)]
 struct Model {
-    nodes: BTreeMap<String, (Vec<u8>, Stat)>,
+    nodes: BTreeMap<String, ModelNode>,
     last_zxid: i64,
     /// Killed sessions and when, forgotten after `CLOSED_KEEP_MS` as the tree does.
     killed: BTreeMap<i64, i64>,
@@ -23,7 +46,7 @@ struct Model {
 impl Model {
     fn new() -> Self {
         let mut nodes = BTreeMap::new();
-        nodes.insert("/".to_string(), (Vec::new(), Stat::default()));
+        nodes.insert("/".to_string(), (Vec::new(), Stat::default(), Acl::open()));
         Model {
             nodes,
             last_zxid: 0,
@@ -39,19 +62,66 @@ impl Model {
             .collect()
     }
 
-    fn apply(&mut self, stamp: Stamp, session: i64, txn: &Txn) -> Outcome {
+    /// Whether `ids` may do `perm` under `acl`: some entry with the bit names them or anyone.
+    fn allowed(acl: &[Acl], perm: i32, ids: &[Id]) -> bool {
+        acl.iter().any(|a| {
+            a.perms & perm != 0
+                && ((a.id.scheme == "world" && a.id.id == "anyone") || ids.contains(&a.id))
+        })
+    }
+
+    fn permit(&self, p: &str, perm: i32, ids: &[Id]) -> Result<(), ErrorCode> {
+        let (_, _, acl) = self.nodes.get(p).ok_or(ErrorCode::NoNode)?;
+        if Self::allowed(acl, perm, ids) {
+            Ok(())
+        } else {
+            Err(ErrorCode::NoAuth)
+        }
+    }
+
+    /// An ACL being set: `auth` becomes the caller's identities, duplicates go, and an empty
+    /// list is the open ACL.
+    fn fixup(acl: &[Acl], ids: &[Id]) -> Result<Vec<Acl>, ErrorCode> {
+        if acl.is_empty() {
+            return Ok(Acl::open());
+        }
+        let mut out: Vec<Acl> = Vec::new();
+        for a in acl {
+            let expanded = if a.id.scheme == "auth" {
+                if ids.is_empty() {
+                    return Err(ErrorCode::InvalidAcl);
+                }
+                ids.iter()
+                    .map(|id| Acl {
+                        perms: a.perms,
+                        id: id.clone(),
+                    })
+                    .collect()
+            } else {
+                vec![a.clone()]
+            };
+            for e in expanded {
+                if !out.contains(&e) {
+                    out.push(e);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn apply(&mut self, stamp: Stamp, session: i64, ids: &[Id], txn: &Txn) -> Outcome {
         let zxid = std::cmp::max(stamp.zxid_hint, self.last_zxid + 1);
         self.last_zxid = zxid;
         match txn {
             Txn::Single(op) => Outcome::Single(
-                self.op(zxid, stamp.time_ms, session, op)
+                self.op(zxid, stamp.time_ms, session, ids, op)
                     .map_err(|code| scopekeeper_client::ApiError::new(code, "")),
             ),
             Txn::Session(SessionTxn::Kill { id }) => {
                 let doomed: Vec<String> = self
                     .nodes
                     .iter()
-                    .filter(|(_, (_, s))| s.ephemeral_owner == *id)
+                    .filter(|(_, (_, s, _))| s.ephemeral_owner == *id)
                     .map(|(p, _)| p.clone())
                     .collect();
                 for p in doomed {
@@ -70,7 +140,11 @@ impl Model {
                 let saved = self.clone();
                 let mut slots = Vec::new();
                 for (i, op) in ops.iter().enumerate() {
-                    match self.op(zxid, stamp.time_ms, session, op) {
+                    let result = match op {
+                        Op::SetAcl { .. } => Err(ErrorCode::BadArguments),
+                        _ => self.op(zxid, stamp.time_ms, session, ids, op),
+                    };
+                    match result {
                         Ok(r) => slots.push(MultiSlot::Done(r)),
                         Err(code) => {
                             *self = Model {
@@ -100,13 +174,21 @@ impl Model {
         stat.num_children += delta;
     }
 
-    fn op(&mut self, zxid: i64, time: i64, session: i64, op: &Op) -> Result<OpResult, ErrorCode> {
+    fn op(
+        &mut self,
+        zxid: i64,
+        time: i64,
+        session: i64,
+        ids: &[Id],
+        op: &Op,
+    ) -> Result<OpResult, ErrorCode> {
         let version_ok = |actual: i32, v: i32| v == -1 || v == actual;
         match op {
             Op::Create {
                 path: p,
                 data,
                 mode,
+                acl,
             } => {
                 path::validate(p, mode.is_sequential()).map_err(|e| e.code)?;
                 if mode.is_ephemeral() && session == 0 {
@@ -115,11 +197,13 @@ impl Model {
                 if mode.is_ephemeral() && self.killed.contains_key(&session) {
                     return Err(ErrorCode::SessionExpired);
                 }
+                let acl = Self::fixup(acl, ids)?;
                 if p == "/" {
                     return Err(ErrorCode::NodeExists);
                 }
                 let parent = path::parent(p).expect("not root");
                 let pstat = self.nodes.get(parent).ok_or(ErrorCode::NoNode)?.1;
+                self.permit(parent, perms::CREATE, ids)?;
                 let full = if mode.is_sequential() {
                     format!("{p}{:010}", pstat.cversion)
                 } else {
@@ -141,7 +225,7 @@ impl Model {
                     data_length: data.len() as i32,
                     ..Stat::default()
                 };
-                self.nodes.insert(full.clone(), (data.clone(), stat));
+                self.nodes.insert(full.clone(), (data.clone(), stat, acl));
                 self.bump_parent(&full, zxid, 1);
                 Ok(OpResult::Created { path: full, stat })
             }
@@ -151,6 +235,7 @@ impl Model {
                     return Err(ErrorCode::BadArguments);
                 }
                 let stat = self.nodes.get(p).ok_or(ErrorCode::NoNode)?.1;
+                self.permit(path::parent(p).expect("not root"), perms::DELETE, ids)?;
                 if !version_ok(stat.version, *version) {
                     return Err(ErrorCode::BadVersion);
                 }
@@ -167,7 +252,8 @@ impl Model {
                 version,
             } => {
                 path::validate(p, false).map_err(|e| e.code)?;
-                let (old, stat) = self.nodes.get_mut(p).ok_or(ErrorCode::NoNode)?;
+                self.permit(p, perms::WRITE, ids)?;
+                let (old, stat, _) = self.nodes.get_mut(p).ok_or(ErrorCode::NoNode)?;
                 if !version_ok(stat.version, *version) {
                     return Err(ErrorCode::BadVersion);
                 }
@@ -181,10 +267,27 @@ impl Model {
             Op::Check { path: p, version } => {
                 path::validate(p, false).map_err(|e| e.code)?;
                 let stat = self.nodes.get(p).ok_or(ErrorCode::NoNode)?.1;
+                self.permit(p, perms::READ, ids)?;
                 if !version_ok(stat.version, *version) {
                     return Err(ErrorCode::BadVersion);
                 }
                 Ok(OpResult::Checked)
+            }
+            Op::SetAcl {
+                path: p,
+                acl,
+                version,
+            } => {
+                path::validate(p, false).map_err(|e| e.code)?;
+                let acl = Self::fixup(acl, ids)?;
+                self.permit(p, perms::ADMIN, ids)?;
+                let (_, stat, old) = self.nodes.get_mut(p).expect("permit found it");
+                if !version_ok(stat.aversion, *version) {
+                    return Err(ErrorCode::BadVersion);
+                }
+                *old = acl;
+                stat.aversion += 1;
+                Ok(OpResult::AclSet { stat: *stat })
             }
         }
     }
@@ -204,10 +307,13 @@ fn arb_op() -> impl Strategy<Value = Op> {
     let version = prop::sample::select(vec![-1, 0, 1, 2]);
     let data = prop::collection::vec(any::<u8>(), 0..4);
     prop_oneof![
-        (arb_path(), data.clone(), arb_mode()).prop_map(|(path, data, mode)| Op::Create {
-            path,
-            data,
-            mode,
+        (arb_path(), data.clone(), arb_mode(), arb_acl()).prop_map(|(path, data, mode, acl)| {
+            Op::Create {
+                path,
+                data,
+                mode,
+                acl,
+            }
         }),
         (arb_path(), version.clone()).prop_map(|(path, version)| Op::Delete { path, version }),
         (arb_path(), data, version.clone()).prop_map(|(path, data, version)| Op::SetData {
@@ -215,8 +321,37 @@ fn arb_op() -> impl Strategy<Value = Op> {
             data,
             version
         }),
-        (arb_path(), version).prop_map(|(path, version)| Op::Check { path, version }),
+        (arb_path(), version.clone()).prop_map(|(path, version)| Op::Check { path, version }),
+        (arb_path(), arb_acl(), version).prop_map(|(path, acl, version)| Op::SetAcl {
+            path,
+            acl,
+            version
+        }),
     ]
+}
+
+/// ACLs that grant each caller different things; empty is the open ACL.
+fn arb_acl() -> impl Strategy<Value = Vec<Acl>> {
+    let entry = |perms: i32, scheme: &str, id: &str| Acl {
+        perms,
+        id: Id::new(scheme, id),
+    };
+    prop::sample::select(vec![
+        Vec::new(),
+        Vec::new(),
+        Acl::open(),
+        vec![entry(perms::ALL, "digest", "alice:h1")],
+        vec![
+            entry(perms::READ | perms::CREATE, "digest", "alice:h1"),
+            entry(perms::ALL, "digest", "bob:h2"),
+        ],
+        vec![entry(perms::ALL, "auth", "")],
+        vec![entry(perms::READ, "world", "anyone")],
+        vec![
+            entry(perms::WRITE | perms::DELETE, "world", "anyone"),
+            entry(perms::ADMIN, "digest", "bob:h2"),
+        ],
+    ])
 }
 
 fn arb_mode() -> impl Strategy<Value = CreateMode> {
@@ -226,6 +361,11 @@ fn arb_mode() -> impl Strategy<Value = CreateMode> {
         CreateMode::Ephemeral,
         CreateMode::EphemeralSequential,
     ])
+}
+
+/// As [`arb_txn`], with the caller (0, 1, 2: see [`caller_ids`]).
+fn arb_call() -> impl Strategy<Value = (Stamp, i64, usize, Txn)> {
+    (arb_txn(), 0usize..3).prop_map(|((stamp, session, txn), caller)| (stamp, session, caller, txn))
 }
 
 /// A stamp, the session the transaction acts for (0: none), and the transaction.
@@ -253,19 +393,31 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn tree_matches_naive_model(txns in prop::collection::vec(arb_txn(), 1..60)) {
+    fn tree_matches_naive_model(txns in prop::collection::vec(arb_call(), 1..60)) {
         let mut tree = Tree::new();
         let mut model = Model::new();
-        for (stamp, session, txn) in &txns {
-            let got = tree.apply_as(*stamp, *session, txn, &mut super::AdmitAll);
-            let want = model.apply(*stamp, *session, txn);
+        for (stamp, session, caller, txn) in &txns {
+            let ids = caller_ids(*caller);
+            let got = tree.apply_by(*stamp, *session, auth(&ids), txn, &mut super::AdmitAll);
+            let want = model.apply(*stamp, *session, &ids, txn);
             prop_assert_eq!(strip(got.outcome), strip(want));
             prop_assert_eq!(got.zxid, model.last_zxid);
             tree.check_invariants().map_err(TestCaseError::fail)?;
         }
-        let contents: BTreeMap<String, (Vec<u8>, Stat)> =
-            tree.iter().map(|(p, z)| (p.clone(), (z.data.clone(), z.stat))).collect();
-        for (p, (_, stat)) in &model.nodes {
+        let contents: BTreeMap<String, ModelNode> = tree
+            .iter()
+            .map(|(p, z)| {
+                let (acl, _) = tree.get_acl(p, AuthInfo::SUPER).expect("exists");
+                (p.clone(), (z.data.clone(), z.stat, acl))
+            })
+            .collect();
+        for (p, (_, stat, acl)) in &model.nodes {
+            // What each caller may read is what the model says.
+            for caller in 0..3 {
+                let ids = caller_ids(caller);
+                let got = tree.permit(p, perms::READ, auth(&ids)).is_ok();
+                prop_assert_eq!(got, Model::allowed(acl, perms::READ, &ids));
+            }
             prop_assert_eq!(stat.num_children as usize, model.children(p).len());
             let (children, _) = tree.get_children(p).expect("exists");
             prop_assert_eq!(children, model.children(p));

@@ -25,6 +25,7 @@ fn create(
         path: path.into(),
         data: Vec::new(),
         mode,
+        acl: Vec::new(),
     };
     let applied = tree.apply_as(stamp(1_000), session, &Txn::Single(op), &mut AdmitAll);
     tree.check_invariants().expect("invariants hold");

@@ -16,6 +16,7 @@ fn create(path: &str, data: &str) -> Op {
         path: path.into(),
         data: data.as_bytes().to_vec(),
         mode: CreateMode::Persistent,
+        acl: Vec::new(),
     }
 }
 
@@ -82,6 +83,7 @@ fn sequential_suffix_is_parent_cversion() {
         path: "/q/item-".into(),
         data: vec![],
         mode: CreateMode::PersistentSequential,
+        acl: Vec::new(),
     };
     let OpResult::Created { path, .. } = single(&mut t, 4, seq.clone()).expect("created") else {
         panic!()
@@ -95,6 +97,7 @@ fn sequential_suffix_is_parent_cversion() {
         path: "/q/".into(),
         data: vec![],
         mode: CreateMode::PersistentSequential,
+        acl: Vec::new(),
     };
     let OpResult::Created { path, .. } = single(&mut t, 6, trailing).expect("created") else {
         panic!()

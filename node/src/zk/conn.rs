@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use scopekeeper_client::proto::{
-    ApiError, ErrorCode, Reply, Request, ServerFrame, SessionCredentials, WatchKind,
+    ApiError, ErrorCode, Id, Op, Reply, Request, ServerFrame, SessionCredentials, WatchKind,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -132,6 +132,7 @@ pub async fn serve(node: Node, stream: TcpStream, peer: SocketAddr, counters: Ar
             principal: Principal {
                 id: format!("ip:{}", peer.ip()),
                 roles: Vec::new(),
+                ids: vec![Id::new("ip", &peer.ip().to_string())],
             },
             peer,
             last_zxid: AtomicI64::new(connect.last_zxid_seen),
@@ -317,6 +318,8 @@ struct Connection {
     session: i64,
     /// Set once the client asked to close the session.
     closing: Arc<AtomicBool>,
+    /// Who the connection acts as: `ip:` of its address and what `addauth` proved. Policies
+    /// see the last authenticated identity as the principal's id.
     principal: Principal,
     peer: SocketAddr,
     /// The highest zxid this connection has revealed: every reply header carries it.
@@ -327,11 +330,35 @@ impl Connection {
     fn saw(&self, zxid: i64) -> i64 {
         self.last_zxid.fetch_max(zxid, Ordering::AcqRel).max(zxid)
     }
+
+    /// `addauth`: the connection holds what the provider proved, for its lifetime (a client
+    /// sends its credentials again after reconnecting, as ZooKeeper's clients do).
+    fn authenticate(&mut self, node: &Node, scheme: &str, auth: &[u8]) -> Result<(), ApiError> {
+        let proven = super::auth::authenticate(
+            scheme,
+            auth,
+            &self.peer.ip().to_string(),
+            node.0.config.zk_super_digest.as_deref(),
+        )?;
+        for id in proven.ids {
+            if id.scheme != "ip" {
+                self.principal.id = id.to_string();
+            }
+            if !self.principal.ids.contains(&id) {
+                self.principal.ids.push(id);
+            }
+        }
+        let admin = crate::policy::ADMIN_ROLE;
+        if proven.superuser && !self.principal.has_role(admin) {
+            self.principal.roles.push(admin.into());
+        }
+        Ok(())
+    }
 }
 
 async fn serve_requests(
     node: Node,
-    conn: Connection,
+    mut conn: Connection,
     mut requests: mpsc::Receiver<Framed>,
     outgoing: mpsc::Sender<Outgoing>,
 ) {
@@ -340,6 +367,28 @@ async fn serve_requests(
             framed.request,
             ZkRequest::CloseSession | ZkRequest::Unsupported(_)
         );
+        if let ZkRequest::Auth { scheme, auth } = &framed.request {
+            // 3.8 answers an auth packet with zxid 0; a failure is answered, then closed.
+            let result = conn.authenticate(&node, scheme, auth);
+            let err = match &result {
+                Ok(()) => 0,
+                Err(e) => {
+                    tracing::debug!(%scheme, "ZooKeeper addauth refused: {e}");
+                    e.code.zk_code()
+                }
+            };
+            let frame = encode_reply(xid::AUTH, 0, err, &ZkReply::Empty);
+            let events_before = node.0.sessions.events_queued(conn.session);
+            let reply = Outgoing::Reply {
+                frame,
+                events_before,
+            };
+            if outgoing.send(reply).await.is_err() || result.is_err() {
+                let _ = outgoing.send(Outgoing::Close).await;
+                return;
+            }
+            continue;
+        }
         let reply_xid = match framed.opcode {
             op::PING => xid::PING,
             op::AUTH => xid::AUTH,
@@ -561,10 +610,13 @@ async fn serve_one(node: &Node, conn: &Connection, framed: Framed) -> Result<ZkR
             }
             Ok(ZkReply::Empty)
         }
-        ZkRequest::WhoAmI => Ok(ZkReply::WhoAmI(vec![(
-            "ip".into(),
-            conn.peer.ip().to_string(),
-        )])),
+        ZkRequest::WhoAmI => Ok(ZkReply::WhoAmI(
+            conn.principal
+                .ids
+                .iter()
+                .map(super::auth::client_info)
+                .collect(),
+        )),
         ZkRequest::CloseSession => {
             conn.closing.store(true, Ordering::Release);
             // Finished even if the client hangs up meanwhile: its ephemerals must go.
@@ -574,17 +626,29 @@ async fn serve_one(node: &Node, conn: &Connection, framed: Framed) -> Result<ZkR
                 .map_err(|e| ApiError::new(ErrorCode::SystemError, format!("closing: {e}")))??;
             Ok(ZkReply::Empty)
         }
-        ZkRequest::GetAcl { path } => {
-            match read(node, conn, Request::Exists { path: path.clone() }, None).await? {
-                Reply::Exists(Some(stat)) => Ok(ZkReply::Acl {
-                    acl: super::proto::Acl::open(),
-                    stat,
-                }),
-                Reply::Exists(None) => Err(no_node(&path)),
+        ZkRequest::GetAcl { path } => match native(node, conn, Request::GetAcl { path }).await? {
+            Reply::Acl { acl, stat } => Ok(ZkReply::Acl { acl, stat }),
+            other => Err(unexpected(other)),
+        },
+        ZkRequest::SetAcl { path, acl, version } => {
+            if acl.is_empty() {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidAcl,
+                    "an ACL needs at least one entry",
+                ));
+            }
+            let request = Request::Write {
+                op: Op::SetAcl { path, acl, version },
+                after_zxid,
+            };
+            match native(node, conn, request).await? {
+                Reply::Write { result, .. } => Ok(translate::write_reply(op::SET_ACL, result)),
                 other => Err(unexpected(other)),
             }
         }
         ZkRequest::GetAllChildrenNumber { path } => {
+            // 3.8 checks READ on the node asked about (only there); reading it does that.
+            native(node, conn, Request::GetData { path: path.clone() }).await?;
             // Each scope counts its own znodes and names the child scopes below the path.
             let mut total: u64 = 0;
             let mut todo = vec![path];
@@ -618,9 +682,9 @@ async fn serve_one(node: &Node, conn: &Connection, framed: Framed) -> Result<ZkR
             paths.sort();
             Ok(ZkReply::Paths(paths))
         }
-        ZkRequest::Auth { .. } | ZkRequest::SetAcl { .. } => Err(ApiError::new(
-            ErrorCode::Unimplemented,
-            format!("opcode {} is not served yet", framed.opcode),
+        ZkRequest::Auth { .. } => Err(ApiError::new(
+            ErrorCode::SystemError,
+            "addauth is handled by the connection before requests are served",
         )),
         ZkRequest::Unsupported(opcode) => Err(ApiError::new(
             ErrorCode::Unimplemented,

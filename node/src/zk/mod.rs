@@ -4,6 +4,7 @@
 //! Sessions, watches and routing are the native ones: a ZooKeeper session is a Scopekeeper
 //! session, resumable on any node, through either protocol's listener.
 
+pub mod auth;
 pub mod conn;
 pub mod four_letter;
 pub mod jute;

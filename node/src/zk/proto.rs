@@ -4,6 +4,7 @@
 //! each reply a `ReplyHeader` (xid, zxid, err) and, on success, a body.
 
 use scopekeeper_client::proto::Stat;
+pub use scopekeeper_client::proto::{Acl, Id, perms};
 
 use super::jute::{JuteError, Reader, Result, Writer};
 
@@ -56,14 +57,6 @@ pub mod xid {
 pub const STATE_SYNC_CONNECTED: i32 = 3;
 
 /// ZooKeeper's permission bits (`ZooDefs.Perms`).
-pub mod perms {
-    pub const READ: i32 = 1;
-    pub const WRITE: i32 = 2;
-    pub const CREATE: i32 = 4;
-    pub const DELETE: i32 = 8;
-    pub const ADMIN: i32 = 16;
-    pub const ALL: i32 = READ | WRITE | CREATE | DELETE | ADMIN;
-}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConnectRequest {
@@ -125,31 +118,6 @@ impl ConnectResponse {
             w.bool(ro);
         }
         w.bytes
-    }
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Id {
-    pub scheme: String,
-    pub id: String,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Acl {
-    pub perms: i32,
-    pub id: Id,
-}
-
-impl Acl {
-    /// `world:anyone` with every permission (`ZooDefs.Ids.OPEN_ACL_UNSAFE`).
-    pub fn open() -> Vec<Acl> {
-        vec![Acl {
-            perms: perms::ALL,
-            id: Id {
-                scheme: "world".into(),
-                id: "anyone".into(),
-            },
-        }]
     }
 }
 

@@ -58,6 +58,7 @@ pub fn native_op(op: &MultiOp) -> Result<Op, ApiError> {
             path: create.path.clone(),
             data: create.data.clone(),
             mode: create_mode(create)?,
+            acl: create.acl.clone(),
         },
         MultiOp::Delete { path, version } => Op::Delete {
             path: path.clone(),
@@ -84,7 +85,7 @@ pub fn write_reply(opcode: i32, result: OpResult) -> ZkReply {
     match result {
         OpResult::Created { path, .. } if opcode == op::CREATE => ZkReply::Create { path },
         OpResult::Created { path, stat } => ZkReply::Create2 { path, stat },
-        OpResult::Set { stat } => ZkReply::Stat(stat),
+        OpResult::Set { stat } | OpResult::AclSet { stat } => ZkReply::Stat(stat),
         OpResult::Deleted | OpResult::Checked => ZkReply::Empty,
     }
 }
@@ -101,7 +102,8 @@ pub fn multi_reply(slots: Vec<MultiSlot>) -> ZkReply {
             (MultiSlot::Done(_), true) => MultiResult::Error(0),
             (MultiSlot::Done(result), false) => match result {
                 OpResult::Created { path, .. } => MultiResult::Create { path },
-                OpResult::Set { stat } => MultiResult::SetData(stat),
+                // setACL never runs in a multi; its Stat would read as setData's.
+                OpResult::Set { stat } | OpResult::AclSet { stat } => MultiResult::SetData(stat),
                 OpResult::Deleted => MultiResult::Delete,
                 OpResult::Checked => MultiResult::Check,
             },

@@ -1,4 +1,4 @@
-//! `readonly`: the scope is frozen. Every create, set and delete is denied; a multi's `check`
+//! `readonly`: the scope is frozen. Every create, set, delete and ACL change is denied; a multi's `check`
 //! ops still pass. An admin can lift it by deploying another policy.
 
 use scopekeeper_policy_sdk::{
@@ -41,7 +41,12 @@ mod tests {
     #[test]
     fn denies_every_change_but_checks() {
         let ctx = Context::default();
-        for kind in [OpKind::Create, OpKind::Delete, OpKind::SetData] {
+        for kind in [
+            OpKind::Create,
+            OpKind::Delete,
+            OpKind::SetData,
+            OpKind::SetAcl,
+        ] {
             let v = ReadOnly::admit("", &op(kind), &Principal::default(), &ctx);
             assert!(!v.is_allowed(), "{kind:?}");
         }
