@@ -11,6 +11,9 @@ use scopekeeper_client::proto::NodeInfo;
 use scopekeeper_client::{Client, ClientConfig};
 use scopekeeper_transport::{CertFiles, certs};
 
+/// ZooKeeper's `superDigest` every test node is configured with: `addauth digest super:test`.
+pub const ZK_SUPER_DIGEST: &str = "super:D/InIHSb7yEEbrWz8b9l71RjZJU=";
+
 pub const CLUSTER: &str = "itest";
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -195,6 +198,7 @@ impl Cluster {
         let text = format!(
             "id = {id}\ncluster = \"{CLUSTER}\"\nlisten = \"127.0.0.1:{}\"\nzk_listen = \"127.0.0.1:{}\"\n\
              zk_four_letter_words = [\"ruok\", \"srvr\", \"stat\", \"mntr\", \"isro\"]\n\
+             zk_super_digest = \"{ZK_SUPER_DIGEST}\"\n\
              data_dir = {:?}\nlabels = {}\n\n\
              [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n{peers}{}\n",
             self.ports[id as usize - 1],

@@ -42,6 +42,10 @@ impl ZooKeeper {
         let log = std::fs::File::create(dir.path().join("server.log"))?;
         let child = Command::new("java")
             .arg(format!("-Dzookeeper.log.dir={}", dir.path().display()))
+            .arg(format!(
+                "-Dzookeeper.DigestAuthenticationProvider.superDigest={}",
+                scopekeeper_tests::ZK_SUPER_DIGEST
+            ))
             .args(["-cp", &format!("/etc/zookeeper/conf:{jar}")])
             .arg("org.apache.zookeeper.server.ZooKeeperServerMain")
             .arg(&cfg)
@@ -189,7 +193,7 @@ fn describe(opcode: i32, frame: &[u8]) -> anyhow::Result<String> {
         op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
             format!("{} {}", r.string()?, stat(&mut r)?)
         }
-        op::EXISTS | op::SET_DATA => stat(&mut r)?,
+        op::EXISTS | op::SET_DATA | op::SET_ACL => stat(&mut r)?,
         op::GET_DATA => format!(
             "{:?} {}",
             String::from_utf8_lossy(&r.buffer()?),
@@ -250,11 +254,19 @@ fn path(p: &str) -> Writer {
 }
 
 fn create(p: &str, data: &[u8], flags: i32, ttl: Option<i64>) -> Writer {
-    let mut w = Writer::new();
-    w.string(p).buffer(data);
-    w.vec(&proto::Acl::open(), |w, a| {
+    create_with(p, data, &proto::Acl::open(), flags, ttl)
+}
+
+fn acl_list(w: &mut Writer, acl: &[proto::Acl]) {
+    w.vec(acl, |w, a| {
         w.i32(a.perms).string(&a.id.scheme).string(&a.id.id);
     });
+}
+
+fn create_with(p: &str, data: &[u8], acl: &[proto::Acl], flags: i32, ttl: Option<i64>) -> Writer {
+    let mut w = Writer::new();
+    w.string(p).buffer(data);
+    acl_list(&mut w, acl);
     w.i32(flags);
     if let Some(ttl) = ttl {
         w.i64(ttl);
@@ -282,6 +294,246 @@ fn multi(ops: &[(i32, Writer)]) -> Writer {
     }
     w.i32(-1).bool(true).i32(-1);
     w
+}
+
+fn entry(perms: i32, scheme: &str, id: &str) -> proto::Acl {
+    proto::Acl {
+        perms,
+        id: proto::Id::new(scheme, id),
+    }
+}
+
+fn set_acl(p: &str, acl: &[proto::Acl], version: i32) -> Writer {
+    let mut w = path(p);
+    acl_list(&mut w, acl);
+    w.i32(version);
+    w
+}
+
+/// `addauth scheme credential` (an AuthPacket, xid -4).
+fn add_auth(raw: &mut Raw, scheme: &str, credential: &[u8]) -> anyhow::Result<String> {
+    let mut w = Writer::new();
+    w.i32(0).string(scheme).buffer(credential);
+    raw.call(-4, op::AUTH, &w)
+}
+
+/// ACLs and authentication: who may do what, error codes and their order, `auth` expansion,
+/// redaction in getACL, the super digest, and a refused scheme closing the connection.
+fn acl_script(port: u16) -> anyhow::Result<Vec<String>> {
+    use proto::perms::{ADMIN, ALL, CREATE, READ, WRITE};
+    let alice_id = scopekeeper::zk::auth::digest(b"alice:pw");
+    let mut out = Vec::new();
+    let mut log = |what: &str, got: String| out.push(format!("{what}: {got}"));
+    let mut alice = Raw::connect(port)?;
+    let mut anon = Raw::connect(port)?;
+    log("whoami", alice.call(1, op::WHO_AM_I, &Writer::new())?);
+    log(
+        "addauth alice",
+        add_auth(&mut alice, "digest", b"alice:pw")?,
+    );
+    log("whoami alice", alice.call(2, op::WHO_AM_I, &Writer::new())?);
+    let auth_all = [entry(ALL, "auth", "")];
+    log(
+        "alice creates /acl for herself",
+        alice.call(
+            3,
+            op::CREATE,
+            &create_with("/acl", b"secret", &auth_all, 0, None),
+        )?,
+    );
+    log(
+        "alice reads its ACL",
+        alice.call(4, op::GET_ACL, &path("/acl"))?,
+    );
+    log(
+        "alice creates an open child",
+        alice.call(5, op::CREATE, &create("/acl/open", b"o", 0, None))?,
+    );
+    log(
+        "anon getData",
+        anon.call(1, op::GET_DATA, &watched("/acl", false))?,
+    );
+    log(
+        "anon getData watch",
+        anon.call(2, op::GET_DATA, &watched("/acl", true))?,
+    );
+    log(
+        "anon getChildren",
+        anon.call(3, op::GET_CHILDREN, &watched("/acl", false))?,
+    );
+    log(
+        "anon exists",
+        anon.call(4, op::EXISTS, &watched("/acl", false))?,
+    );
+    log("anon getACL", anon.call(5, op::GET_ACL, &path("/acl"))?);
+    log(
+        "anon create below",
+        anon.call(6, op::CREATE, &create("/acl/x", b"", 0, None))?,
+    );
+    log(
+        "anon setData",
+        anon.call(7, op::SET_DATA, &{
+            let mut w = path("/acl");
+            w.buffer(b"mine").i32(-1);
+            w
+        })?,
+    );
+    log(
+        "anon delete child",
+        anon.call(8, op::DELETE, &versioned("/acl/open", -1))?,
+    );
+    log(
+        "anon setACL",
+        anon.call(9, op::SET_ACL, &set_acl("/acl", &proto::Acl::open(), -1))?,
+    );
+    log(
+        "anon reads open child",
+        anon.call(10, op::GET_DATA, &watched("/acl/open", false))?,
+    );
+    log(
+        "anon multi check",
+        anon.call(11, op::MULTI, &multi(&[(op::CHECK, versioned("/acl", 0))]))?,
+    );
+    log(
+        "anon getAllChildrenNumber",
+        anon.call(12, op::GET_ALL_CHILDREN_NUMBER, &path("/acl"))?,
+    );
+    log(
+        "anon create with auth scheme",
+        anon.call(
+            13,
+            op::CREATE,
+            &create_with("/acl2", b"", &auth_all, 0, None),
+        )?,
+    );
+    log(
+        "world:someone",
+        anon.call(
+            14,
+            op::CREATE,
+            &create_with("/acl2", b"", &[entry(ALL, "world", "someone")], 0, None),
+        )?,
+    );
+    log(
+        "malformed digest",
+        anon.call(
+            15,
+            op::CREATE,
+            &create_with("/acl2", b"", &[entry(ALL, "digest", "bob")], 0, None),
+        )?,
+    );
+    log(
+        "unknown scheme",
+        anon.call(
+            16,
+            op::CREATE,
+            &create_with("/acl2", b"", &[entry(ALL, "kerberos", "bob")], 0, None),
+        )?,
+    );
+    log(
+        "empty ACL",
+        anon.call(17, op::CREATE, &create_with("/acl2", b"", &[], 0, None))?,
+    );
+    log(
+        "invalid ACL on a missing node",
+        anon.call(18, op::CREATE, &create_with("/nope/x", b"", &[], 0, None))?,
+    );
+    let by_ip = [entry(READ | WRITE | ADMIN, "ip", "127.0.0.0/8")];
+    log(
+        "anon create for loopback",
+        anon.call(19, op::CREATE, &create_with("/acl2", b"", &by_ip, 0, None))?,
+    );
+    log(
+        "anon reads it by address",
+        anon.call(20, op::GET_DATA, &watched("/acl2", false))?,
+    );
+    log("its ACL", anon.call(21, op::GET_ACL, &path("/acl2"))?);
+    log(
+        "but may not create below",
+        anon.call(22, op::CREATE, &create("/acl2/x", b"", 0, None))?,
+    );
+    log("addauth bob", add_auth(&mut anon, "digest", b"bob:pw")?);
+    log(
+        "bob still may not read",
+        anon.call(23, op::GET_DATA, &watched("/acl", false))?,
+    );
+    let shared = [
+        entry(ALL, "digest", &alice_id),
+        entry(READ, "world", "anyone"),
+    ];
+    log(
+        "alice setACL wrong version",
+        alice.call(6, op::SET_ACL, &set_acl("/acl", &shared, 5))?,
+    );
+    log(
+        "alice setACL missing node",
+        alice.call(7, op::SET_ACL, &set_acl("/acl/none", &shared, -1))?,
+    );
+    log(
+        "alice setACL empty",
+        alice.call(8, op::SET_ACL, &set_acl("/acl", &[], -1))?,
+    );
+    log(
+        "alice setACL",
+        alice.call(9, op::SET_ACL, &set_acl("/acl", &shared, 0))?,
+    );
+    log("alice getACL", alice.call(10, op::GET_ACL, &path("/acl"))?);
+    log(
+        "alice getData",
+        alice.call(11, op::GET_DATA, &watched("/acl", false))?,
+    );
+    log(
+        "bob reads now",
+        anon.call(24, op::GET_DATA, &watched("/acl", false))?,
+    );
+    log(
+        "bob sees hashes hidden",
+        anon.call(25, op::GET_ACL, &path("/acl"))?,
+    );
+    log(
+        "bob may still not write",
+        anon.call(26, op::SET_DATA, &{
+            let mut w = path("/acl");
+            w.buffer(b"mine").i32(-1);
+            w
+        })?,
+    );
+    let read_only_alice = [entry(READ | CREATE, "digest", &alice_id)];
+    log(
+        "alice gives up ADMIN",
+        alice.call(12, op::SET_ACL, &set_acl("/acl", &read_only_alice, 1))?,
+    );
+    log(
+        "alice can no longer change it",
+        alice.call(13, op::SET_ACL, &set_acl("/acl", &shared, -1))?,
+    );
+    log(
+        "alice reads hidden hashes",
+        alice.call(14, op::GET_ACL, &path("/acl"))?,
+    );
+    let mut root = Raw::connect(port)?;
+    log(
+        "addauth super",
+        add_auth(&mut root, "digest", b"super:test")?,
+    );
+    log(
+        "super repairs the ACL",
+        root.call(1, op::SET_ACL, &set_acl("/acl", &shared, -1))?,
+    );
+    log(
+        "super reads",
+        root.call(2, op::GET_DATA, &watched("/acl", false))?,
+    );
+    log(
+        "super deletes below",
+        root.call(3, op::DELETE, &versioned("/acl/open", -1))?,
+    );
+    log(
+        "addauth unknown scheme",
+        add_auth(&mut anon, "kerberos", b"x")?,
+    );
+    log("after a refused addauth", anon.next(0)?);
+    Ok(out)
 }
 
 /// The script: every reply described, in order.
@@ -578,12 +830,16 @@ fn script(port: u16) -> anyhow::Result<Vec<String>> {
 async fn replies_and_events_match_zookeeper_3_8() -> anyhow::Result<()> {
     let _serial = serial();
     let zookeeper = ZooKeeper::start()?;
-    let reference = tokio::task::spawn_blocking(move || script(zookeeper.port)).await??;
+    let zk_port = zookeeper.port;
+    let mut reference = tokio::task::spawn_blocking(move || script(zk_port)).await??;
+    reference.extend(tokio::task::spawn_blocking(move || acl_script(zk_port)).await??);
+    drop(zookeeper);
 
     let cluster = Cluster::start(3)?;
     cluster.settle(&[1, 2, 3], Duration::from_secs(30)).await?;
     let port = cluster.zk_ports[1];
-    let ours = tokio::task::spawn_blocking(move || script(port)).await??;
+    let mut ours = tokio::task::spawn_blocking(move || script(port)).await??;
+    ours.extend(tokio::task::spawn_blocking(move || acl_script(port)).await??);
 
     let mut mismatches = Vec::new();
     for (i, (want, got)) in reference.iter().zip(&ours).enumerate() {

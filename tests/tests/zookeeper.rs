@@ -168,6 +168,140 @@ async fn the_rust_zookeeper_client_works_unchanged() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// ACLs and auth: a native client's certificate is its x509 identity, ZooKeeper clients prove
+/// digests, both kinds of client see and obey the same ACLs, ACLs travel with a subtree into a
+/// new scope and survive a kill -9 and restart, the super digest and the admin pass every ACL,
+/// and the identity a ZooKeeper client authenticated as is the principal scope policies judge.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acls_and_auth_hold_across_clients_scopes_and_restarts() -> anyhow::Result<()> {
+    use scopekeeper::policy::build::repository_component;
+    use scopekeeper_client::proto::{Acl, Id, PolicyMode, PolicySpec, perms};
+    use scopekeeper_client::{CreateMode, ErrorCode};
+
+    let _serial = serial();
+    let mut cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    // The harness's client certificate is `test`: its x509 identity.
+    let native = cluster.client().await?;
+    let certified = vec![Acl {
+        perms: perms::ALL,
+        id: Id::new("x509", "test"),
+    }];
+    native
+        .create_with_acl(
+            "/certified",
+            b"c",
+            CreateMode::Persistent,
+            certified.clone(),
+        )
+        .await?;
+    native
+        .create("/certified/kid", b"", CreateMode::Persistent)
+        .await?;
+
+    let anon = connect(&cluster.zk_hosts(&[2]), Duration::from_secs(10)).await?;
+    assert_eq!(
+        anon.get_data("/certified").await.err(),
+        Some(zk::Error::NoAuth)
+    );
+    assert_eq!(
+        anon.get_acl("/certified").await.err(),
+        Some(zk::Error::NoAuth)
+    );
+    assert_eq!(
+        anon.create("/certified/x", b"", &open()).await.err(),
+        Some(zk::Error::NoAuth)
+    );
+    assert!(
+        anon.check_stat("/certified").await?.is_some(),
+        "exists is not checked"
+    );
+
+    // A digest user: alice's node, writable by her alone, readable by anyone.
+    let alice = connect(&cluster.zk_hosts(&[1]), Duration::from_secs(10)).await?;
+    alice.auth("digest", b"alice:pw").await?;
+    let alice_acl = [
+        zk::Acl::new(zk::Permission::ALL, zk::AuthId::authed()),
+        zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone()),
+    ];
+    let mode = zk::CreateMode::Persistent.with_acls(zk::Acls::new(&alice_acl));
+    alice.create("/alice-only", b"a", &mode).await?;
+    assert_eq!(
+        anon.set_data("/alice-only", b"x", None).await.err(),
+        Some(zk::Error::NoAuth)
+    );
+    assert_eq!(anon.get_data("/alice-only").await?.0, b"a");
+    let (acl, _) = alice.get_acl("/alice-only").await?;
+    assert_eq!(acl.len(), 2);
+    assert_eq!(acl[0].scheme(), "digest");
+    // The native client obeys it too, and sees the hash hidden (READ without ADMIN).
+    let (acl, stat) = native.acl("/alice-only").await?;
+    assert_eq!((acl[0].id.id.as_str(), stat.aversion), ("alice:x", 0));
+    let refused = native.set("/alice-only", b"n", -1).await;
+    assert_eq!(refused.err().map(|e| e.code()), Some(ErrorCode::NoAuth));
+    // The cluster's admin passes every ACL, as ZooKeeper's super does.
+    assert_eq!(admin.get("/certified").await?.0, b"c");
+    let (acl, _) = admin.acl("/alice-only").await?;
+    assert!(acl[0].id.id.starts_with("alice:") && acl[0].id.id != "alice:x");
+
+    // The subtree moves into a scope of its own, ACLs and all.
+    admin.create_scope("/certified", None).await?;
+    assert_eq!(
+        anon.get_data("/certified").await.err(),
+        Some(zk::Error::NoAuth)
+    );
+    assert_eq!(native.acl("/certified").await?.0, certified);
+    assert_eq!(native.get("/certified").await?.0, b"c");
+
+    // A policy sees the identity a ZooKeeper client authenticated as.
+    let roles = PolicySpec {
+        component: repository_component("roles")?,
+        params: r#"{"rules": [{"prefix": "/owned", "principal": "digest:alice"}]}"#.into(),
+        mode: PolicyMode::Enforce,
+    };
+    admin.create_scope("/owned", Some(roles)).await?;
+    alice.create("/owned/a", b"", &open()).await?;
+    assert_eq!(
+        anon.create("/owned/b", b"", &open()).await.err(),
+        Some(zk::Error::NoAuth),
+        "the roles policy denies an unauthenticated ZooKeeper client"
+    );
+    let refused = native.create("/owned/c", b"", CreateMode::Persistent).await;
+    assert_eq!(
+        refused.err().map(|e| e.code()),
+        Some(ErrorCode::PolicyDenied)
+    );
+
+    // kill -9 and restart: ACLs come back from disk.
+    cluster.kill9(2);
+    cluster.spawn(2, scopekeeper_tests::Mode::Existing)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let root = connect(&cluster.zk_hosts(&[2]), Duration::from_secs(10)).await?;
+    assert_eq!(
+        root.get_data("/certified").await.err(),
+        Some(zk::Error::NoAuth)
+    );
+    root.auth("digest", b"super:test").await?;
+    let (acl, stat) = root.get_acl("/certified").await?;
+    assert_eq!(
+        (acl.len(), acl[0].scheme(), acl[0].id()),
+        (1, "x509", "test")
+    );
+    assert_eq!(stat.aversion, 0);
+    let stat = root
+        .set_acl("/certified", zk::Acls::anyone_read().as_ref(), Some(0))
+        .await?;
+    assert_eq!(stat.aversion, 1);
+    let fresh = connect(&cluster.zk_hosts(&[3]), Duration::from_secs(10)).await?;
+    assert_eq!(fresh.get_data("/certified").await?.0, b"c");
+    assert_eq!(
+        fresh.set_data("/certified", b"x", None).await.err(),
+        Some(zk::Error::NoAuth)
+    );
+    Ok(())
+}
+
 /// One four-letter word to a ZooKeeper listener; the whole answer.
 fn four_letter(addr: &str, word: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};

@@ -1,6 +1,6 @@
 """kazoo (Debian's python3-kazoo) against Scopekeeper's ZooKeeper listeners.
 
-    python3 kazoo_suite.py main HOSTS   CRUD, transactions, watches, recipes
+    python3 kazoo_suite.py main HOSTS   CRUD, transactions, watches, ACLs, recipes
     python3 kazoo_suite.py hold HOSTS   holds an ephemeral while its first node is killed
 
 Prints one line per check; exits non-zero on the first failure.
@@ -10,8 +10,11 @@ import threading
 import time
 
 from kazoo.client import KazooClient, KazooState
-from kazoo.exceptions import BadVersionError, NoNodeError, NodeExistsError, NotEmptyError
+from kazoo.exceptions import (
+    BadVersionError, InvalidACLError, NoAuthError, NoNodeError, NodeExistsError, NotEmptyError,
+)
 from kazoo.protocol.states import EventType
+from kazoo.security import make_acl, make_digest_acl
 
 WAIT = 20
 
@@ -158,6 +161,43 @@ def main(hosts):
     check("election contenders", contenders == ["alice"], repr(contenders))
     step_down.set()
 
+    # ACLs: kazoo computes the digest itself; the server must agree with it.
+    zk.add_auth("digest", "alice:pw")
+    private = [make_digest_acl("alice", "pw", all=True)]
+    zk.create("/recipes/private", b"p", acl=private)
+    try:
+        other.get("/recipes/private")
+        check("acl keeps others out", False)
+    except NoAuthError:
+        check("acl keeps others out", True)
+    acls, stat = zk.get_acls("/recipes/private")
+    check("acl reads back", list(acls) == private and stat.aversion == 0, repr(acls))
+    shared = private + [make_acl("world", "anyone", read=True)]
+    zk.set_acls("/recipes/private", shared, version=0)
+    check("acl opened for reading", other.get("/recipes/private")[0] == b"p")
+    try:
+        other.set("/recipes/private", b"x")
+        check("others still cannot write", False)
+    except NoAuthError:
+        check("others still cannot write", True)
+    try:
+        other.create("/recipes/bad-acl", b"", acl=[make_acl("auth", "", all=True)])
+        check("auth scheme without auth refused", False)
+    except InvalidACLError:
+        check("auth scheme without auth refused", True)
+
+    # A chroot is the client's business: paths below it, events named relative to it.
+    rooted = client(hosts + "/recipes")
+    rooted.create("/in-chroot", b"c")
+    check("chroot create", zk.get("/recipes/in-chroot")[0] == b"c")
+    fired.clear()
+    seen = []
+    rooted.get("/in-chroot", watch=lambda e: (seen.append(e), fired.set()))
+    zk.set("/recipes/in-chroot", b"d")
+    check("chroot watch", fired.wait(WAIT) and seen[0].path == "/in-chroot", repr(seen))
+    rooted.stop()
+    rooted.close()
+
     zk.stop()
     zk.close()
     check("ephemeral gone with its session", other.exists(eph) is None)
@@ -172,6 +212,9 @@ def hold(hosts):
     states = []
     zk.add_listener(states.append)
     node = zk.create("/recipes/held", b"", ephemeral=True)
+    # Authentication belongs to the connection: kazoo sends it again after reconnecting.
+    zk.add_auth("digest", "holder:pw")
+    zk.create("/recipes/held-private", b"h", acl=[make_digest_acl("holder", "pw", all=True)])
     session = zk.client_id[0]
     print("holding", node, flush=True)
     # The test kills the node we are connected to now.
@@ -185,6 +228,7 @@ def hold(hosts):
           states[-1] == KazooState.CONNECTED and KazooState.LOST not in states, repr(states))
     stat = zk.exists(node)
     check("ephemeral kept", stat is not None and stat.ephemeralOwner == session)
+    check("authentication renewed on the new node", zk.get("/recipes/held-private")[0] == b"h")
     zk.stop()
     zk.close()
 

@@ -342,7 +342,9 @@ impl Connection {
         )?;
         for id in proven.ids {
             if id.scheme != "ip" {
-                self.principal.id = id.to_string();
+                // `digest:alice`, not the hash: the name policies are written against.
+                let (scheme, user) = super::auth::client_info(&id);
+                self.principal.id = format!("{scheme}:{user}");
             }
             if !self.principal.ids.contains(&id) {
                 self.principal.ids.push(id);
@@ -377,7 +379,8 @@ async fn serve_requests(
                     e.code.zk_code()
                 }
             };
-            let frame = encode_reply(xid::AUTH, 0, err, &ZkReply::Empty);
+            // 3.8 echoes the request's xid (Java's client sends -4; others count up).
+            let frame = encode_reply(framed.xid, 0, err, &ZkReply::Empty);
             let events_before = node.0.sessions.events_queued(conn.session);
             let reply = Outgoing::Reply {
                 frame,
@@ -389,10 +392,10 @@ async fn serve_requests(
             }
             continue;
         }
+        // 3.8 answers pings with the ping xid whatever was sent; everything else echoes the
+        // request's xid.
         let reply_xid = match framed.opcode {
             op::PING => xid::PING,
-            op::AUTH => xid::AUTH,
-            op::SET_WATCHES | op::SET_WATCHES2 => xid::SET_WATCHES,
             _ => framed.xid,
         };
         let (err, reply) = match serve_one(&node, &conn, framed).await {
