@@ -91,10 +91,13 @@ pub enum PeerRequest {
         request: Request,
         hops: u8,
     },
-    /// Keepalives for sessions recorded in a session scope, for its leader: (id, timeout).
+    /// Keepalives for sessions recorded in a session scope, for its leader: (id, timeout),
+    /// from `holder`, which holds their clients; with `claim` (a resume) it takes them over.
     /// A node that does not lead passes it on to the leader it knows, `hops` more times.
     TouchSessions {
         scope: ScopeId,
+        holder: u64,
+        claim: bool,
         touches: Vec<(i64, i32)>,
         hops: u8,
     },
@@ -135,8 +138,8 @@ pub enum PeerResponse {
     Command(Result<CommandResult, Refusal>),
     Client(Box<ClientAnswer>),
     ReadIndex(Result<u64, Refusal>),
-    /// The touched sessions that have ended.
-    Touched(Result<Vec<i64>, String>),
+    /// Which touched sessions have ended or moved to another node.
+    Touched(Result<crate::sessions::Touched, String>),
     Status(NodeStatus),
     Alive,
     /// Whether the follower parked its ticker (it did not if it disagrees about the leader,

@@ -9,6 +9,9 @@
 //!   every `KEEPALIVE_TICK` sends one `TouchSessions` per session scope for the sessions it
 //!   heard from. Deadlines live in the memory of the session scope's leader; a new leader
 //!   gives every session a full timeout, as ZooKeeper's does.
+//! - A session is held by one node at a time: a resume claims it for the resuming node, and
+//!   the leader answers keepalives from any other node with "moved"; that node closes its
+//!   connection for the session, as a ZooKeeper server does on `SessionMovedException`.
 //! - Ephemerals: before a scope applies the first ephemeral create of a session, the serving
 //!   node registers the scope's root in the session's record; once the record says closing, no
 //!   registration succeeds. Ending a session marks the record closing, kills the session in
@@ -54,9 +57,20 @@ struct Attached {
     confirmed: Instant,
 }
 
-/// When the session scope's leader expires a session it has heard of.
+/// When the session scope's leader expires a session it has heard of, and which node holds
+/// its client (unknown until a keepalive or resume after this node became leader).
 struct Clock {
     deadline: Instant,
+    holder: Option<u64>,
+}
+
+/// What a session scope's leader answers a `TouchSessions`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Touched {
+    /// Sessions that have ended.
+    pub ended: Vec<i64>,
+    /// Sessions another node has claimed since: the toucher must let go of their clients.
+    pub moved: Vec<i64>,
 }
 
 pub struct Sessions {
@@ -304,6 +318,13 @@ pub async fn registered_roots(node: &Node, id: i64) -> Result<Vec<String>, ApiEr
     Ok(record.roots.into_iter().collect())
 }
 
+fn moved(id: i64) -> ApiError {
+    ApiError::new(
+        ErrorCode::SessionMoved,
+        format!("session {id:#x} was resumed on another node"),
+    )
+}
+
 fn expired(id: i64) -> ApiError {
     ApiError::new(
         ErrorCode::SessionExpired,
@@ -350,8 +371,9 @@ pub async fn resume(
     if record.closing {
         return Err(expired(id));
     }
-    let expired_now = touch(node, &session_scope_root(id), vec![(id, record.timeout_ms)]).await?;
-    if expired_now.contains(&id) {
+    let root = session_scope_root(id);
+    let touched = touch(node, &root, vec![(id, record.timeout_ms)], true).await?;
+    if touched.ended.contains(&id) {
         return Err(expired(id));
     }
     let _ = timeout_ms;
@@ -448,7 +470,14 @@ pub async fn close(node: &Node, id: i64) -> Result<(), ApiError> {
 
 /// Refreshes the deadlines of `touches` at the leader of the session scope rooted at `root`;
 /// returns the sessions that have ended.
-async fn touch(node: &Node, root: &str, touches: Vec<(i64, i32)>) -> Result<Vec<i64>, ApiError> {
+/// Keeps `touches` (id, timeout) alive in the session scope rooted at `root`; with `claim`,
+/// they are held here from now on.
+async fn touch(
+    node: &Node,
+    root: &str,
+    touches: Vec<(i64, i32)>,
+    claim: bool,
+) -> Result<Touched, ApiError> {
     let route = node.route(root);
     if route.root != root {
         // Not learnt yet: ask the root scope, which refuses with the delegation.
@@ -458,10 +487,12 @@ async fn touch(node: &Node, root: &str, touches: Vec<(i64, i32)>) -> Result<Vec<
     let mut why = format!("no anchor of session scope {root} answered");
     for anchor in &route.anchors {
         let answer = if anchor.node == node.id() {
-            touch_here(node, route.scope, &touches, 1).await
+            touch_here(node, route.scope, node.id(), claim, &touches, 1).await
         } else {
             let request = PeerRequest::TouchSessions {
                 scope: route.scope,
+                holder: node.id(),
+                claim,
                 touches: touches.clone(),
                 hops: 1,
             };
@@ -484,9 +515,11 @@ async fn touch(node: &Node, root: &str, touches: Vec<(i64, i32)>) -> Result<Vec<
 pub async fn touch_here(
     node: &Node,
     scope: ScopeId,
+    holder: u64,
+    claim: bool,
     touches: &[(i64, i32)],
     hops: u8,
-) -> Result<Vec<i64>, String> {
+) -> Result<Touched, String> {
     let Some(s) = node.scope(scope).filter(|s| s.is_initialized()) else {
         return Err(format!(
             "node {} does not replicate session scope {scope}",
@@ -500,11 +533,13 @@ pub async fn touch_here(
             s.read_index().await.map_err(|e| {
                 format!("session scope {scope}: leadership not confirmed ({e:?}); retry")
             })?;
-            touch_as_leader(node, &s, touches)
+            touch_as_leader(node, &s, holder, claim, touches)
         }
         Some((leader, addr)) if hops > 0 => {
             let request = PeerRequest::TouchSessions {
                 scope,
+                holder,
+                claim,
                 touches: touches.to_vec(),
                 hops: hops - 1,
             };
@@ -526,12 +561,18 @@ fn caught_up(scope: &Scope) -> bool {
     m.last_applied.map(|l| l.index()) >= m.last_log_index
 }
 
-fn touch_as_leader(node: &Node, scope: &Scope, touches: &[(i64, i32)]) -> Result<Vec<i64>, String> {
+fn touch_as_leader(
+    node: &Node,
+    scope: &Scope,
+    holder: u64,
+    claim: bool,
+    touches: &[(i64, i32)],
+) -> Result<Touched, String> {
     if !caught_up(scope) {
         return Err("the session scope's new leader is catching up; retry".into());
     }
     let now = Instant::now();
-    let mut ended = Vec::new();
+    let mut answer = Touched::default();
     let state = scope.view().read();
     let mut clocks = lock(&node.0.sessions.clocks);
     let clocks = clocks.entry(scope.id).or_default();
@@ -542,17 +583,26 @@ fn touch_as_leader(node: &Node, scope: &Scope, touches: &[(i64, i32)]) -> Result
             .and_then(|z| SessionRecord::decode(&z.data).ok())
             .is_some_and(|r| !r.closing);
         if !open {
-            ended.push(id);
+            answer.ended.push(id);
+            continue;
+        }
+        let held_elsewhere = clocks
+            .get(&id)
+            .and_then(|c| c.holder)
+            .is_some_and(|h| h != holder);
+        if held_elsewhere && !claim {
+            answer.moved.push(id);
             continue;
         }
         clocks.insert(
             id,
             Clock {
                 deadline: now + Duration::from_millis(timeout_ms.max(0) as u64),
+                holder: Some(holder),
             },
         );
     }
-    Ok(ended)
+    Ok(answer)
 }
 
 /// Every `KEEPALIVE_TICK`: this node's keepalives, and, for the session scopes it leads, the
@@ -575,11 +625,19 @@ async fn keep_alive(node: &Node) {
         calls.push(async move {
             let asked = Instant::now();
             let ids: Vec<i64> = touches.iter().map(|t| t.0).collect();
-            match touch(&node, &root, touches).await {
-                Ok(ended) => {
+            match touch(&node, &root, touches, false).await {
+                Ok(touched) => {
                     node.0.sessions.confirmed(&ids, asked);
-                    for id in ended {
+                    for id in touched.ended {
                         node.0.sessions.end_attached(id, expired(id));
+                        node.0.watches.drop_session(id);
+                    }
+                    for id in touched.moved {
+                        tracing::info!(
+                            session = format!("{id:#x}"),
+                            "the session resumed on another node; closing its connection here"
+                        );
+                        node.0.sessions.end_attached(id, moved(id));
                         node.0.watches.drop_session(id);
                     }
                 }
@@ -642,6 +700,7 @@ fn expire(node: &Node) {
                                     id,
                                     Clock {
                                         deadline: now + timeout,
+                                        holder: None,
                                     },
                                 );
                             }

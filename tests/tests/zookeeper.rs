@@ -302,6 +302,110 @@ async fn acls_and_auth_hold_across_clients_scopes_and_restarts() -> anyhow::Resu
     Ok(())
 }
 
+/// A raw ZooKeeper connection for what no client library shows: the handshake's session id
+/// and password, and the moment the server closes the connection.
+struct RawSession {
+    stream: std::net::TcpStream,
+}
+
+impl RawSession {
+    /// Opens (`resume` = None) or resumes a session; returns the connection, id and password.
+    fn connect(
+        addr: &str,
+        resume: Option<(i64, Vec<u8>)>,
+    ) -> anyhow::Result<(RawSession, i64, Vec<u8>)> {
+        use scopekeeper::zk::jute::Reader;
+        let stream = std::net::TcpStream::connect(addr)?;
+        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
+        let mut raw = RawSession { stream };
+        let (session_id, password) = resume.unwrap_or((0, vec![0; 16]));
+        let connect = scopekeeper::zk::proto::ConnectRequest {
+            protocol_version: 0,
+            last_zxid_seen: 0,
+            timeout_ms: 6_000,
+            session_id,
+            password,
+            read_only: Some(false),
+        };
+        raw.send(&connect.encode())?;
+        let reply = raw
+            .recv()?
+            .ok_or_else(|| anyhow::anyhow!("closed at handshake"))?;
+        let mut r = Reader::new(&reply);
+        let (_version, timeout, id) = (r.i32()?, r.i32()?, r.i64()?);
+        anyhow::ensure!(timeout > 0, "the session was refused");
+        Ok((raw, id, r.buffer()?))
+    }
+
+    fn send(&mut self, body: &[u8]) -> anyhow::Result<()> {
+        use std::io::Write;
+        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(body);
+        Ok(self.stream.write_all(&frame)?)
+    }
+
+    /// The next frame, or `None` once the server has closed the connection.
+    fn recv(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let mut len = [0u8; 4];
+        if let Err(e) = self.stream.read_exact(&mut len) {
+            return match e.kind() {
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => Ok(None),
+                _ => Err(e.into()),
+            };
+        }
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        self.stream.read_exact(&mut body)?;
+        Ok(Some(body))
+    }
+
+    /// Pings; whether the server answered (rather than closing).
+    fn ping(&mut self) -> anyhow::Result<bool> {
+        let mut w = scopekeeper::zk::jute::Writer::new();
+        w.i32(-2).i32(scopekeeper::zk::proto::op::PING);
+        if self.send(&w.bytes).is_err() {
+            return Ok(false);
+        }
+        Ok(self.recv()?.is_some())
+    }
+}
+
+/// A session resumed on another node is taken from the node that held it: that node closes
+/// its connection for the session, as a ZooKeeper server does on SessionMoved, while the
+/// session lives on where it moved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_moved_session_closes_its_old_connection() -> anyhow::Result<()> {
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let (first, second) = (cluster.zk_addr(1), cluster.zk_addr(2));
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let (mut old, id, password) = RawSession::connect(&first, None)?;
+        anyhow::ensure!(old.ping()?, "a fresh connection answers pings");
+        let (mut new, resumed, _) = RawSession::connect(&second, Some((id, password)))?;
+        anyhow::ensure!(resumed == id, "the resume kept the session id");
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while old.ping()? {
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the old connection still answers 15 s after its session moved"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // The session itself is fine where it went, well past several keepalive rounds.
+        for _ in 0..20 {
+            anyhow::ensure!(
+                new.ping()?,
+                "the connection the session moved to was closed"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(())
+    })
+    .await??;
+    Ok(())
+}
+
 /// One four-letter word to a ZooKeeper listener; the whole answer.
 fn four_letter(addr: &str, word: &str) -> anyhow::Result<String> {
     use std::io::{Read, Write};

@@ -201,9 +201,13 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
         }
         PeerRequest::TouchSessions {
             scope,
+            holder,
+            claim,
             touches,
             hops,
-        } => PeerResponse::Touched(crate::sessions::touch_here(node, scope, &touches, hops).await),
+        } => PeerResponse::Touched(
+            crate::sessions::touch_here(node, scope, holder, claim, &touches, hops).await,
+        ),
         PeerRequest::ReadIndex { scope } => match scope_of(node, scope) {
             Ok(s) => PeerResponse::ReadIndex(s.read_index().await),
             Err(e) => PeerResponse::Invalid(e),
