@@ -27,6 +27,11 @@ pub struct NodeConfig {
     /// if absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zk_listen: Option<SocketAddr>,
+    /// TCP address of the ZooKeeper listener with TLS (ZooKeeper's `secureClientPort`): the
+    /// node's certificate, and clients must present one issued by the cluster CA, which is
+    /// their `x509` identity. None if absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zk_tls_listen: Option<SocketAddr>,
     /// The four-letter words the ZooKeeper listener answers (`ruok`, `srvr`, `stat`, `mntr`,
     /// `isro`, `conf`; `*` for all), as ZooKeeper's `4lw.commands.whitelist`. Default: `srvr`,
     /// as 3.8's.

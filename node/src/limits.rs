@@ -183,5 +183,8 @@ pub const ZK_REQUESTS_IN_FLIGHT_MAX: usize = 128;
 /// ZooKeeper client connections a node holds at once.
 pub const ZK_CONNECTIONS_MAX: usize = 20_000;
 
+/// How long a client on the ZooKeeper TLS listener may take over its handshake.
+pub const ZK_TLS_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Tries of a ZooKeeper client's read that meets `ConnectionLoss` inside the node.
 pub const ZK_READ_ATTEMPTS: u32 = 4;

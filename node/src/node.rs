@@ -163,7 +163,20 @@ impl Node {
             let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
                 format!("binding the ZooKeeper listener to {addr} (zk_listen); is the port taken?")
             })?;
-            tokio::spawn(crate::zk::accept_loop(node.clone(), listener));
+            tokio::spawn(crate::zk::accept_loop(node.clone(), listener, None));
+        }
+        if let Some(addr) = config.zk_tls_listen {
+            let tls = scopekeeper_transport::tls::tcp_server_config(&creds)
+                .context("the ZooKeeper TLS listener (zk_tls_listen)")?;
+            let listener = tokio::net::TcpListener::bind(addr).await.with_context(|| {
+                format!("binding the ZooKeeper TLS listener to {addr} (zk_tls_listen); is the port taken?")
+            })?;
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+            tokio::spawn(crate::zk::accept_loop(
+                node.clone(),
+                listener,
+                Some(acceptor),
+            ));
         }
 
         if fresh && probe == PeerProbe::Ask {

@@ -67,6 +67,8 @@ pub struct Cluster {
     pub ports: Vec<u16>,
     /// Each node's ZooKeeper-protocol TCP port.
     pub zk_ports: Vec<u16>,
+    /// The ZooKeeper TLS listeners (`zk_tls_listen`), one per node.
+    pub zk_tls_ports: Vec<u16>,
     children: Vec<Option<Child>>,
     /// Extra TOML appended to every node's config (e.g. raft tuning).
     pub extra_config: String,
@@ -115,10 +117,12 @@ impl Cluster {
         CertFiles::in_dir(&certs_dir, "client-operator").write(&admin)?;
         let ports: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
         let zk_ports: Vec<u16> = (0..n).map(|_| free_tcp_port()).collect();
+        let zk_tls_ports: Vec<u16> = (0..n).map(|_| free_tcp_port()).collect();
         let mut cluster = Cluster {
             dir,
             ports,
             zk_ports,
+            zk_tls_ports,
             children: (0..n).map(|_| None).collect(),
             extra_config: extra_config.to_string(),
             founders,
@@ -198,11 +202,12 @@ impl Cluster {
         let text = format!(
             "id = {id}\ncluster = \"{CLUSTER}\"\nlisten = \"127.0.0.1:{}\"\nzk_listen = \"127.0.0.1:{}\"\n\
              zk_four_letter_words = [\"ruok\", \"srvr\", \"stat\", \"mntr\", \"isro\"]\n\
-             zk_super_digest = \"{ZK_SUPER_DIGEST}\"\n\
+             zk_super_digest = \"{ZK_SUPER_DIGEST}\"\nzk_tls_listen = \"127.0.0.1:{}\"\n\
              data_dir = {:?}\nlabels = {}\n\n\
              [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n{peers}{}\n",
             self.ports[id as usize - 1],
             self.zk_ports[id as usize - 1],
+            self.zk_tls_ports[id as usize - 1],
             self.data_dir(id),
             self.labels(id),
             certs.join("ca.pem"),

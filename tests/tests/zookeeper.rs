@@ -454,7 +454,8 @@ async fn four_letter_words_answer_as_zookeepers_do() -> anyhow::Result<()> {
 }
 
 /// kazoo's CRUD, transactions, watches and recipes (Lock, Election, Barrier, Counter, Queue,
-/// Party), and a reconnect after its node is killed, as `tests/zk/kazoo_suite.py` runs them.
+/// Party), ACLs, a chroot, the TLS listener with a client certificate, and a reconnect after
+/// its node is killed, as `tests/zk/kazoo_suite.py` runs them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kazoo_and_its_recipes_work_unchanged() -> anyhow::Result<()> {
     let _serial = serial();
@@ -475,6 +476,25 @@ async fn kazoo_and_its_recipes_work_unchanged() -> anyhow::Result<()> {
     anyhow::ensure!(
         out.status.success(),
         "kazoo suite failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Over the TLS listener the client certificate is the x509 identity.
+    let tls_hosts: Vec<String> = cluster
+        .zk_tls_ports
+        .iter()
+        .map(|p| format!("127.0.0.1:{p}"))
+        .collect();
+    let out = Command::new("/usr/bin/python3")
+        .arg(&script)
+        .args(["tls", &tls_hosts.join(","), &cluster.zk_hosts(&[1, 2, 3])])
+        .arg(cluster.dir.path().join("certs"))
+        .output()?;
+    print!("{}", String::from_utf8_lossy(&out.stdout));
+    anyhow::ensure!(
+        out.status.success(),
+        "kazoo over TLS failed:\n{}\n{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );

@@ -2,6 +2,8 @@
 
     python3 kazoo_suite.py main HOSTS   CRUD, transactions, watches, ACLs, recipes
     python3 kazoo_suite.py hold HOSTS   holds an ephemeral while its first node is killed
+    python3 kazoo_suite.py tls TLS_HOSTS PLAIN_HOSTS CERTS
+                                        x509 identity on the TLS listener (client-test's cert)
 
 Prints one line per check; exits non-zero on the first failure.
 """
@@ -233,5 +235,39 @@ def hold(hosts):
     zk.close()
 
 
+def tls(tls_hosts, plain_hosts, certs):
+    secure = KazooClient(hosts=tls_hosts, timeout=10, use_ssl=True, ca=f"{certs}/ca.pem",
+                         certfile=f"{certs}/client-test.pem",
+                         keyfile=f"{certs}/client-test.key")
+    secure.start(timeout=30)
+    plain = client(plain_hosts)
+    # The certificate is the identity: x509:test, the same as the native client's.
+    mine = [make_acl("x509", "test", all=True)]
+    secure.create("/tls-only", b"t", acl=mine)
+    check("x509 identity reads its node", secure.get("/tls-only")[0] == b"t")
+    try:
+        plain.get("/tls-only")
+        check("plain client kept out", False)
+    except NoAuthError:
+        check("plain client kept out", True)
+    # The auth scheme picks up the certificate identity.
+    secure.create("/tls-auth", b"", acl=[make_acl("auth", "", all=True)])
+    acls, _ = secure.get_acls("/tls-auth")
+    check("auth scheme becomes x509", [(a.id.scheme, a.id.id) for a in acls] == [("x509", "test")],
+          repr(acls))
+    # A client without a certificate does not get past the handshake.
+    bare = KazooClient(hosts=tls_hosts, timeout=5, use_ssl=True, ca=f"{certs}/ca.pem",
+                       connection_retry={"max_tries": 1})
+    try:
+        bare.start(timeout=5)
+        check("client without certificate refused", False)
+    except Exception:
+        check("client without certificate refused", True)
+    finally:
+        bare.stop()
+    secure.stop()
+    plain.stop()
+
+
 if __name__ == "__main__":
-    {"main": main, "hold": hold}[sys.argv[1]](sys.argv[2])
+    {"main": main, "hold": hold, "tls": tls}[sys.argv[1]](*sys.argv[2:])

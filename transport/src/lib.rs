@@ -11,7 +11,7 @@ mod identity;
 mod keys;
 pub mod limits;
 mod pool;
-mod tls;
+pub mod tls;
 
 use std::net::SocketAddr;
 use std::path::Path;

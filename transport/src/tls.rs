@@ -54,3 +54,19 @@ pub fn client_config(creds: &Credentials, alpn: Alpn) -> Result<QuicClientConfig
     tls.enable_early_data = false;
     QuicClientConfig::try_from(tls).map_err(|e| Error::Config(format!("QUIC client config: {e}")))
 }
+
+/// For TLS over TCP (ZooKeeper's secure client port): TLS 1.3 or 1.2 (ZooKeeper 3.8's Java
+/// client defaults to 1.2), no ALPN, and every client presents a certificate issued by the
+/// cluster CA, as ZooKeeper's `ssl.clientAuth=need`.
+pub fn tcp_server_config(creds: &Credentials) -> Result<Arc<rustls::ServerConfig>, Error> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(creds)?, provider())
+        .build()
+        .map_err(|e| Error::Config(format!("client verifier: {e}")))?;
+    let tls = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| Error::Config(format!("TLS versions: {e}")))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(creds.chain.clone(), creds.key.clone_key())
+        .map_err(|e| Error::Config(format!("the node certificate or key is unusable: {e}")))?;
+    Ok(Arc::new(tls))
+}

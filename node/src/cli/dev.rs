@@ -63,6 +63,7 @@ fn node_config(dir: &Path, layout: &DevLayout, id: u64, zk_base_port: u16) -> No
         // dev is for trying things: every four-letter word answers.
         zk_four_letter_words: vec!["*".into()],
         zk_super_digest: None,
+        zk_tls_listen: None,
         data_dir: dir.join(format!("node-{id}")),
         tls: TlsFiles {
             ca: certs.join("ca.pem"),

@@ -13,13 +13,15 @@ pub struct Proven {
     pub superuser: bool,
 }
 
-/// Runs `addauth scheme auth` for a connection from `peer_ip`. A scheme ZooKeeper 3.8 would
-/// refuse (unknown, or x509 on a connection without a client certificate) is `AuthFailed`,
-/// after which the connection is closed, as 3.8 closes it.
+/// Runs `addauth scheme auth` for a connection from `peer_ip`, holding `certified` if its
+/// client presented a certificate (the TLS listener). A scheme ZooKeeper 3.8 would refuse
+/// (unknown, or x509 on a connection without a client certificate) is `AuthFailed`, after
+/// which the connection is closed, as 3.8 closes it.
 pub fn authenticate(
     scheme: &str,
     auth: &[u8],
     peer_ip: &str,
+    certified: Option<&Id>,
     super_digest: Option<&str>,
 ) -> Result<Proven, ApiError> {
     match scheme {
@@ -35,11 +37,17 @@ pub fn authenticate(
             ids: vec![Id::new("ip", peer_ip)],
             superuser: false,
         }),
-        "x509" => Err(ApiError::new(
-            ErrorCode::AuthFailed,
-            "x509 authentication needs a client certificate; this listener is plain TCP (native \
-             clients are identified by their certificate)",
-        )),
+        "x509" => match certified {
+            Some(id) => Ok(Proven {
+                ids: vec![id.clone()],
+                superuser: false,
+            }),
+            None => Err(ApiError::new(
+                ErrorCode::AuthFailed,
+                "x509 authentication needs a client certificate: connect to the TLS listener \
+                 (zk_tls_listen) with one issued by the cluster's CA",
+            )),
+        },
         other => Err(ApiError::new(
             ErrorCode::AuthFailed,
             format!("no authentication provider for scheme {other:?} (digest, ip)"),
@@ -83,29 +91,20 @@ mod tests {
 
     #[test]
     fn providers() {
-        let alice = authenticate("digest", b"alice:pw", "127.0.0.1", None).expect("digest");
+        let ip = "127.0.0.1";
+        let alice = authenticate("digest", b"alice:pw", ip, None, None).expect("digest");
         assert_eq!(alice.ids, vec![Id::new("digest", &digest(b"alice:pw"))]);
         assert!(!alice.superuser);
-        let root = authenticate(
-            "digest",
-            b"super:test",
-            "127.0.0.1",
-            Some("super:D/InIHSb7yEEbrWz8b9l71RjZJU="),
-        )
-        .expect("digest");
+        let super_digest = Some("super:D/InIHSb7yEEbrWz8b9l71RjZJU=");
+        let root = authenticate("digest", b"super:test", ip, None, super_digest).expect("digest");
         assert!(root.superuser);
-        assert_eq!(
-            authenticate("x509", b"", "127.0.0.1", None)
-                .unwrap_err()
-                .code,
-            ErrorCode::AuthFailed
-        );
-        assert_eq!(
-            authenticate("kerberos", b"x", "127.0.0.1", None)
-                .unwrap_err()
-                .code,
-            ErrorCode::AuthFailed
-        );
+        let refused = authenticate("x509", b"", ip, None, None).unwrap_err();
+        assert_eq!(refused.code, ErrorCode::AuthFailed);
+        let cert = Id::new("x509", "alice");
+        let proven = authenticate("x509", b"", ip, Some(&cert), None).expect("x509");
+        assert_eq!(proven.ids, vec![cert]);
+        let unknown = authenticate("kerberos", b"x", ip, None, None).unwrap_err();
+        assert_eq!(unknown.code, ErrorCode::AuthFailed);
         assert_eq!(
             client_info(&alice.ids[0]),
             ("digest".to_string(), "alice".to_string())

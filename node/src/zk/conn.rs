@@ -14,9 +14,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use scopekeeper_client::proto::{
     ApiError, ErrorCode, Id, Op, Reply, Request, ServerFrame, SessionCredentials, WatchKind,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 use super::four_letter::Counters;
@@ -37,9 +35,21 @@ enum Outgoing {
     Close,
 }
 
-pub async fn serve(node: Node, stream: TcpStream, peer: SocketAddr, counters: Arc<Counters>) {
-    let _ = stream.set_nodelay(true);
-    let (mut read, mut write) = stream.into_split();
+/// The reading half of a client connection, plain TCP or TLS.
+pub type ReadHalf = Box<dyn AsyncRead + Send + Unpin>;
+/// The writing half of a client connection.
+pub type WriteHalf = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// Serves one client connection from the handshake to its end. `certified` is who the
+/// client's certificate names, on the TLS listener: its `x509` identity (and, for a
+/// Scopekeeper client certificate, its roles).
+pub async fn serve(
+    node: Node,
+    (mut read, mut write): (ReadHalf, WriteHalf),
+    peer: SocketAddr,
+    counters: Arc<Counters>,
+    certified: Option<scopekeeper_transport::Principal>,
+) {
     let mut first = [0u8; 4];
     if read.read_exact(&mut first).await.is_err() {
         return;
@@ -129,11 +139,7 @@ pub async fn serve(node: Node, stream: TcpStream, peer: SocketAddr, counters: Ar
         Connection {
             session: id,
             closing: closing.clone(),
-            principal: Principal {
-                id: format!("ip:{}", peer.ip()),
-                roles: Vec::new(),
-                ids: vec![Id::new("ip", &peer.ip().to_string())],
-            },
+            principal: connection_principal(peer, certified),
             peer,
             last_zxid: AtomicI64::new(connect.last_zxid_seen),
         },
@@ -151,7 +157,7 @@ pub async fn serve(node: Node, stream: TcpStream, peer: SocketAddr, counters: Ar
 
 /// One frame: a 4-byte big-endian length (at most `jute.maxbuffer`) and that many bytes.
 /// `Ok(None)` at a clean end of stream.
-async fn read_frame(read: &mut OwnedReadHalf) -> std::io::Result<Option<Vec<u8>>> {
+async fn read_frame(read: &mut ReadHalf) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match read.read_exact(&mut len).await {
         Ok(_) => {}
@@ -162,10 +168,7 @@ async fn read_frame(read: &mut OwnedReadHalf) -> std::io::Result<Option<Vec<u8>>
 }
 
 /// The rest of a frame whose length prefix has been read.
-async fn read_frame_after(
-    read: &mut OwnedReadHalf,
-    len: [u8; 4],
-) -> std::io::Result<Option<Vec<u8>>> {
+async fn read_frame_after(read: &mut ReadHalf, len: [u8; 4]) -> std::io::Result<Option<Vec<u8>>> {
     let len = i32::from_be_bytes(len);
     let Ok(len) = usize::try_from(len) else {
         return Err(std::io::Error::other(format!(
@@ -183,7 +186,7 @@ async fn read_frame_after(
     Ok(Some(bytes))
 }
 
-async fn write_frame(write: &mut OwnedWriteHalf, body: &[u8]) -> std::io::Result<()> {
+async fn write_frame(write: &mut WriteHalf, body: &[u8]) -> std::io::Result<()> {
     let len = u32::try_from(body.len()).map_err(std::io::Error::other)?;
     let mut frame = Vec::with_capacity(4 + body.len());
     frame.extend_from_slice(&len.to_be_bytes());
@@ -192,7 +195,7 @@ async fn write_frame(write: &mut OwnedWriteHalf, body: &[u8]) -> std::io::Result
 }
 
 async fn read_requests(
-    mut read: OwnedReadHalf,
+    mut read: ReadHalf,
     requests: mpsc::Sender<Framed>,
     peer: SocketAddr,
     counters: Arc<Counters>,
@@ -225,7 +228,7 @@ async fn read_requests(
 
 /// The writing half of a connection: every frame out goes through `send`, counted.
 struct Out<'a> {
-    write: &'a mut OwnedWriteHalf,
+    write: &'a mut WriteHalf,
     counters: &'a Counters,
     /// Watch events written so far: a reply waits until it follows the ones queued before it.
     events_written: u64,
@@ -258,7 +261,7 @@ impl Out<'_> {
 
 /// Events and replies, in order, until the session ends or the connection goes.
 async fn write_out(
-    write: &mut OwnedWriteHalf,
+    write: &mut WriteHalf,
     mut outbox: mpsc::Receiver<ServerFrame>,
     mut outgoing: mpsc::Receiver<Outgoing>,
     closing: &AtomicBool,
@@ -314,6 +317,27 @@ async fn write_out(
     }
 }
 
+/// Who a new connection is: its address (`ip:`), and on the TLS listener its certificate
+/// (`x509:<name>`, the name and roles policies see).
+fn connection_principal(
+    peer: SocketAddr,
+    certified: Option<scopekeeper_transport::Principal>,
+) -> Principal {
+    let ip = Id::new("ip", &peer.ip().to_string());
+    match certified {
+        Some(cert) => {
+            let mut principal = crate::service::policy_principal(&cert);
+            principal.ids.insert(0, ip);
+            principal
+        }
+        None => Principal {
+            id: ip.to_string(),
+            roles: Vec::new(),
+            ids: vec![ip],
+        },
+    }
+}
+
 struct Connection {
     session: i64,
     /// Set once the client asked to close the session.
@@ -334,10 +358,12 @@ impl Connection {
     /// `addauth`: the connection holds what the provider proved, for its lifetime (a client
     /// sends its credentials again after reconnecting, as ZooKeeper's clients do).
     fn authenticate(&mut self, node: &Node, scheme: &str, auth: &[u8]) -> Result<(), ApiError> {
+        let certified = self.principal.ids.iter().find(|i| i.scheme == "x509");
         let proven = super::auth::authenticate(
             scheme,
             auth,
             &self.peer.ip().to_string(),
+            certified,
             node.0.config.zk_super_digest.as_deref(),
         )?;
         for id in proven.ids {
