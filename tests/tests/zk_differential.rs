@@ -528,6 +528,25 @@ fn acl_script(port: u16) -> anyhow::Result<Vec<String>> {
         "super deletes below",
         root.call(3, op::DELETE, &versioned("/acl/open", -1))?,
     );
+    // The reserved znodes read as 3.8's: /zookeeper/config read-only to everyone.
+    let config = "/zookeeper/config";
+    log(
+        "config",
+        anon.call(27, op::GET_DATA, &watched(config, false))?,
+    );
+    log("config ACL", anon.call(28, op::GET_ACL, &path(config))?);
+    let quota = "/zookeeper/quota";
+    log(
+        "quota",
+        anon.call(29, op::GET_DATA, &watched(quota, false))?,
+    );
+    log("quota ACL", anon.call(30, op::GET_ACL, &path(quota))?);
+    let mut overwrite = path(config);
+    overwrite.buffer(b"server.1=elsewhere").i32(-1);
+    log(
+        "config is read-only",
+        anon.call(31, op::SET_DATA, &overwrite)?,
+    );
     log(
         "addauth unknown scheme",
         add_auth(&mut anon, "kerberos", b"x")?,

@@ -653,14 +653,31 @@ impl ScopeStateMachine {
             .take_while(|a| *a != state.identity.root)
             .collect();
         above.reverse();
-        for p in above {
+        use scopekeeper_client::proto::{Acl, CreateMode, Id, Op, perms};
+        let mut wanted: Vec<(&str, Vec<Acl>)> =
+            above.into_iter().map(|p| (p, Vec::new())).collect();
+        // ZooKeeper's other reserved znodes come with the first session scope: clients read
+        // `/zookeeper/config` (read-only to everyone, as in 3.8) and `/zookeeper/quota`.
+        if state.identity.root == "/" {
+            let read_only = vec![Acl {
+                perms: perms::READ,
+                id: Id::new("world", "anyone"),
+            }];
+            wanted.push((crate::tree::session::ZOOKEEPER_QUOTA, Vec::new()));
+            wanted.push((crate::tree::session::ZOOKEEPER_CONFIG, read_only));
+        }
+        for (p, acl) in wanted {
             if state.tree.get(p).is_none() {
-                let create = Txn::Single(scopekeeper_client::proto::Op::create(
-                    p,
-                    Vec::new(),
-                    scopekeeper_client::proto::CreateMode::Persistent,
-                ));
+                let create = Txn::Single(Op::Create {
+                    path: p.to_string(),
+                    data: Vec::new(),
+                    mode: CreateMode::Persistent,
+                    acl,
+                });
                 touched.extend(state.tree.apply(stamp, &create).touched);
+                if p == crate::tree::session::ZOOKEEPER_CONFIG {
+                    state.tree.mark_config_node(p);
+                }
             }
         }
         state.tree.apply(

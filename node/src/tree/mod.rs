@@ -631,6 +631,15 @@ impl Tree {
         Ok((count, delegated))
     }
 
+    /// Gives the just-created `/zookeeper/config` the ACL version 3.8's has: -1 (its
+    /// `DataTree.addConfigNode` sets the ACL with version -1). Part of applying the entry that
+    /// creates it, so every replica does the same.
+    pub fn mark_config_node(&mut self, p: &str) {
+        if let Some(z) = self.nodes.get_mut(p) {
+            z.stat.aversion = -1;
+        }
+    }
+
     /// Checks that `auth` holds one of `perm`'s bits on the znode at `p` (ZooKeeper's read
     /// checks: READ for getData, getChildren and getAllChildrenNumber, READ or ADMIN for
     /// getACL). A missing node passes: the read itself then answers `NoNode`, as in ZooKeeper.

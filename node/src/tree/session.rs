@@ -17,6 +17,10 @@ pub const SESSION_SCOPES: u64 = 4;
 /// Where the session scopes live.
 pub const SESSIONS_ROOT: &str = "/zookeeper/sessions";
 
+/// ZooKeeper's reserved znodes, which clients read: created with the first session scope.
+pub const ZOOKEEPER_QUOTA: &str = "/zookeeper/quota";
+pub const ZOOKEEPER_CONFIG: &str = "/zookeeper/config";
+
 /// How long a scope remembers a killed session, refusing ephemerals for it (leader-stamped
 /// ms). Covers creates still in flight when the session ended; a later create cannot get that
 /// far, because registering with the session's record fails once the session is closing.
