@@ -30,13 +30,17 @@ pub struct BenchArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// The system under test: `scopekeeper` (native API) or `zookeeper` (any ZooKeeper-protocol
-    /// server, through the Rust `zookeeper-client` crate), so both run the same workload code.
+    /// The system under test: `scopekeeper` (native API), `zookeeper` (any ZooKeeper-protocol
+    /// server, through the Rust `zookeeper-client` crate) or `etcd` (through the `etcd-client`
+    /// crate; in binaries built with `--features etcd`), so all run the same workload code.
     #[arg(long, default_value = "scopekeeper")]
     pub target: String,
     /// ZooKeeper connect string for `--target zookeeper`, e.g. `127.0.0.1:2181,127.0.0.1:2182`.
     #[arg(long, default_value = "127.0.0.1:2181")]
     pub zk_hosts: String,
+    /// etcd client URLs for `--target etcd`, comma-separated.
+    #[arg(long, default_value = "http://127.0.0.1:2379")]
+    pub etcd_endpoints: String,
     /// Spread the clients over this many new scopes (client i writes in scope i mod N), each
     /// with its own raft group; 0 writes wherever the bench root falls. Needs the admin role.
     #[arg(long, default_value_t = 0)]
@@ -54,18 +58,24 @@ pub struct BenchArgs {
 enum Conn {
     Scopekeeper(Box<Client>),
     ZooKeeper(zookeeper_client::Client),
+    #[cfg(feature = "etcd")]
+    Etcd(Box<etcd_client::Client>),
 }
 
 #[derive(Clone)]
 enum TargetSpec {
     Scopekeeper(ClientConfig),
     ZooKeeper(String),
+    #[cfg(feature = "etcd")]
+    Etcd(Vec<String>),
 }
 
 /// A watch armed for one event.
 enum Armed {
     Scopekeeper(scopekeeper_client::Watcher),
     ZooKeeper(zookeeper_client::OneshotWatcher),
+    #[cfg(feature = "etcd")]
+    Etcd(etcd_client::WatchStream),
 }
 
 impl Armed {
@@ -78,6 +88,14 @@ impl Armed {
             Armed::ZooKeeper(w) => {
                 w.changed().await;
             }
+            #[cfg(feature = "etcd")]
+            Armed::Etcd(mut stream) => loop {
+                let message = stream.message().await?;
+                let message = message.context("the etcd watch ended without an event")?;
+                if !message.events().is_empty() {
+                    break;
+                }
+            },
         }
         Ok(())
     }
@@ -113,6 +131,19 @@ impl TargetSpec {
                     .with_context(|| format!("connecting to ZooKeeper at {}", hosts.join(",")))?;
                 Ok(Conn::ZooKeeper(client))
             }
+            #[cfg(feature = "etcd")]
+            TargetSpec::Etcd(endpoints) => {
+                let mut endpoints = endpoints.clone();
+                let n = endpoints.len();
+                endpoints.rotate_left(i % n);
+                // One endpoint per client, as each ZooKeeper client holds one server: the
+                // load spreads over the members the same way.
+                let client = etcd_client::Client::connect(&endpoints[..1], None)
+                    .await
+                    .with_context(|| format!("connecting to etcd at {}", endpoints[0]))?;
+                let _ = session;
+                Ok(Conn::Etcd(Box::new(client)))
+            }
         }
     }
 }
@@ -133,6 +164,20 @@ impl Conn {
                     .map(|_| ())
                     .map_err(Into::into)
             }
+            // A create fails if the key exists, as in ZooKeeper: a transaction on the key's
+            // create revision, as etcd's own recipes do it.
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(c) => {
+                use etcd_client::{Compare, CompareOp, Txn, TxnOp};
+                let txn = Txn::new()
+                    .when([Compare::create_revision(path, CompareOp::Equal, 0)])
+                    .and_then([TxnOp::put(path, data, None)]);
+                let response = (**c).clone().txn(txn).await?;
+                if !response.succeeded() {
+                    bail!("{path} already exists");
+                }
+                Ok(())
+            }
         }
     }
 
@@ -141,6 +186,13 @@ impl Conn {
             Conn::Scopekeeper(c) => c.set(path, data, -1).await.map(|_| ()).map_err(Into::into),
             Conn::ZooKeeper(c) => c
                 .set_data(path, data, None)
+                .await
+                .map(|_| ())
+                .map_err(Into::into),
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(c) => (**c)
+                .clone()
+                .put(path, data, None)
                 .await
                 .map(|_| ())
                 .map_err(Into::into),
@@ -155,7 +207,7 @@ impl Conn {
                 .await
                 .map(|_| ())
                 .with_context(|| format!("creating the scope {path} (needs the admin role)")),
-            Conn::ZooKeeper(_) => bail!("--scopes needs --target scopekeeper"),
+            _ => bail!("--scopes needs --target scopekeeper"),
         }
     }
 
@@ -163,6 +215,15 @@ impl Conn {
         match self {
             Conn::Scopekeeper(c) => c.get(path).await.map(|_| ()).map_err(Into::into),
             Conn::ZooKeeper(c) => c.get_data(path).await.map(|_| ()).map_err(Into::into),
+            // etcd's default read is linearizable, as Scopekeeper's.
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(c) => {
+                let response = (**c).clone().get(path, None).await?;
+                if response.kvs().is_empty() {
+                    bail!("{path} does not exist");
+                }
+                Ok(())
+            }
         }
     }
 
@@ -171,6 +232,16 @@ impl Conn {
         match self {
             Conn::Scopekeeper(c) => Ok(Armed::Scopekeeper(c.get_and_watch(path).await?.2)),
             Conn::ZooKeeper(c) => Ok(Armed::ZooKeeper(c.get_and_watch_data(path).await?.2)),
+            // Armed once etcd confirms the watch's creation.
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(c) => {
+                let mut stream = (**c).clone().watch(path, None).await?;
+                let created = stream.message().await?;
+                if !created.is_some_and(|m| m.created()) {
+                    bail!("etcd did not confirm the watch on {path}");
+                }
+                Ok(Armed::Etcd(stream))
+            }
         }
     }
 
@@ -180,6 +251,11 @@ impl Conn {
             Conn::Scopekeeper(c) => c.close().await.map_err(Into::into),
             // The crate closes the session when the last handle goes.
             Conn::ZooKeeper(c) => {
+                drop(c);
+                Ok(())
+            }
+            #[cfg(feature = "etcd")]
+            Conn::Etcd(c) => {
                 drop(c);
                 Ok(())
             }
@@ -257,6 +333,11 @@ enum Op {
     Watch,
 }
 
+/// The percentiles `--json` reports as the latency distribution.
+const CDF_PERCENTILES: [f64; 12] = [
+    1.0, 5.0, 10.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 100.0,
+];
+
 /// Keys each client writes before the timed run, for `set` and `get`.
 const KEYS_PER_CLIENT: usize = 64;
 
@@ -301,7 +382,20 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
     let target = match args.target.as_str() {
         "scopekeeper" => TargetSpec::Scopekeeper(connect.resolve()?),
         "zookeeper" => TargetSpec::ZooKeeper(args.zk_hosts.clone()),
-        other => bail!("unknown --target {other:?}: scopekeeper or zookeeper"),
+        #[cfg(feature = "etcd")]
+        "etcd" => {
+            if mix.session > 0 {
+                bail!("the session op is ZooKeeper's and Scopekeeper's; etcd has leases instead");
+            }
+            TargetSpec::Etcd(args.etcd_endpoints.split(',').map(String::from).collect())
+        }
+        #[cfg(not(feature = "etcd"))]
+        "etcd" => bail!(
+            "this scopekeeper was built without etcd support: build it with \
+             `cargo build --release -p scopekeeper --features etcd` (needs protoc: \
+             apt-get install protobuf-compiler)"
+        ),
+        other => bail!("unknown --target {other:?}: scopekeeper, zookeeper or etcd"),
     };
     if let Some(n) = args.hold_sessions {
         return hold_sessions(
@@ -327,8 +421,13 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
         report.percentile(0.999),
     );
     if args.json {
+        // The latency distribution, for plots: (percentile, ms) pairs.
+        let cdf: Vec<String> = CDF_PERCENTILES
+            .iter()
+            .map(|p| format!("[{p},{:.3}]", report.percentile(p / 100.0)))
+            .collect();
         println!(
-            "{{\"target\":{:?},\"scopes\":{},\"clients\":{},\"mix\":{:?},\"value_size\":{},\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3}}}",
+            "{{\"target\":{:?},\"scopes\":{},\"clients\":{},\"mix\":{:?},\"value_size\":{},\"ops\":{},\"errors\":{},\"seconds\":{:.3},\"ops_per_sec\":{:.1},\"p50_ms\":{p50:.3},\"p99_ms\":{p99:.3},\"p999_ms\":{p999:.3},\"cdf_ms\":[{}]}}",
             args.target,
             args.scopes,
             args.clients,
@@ -337,7 +436,8 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
             report.ops,
             report.errors,
             report.elapsed.as_secs_f64(),
-            report.ops_per_sec()
+            report.ops_per_sec(),
+            cdf.join(",")
         );
     } else {
         println!(

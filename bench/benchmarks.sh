@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Issue 7's benchmarks: Scopekeeper, ZooKeeper 3.8 and etcd 3.4 side by side on this machine,
+# in one sitting, through one driver; writes docs/BENCHMARKS.md and its plots (docs/bench/).
+# Not part of CI.
+#   bash bench/benchmarks.sh [seconds per workload, default 10]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+secs=${1:-10}
+need=()
+[ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
+command -v etcd >/dev/null || need+=(etcd-server)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v protoc >/dev/null || need+=(protobuf-compiler)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "installing ${need[*]} from Debian" >&2
+  apt-get install -y "${need[@]}" >/dev/null
+fi
+cargo build --release -p scopekeeper --features etcd >/dev/null
+work=$(mktemp -d /tmp/sk-benchmarks.XXXXXX)
+python3 bench/side_by_side.py target/release/scopekeeper "$work" "$secs" docs
