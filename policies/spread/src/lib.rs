@@ -30,7 +30,7 @@ impl Spread {
             serde_json::from_str(params)
         }
         .map_err(|e| format!("spread parameters: {e}"))?;
-        if spread.anchors == 0 || spread.anchors % 2 == 0 {
+        if spread.anchors == 0 || spread.anchors.is_multiple_of(2) {
             return Err(format!(
                 "spread parameters: anchors must be odd and at least 1, not {}",
                 spread.anchors
