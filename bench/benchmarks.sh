@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Issue 7's benchmarks: Scopekeeper, ZooKeeper 3.8 and etcd 3.4 side by side on this machine,
-# in one sitting, through one driver; writes docs/BENCHMARKS.md and its plots (docs/bench/).
-# Not part of CI.
-#   bash bench/benchmarks.sh [seconds per workload, default 10]
+# Issue 7's benchmarks, in one sitting through one driver: the scaling experiment (3 to 9
+# node processes capped at 20% of a core each, Scopekeeper against ZooKeeper 3.8;
+# bench/scaling.py, needs root and the cgroup v1 cpu controller), then Scopekeeper,
+# ZooKeeper 3.8 and etcd 3.4 side by side (bench/side_by_side.py); writes docs/BENCHMARKS.md
+# and its plots (docs/bench/). Not part of CI; about 15 minutes with the defaults.
+#   bash bench/benchmarks.sh [seconds per workload, default 10] [node counts, default 3,5,7,9]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+counts=${2:-3,5,7,9}
 need=()
 [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 command -v etcd >/dev/null || need+=(etcd-server)
@@ -17,4 +20,5 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo build --release -p scopekeeper --features etcd >/dev/null
 work=$(mktemp -d /tmp/sk-benchmarks.XXXXXX)
+python3 bench/scaling.py target/release/scopekeeper "$work" "$secs" docs "$counts"
 python3 bench/side_by_side.py target/release/scopekeeper "$work" "$secs" docs

@@ -254,8 +254,7 @@ def main():
         lines += ["", open(scaling).read().rstrip()]
     else:
         lines += ["", "## Scaling with the cluster", "",
-                  "Not measured yet: the capped-cgroup experiment (3 to 9 nodes at 20% of a core",
-                  "each, Scopekeeper against ZooKeeper) has no script in this repository yet."]
+                  "Not in this run: `bench/scaling.py` did not write docs/bench/scaling.md."]
     with open(os.path.join(out_dir, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {os.path.join(out_dir, 'BENCHMARKS.md')}")

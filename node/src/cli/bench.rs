@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use scopekeeper_client::proto::{PolicyMode, PolicySpec};
 use scopekeeper_client::{Client, ClientConfig, CreateMode};
 
 use super::context::ConnectArgs;
@@ -45,6 +46,13 @@ pub struct BenchArgs {
     /// with its own raft group; 0 writes wherever the bench root falls. Needs the admin role.
     #[arg(long, default_value_t = 0)]
     pub scopes: usize,
+    /// A policy component for the --scopes scopes (default: the parent's policy).
+    #[arg(long, value_name = "FILE")]
+    pub scope_policy: Option<std::path::PathBuf>,
+    /// Parameters of --scope-policy; `{i}` becomes the scope's index (e.g. the stock `spread`
+    /// policy's `{"offset": {i}}` tiles the scopes' anchors across the cluster).
+    #[arg(long, value_name = "JSON", default_value = "")]
+    pub scope_params: String,
     /// Open this many sessions, each holding one ephemeral node, hold them for --duration
     /// seconds, then close them (Scopekeeper only). Prints how fast they opened.
     #[arg(long, value_name = "N")]
@@ -199,11 +207,11 @@ impl Conn {
         }
     }
 
-    /// Makes `path` a scope of its own; only Scopekeeper has scopes.
-    async fn create_scope(&self, path: &str) -> anyhow::Result<()> {
+    /// Makes `path` a scope of its own under `policy`; only Scopekeeper has scopes.
+    async fn create_scope(&self, path: &str, policy: Option<PolicySpec>) -> anyhow::Result<()> {
         match self {
             Conn::Scopekeeper(c) => c
-                .create_scope(path, None)
+                .create_scope(path, policy)
                 .await
                 .map(|_| ())
                 .with_context(|| format!("creating the scope {path} (needs the admin role)")),
@@ -406,13 +414,24 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
         )
         .await;
     }
+    let scopes = ScopeSpec {
+        count: args.scopes,
+        policy: match &args.scope_policy {
+            Some(path) => Some(
+                std::fs::read(path)
+                    .with_context(|| format!("reading the scope policy {}", path.display()))?,
+            ),
+            None => None,
+        },
+        params: args.scope_params.clone(),
+    };
     let report = bench(
         &target,
         args.clients,
         Duration::from_secs(args.duration),
         args.value_size,
         mix,
-        args.scopes,
+        &scopes,
     )
     .await?;
     let (p50, p99, p999) = (
@@ -459,14 +478,58 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The scopes a run spreads its clients over.
+struct ScopeSpec {
+    count: usize,
+    policy: Option<Vec<u8>>,
+    /// `{i}` becomes the scope's index.
+    params: String,
+}
+
+/// How long a new scope's anchors must stay put before the run starts.
+const PLACEMENT_STABLE: Duration = Duration::from_secs(5);
+/// How long placement may take to settle in all.
+const PLACEMENT_WAIT: Duration = Duration::from_secs(180);
+
+/// Waits until every scope has a leader and its anchors have not changed for
+/// `PLACEMENT_STABLE` (placement moves them after creation), then reports where they are.
+async fn settle_placement(client: &Client, homes: &[String]) -> anyhow::Result<()> {
+    let deadline = Instant::now() + PLACEMENT_WAIT;
+    let mut last: Vec<(Vec<u64>, Option<u64>)> = Vec::new();
+    let mut stable_since = Instant::now();
+    loop {
+        let mut now = Vec::with_capacity(homes.len());
+        for home in homes {
+            let info = client.scope(home).await?;
+            let mut anchors = info.anchors.clone();
+            anchors.sort_unstable();
+            now.push((anchors, info.leader));
+        }
+        if now != last || now.iter().any(|(_, leader)| leader.is_none()) {
+            last = now;
+            stable_since = Instant::now();
+        } else if stable_since.elapsed() >= PLACEMENT_STABLE {
+            for (home, (anchors, leader)) in homes.iter().zip(&last) {
+                eprintln!("{home}: anchors {anchors:?}, leader {leader:?}");
+            }
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the scopes' placement did not settle within {PLACEMENT_WAIT:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
 async fn bench(
     target: &TargetSpec,
     clients: usize,
     duration: Duration,
     value_size: usize,
     mix: Mix,
-    scopes: usize,
+    scope_spec: &ScopeSpec,
 ) -> anyhow::Result<BenchReport> {
+    let scopes = scope_spec.count;
     let run_id = format!(
         "/bench-{}-{}",
         std::process::id(),
@@ -484,8 +547,16 @@ async fn bench(
         (0..scopes).map(|i| format!("{run_id}/s{i}")).collect()
     };
     if scopes > 0 {
-        for home in &homes {
-            setup.create_scope(home).await?;
+        for (i, home) in homes.iter().enumerate() {
+            let policy = scope_spec.policy.as_ref().map(|component| PolicySpec {
+                component: component.clone(),
+                params: scope_spec.params.replace("{i}", &i.to_string()),
+                mode: PolicyMode::Enforce,
+            });
+            setup.create_scope(home, policy).await?;
+        }
+        if let Conn::Scopekeeper(client) = &setup {
+            settle_placement(client, &homes).await?;
         }
     }
     let homes = Arc::new(homes);

@@ -1,0 +1,266 @@
+#!/usr/bin/env python3
+"""The scaling experiment: aggregate write throughput against the number of nodes, every
+node process in its own cgroup capped at a fraction of one core (machines of fixed capacity).
+
+    bench/scaling.py BIN WORKDIR SECONDS OUT_DIR [NODE_COUNTS, default 3,5,7,9]
+
+For each node count N: a Scopekeeper cluster of N `scopekeeper serve` processes (3 founders,
+the rest joined and registered) with the load spread over N scopes whose anchors the stock
+`spread` policy tiles across the nodes; then a ZooKeeper 3.8 ensemble of N servers under the
+same caps. Both get the same `scopekeeper bench` create load (16 clients per node, spread over
+the servers). Needs root and the cgroup v1 cpu controller at /sys/fs/cgroup/cpu. Writes
+OUT_DIR/bench/scaling.md and OUT_DIR/bench/scaling.svg, which bench/side_by_side.py puts in
+BENCHMARKS.md. Called by bench/benchmarks.sh.
+"""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+CPU_CGROUPS = "/sys/fs/cgroup/cpu"
+PERIOD_US = 100_000
+QUOTA_US = 20_000  # 20% of one core per node process
+CLIENTS_PER_NODE = 16
+FOUNDERS = 3
+SK_BASE_PORT = 19000
+ZK_CLIENT_BASE, ZK_PEER_BASE, ZK_ELECTION_BASE = 22180, 22880, 23880
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+class Capped:
+    """Processes, each in a cgroup of its own with a CPU quota; all killed and removed at the end."""
+
+    def __init__(self, tag):
+        self.root = os.path.join(CPU_CGROUPS, f"sk-scaling-{tag}-{os.getpid()}")
+        os.makedirs(self.root, exist_ok=True)
+        self.procs = []
+        self.groups = []
+
+    def spawn(self, name, args, log, env=None):
+        group = os.path.join(self.root, name)
+        os.makedirs(group, exist_ok=True)
+        with open(os.path.join(group, "cpu.cfs_period_us"), "w") as f:
+            f.write(str(PERIOD_US))
+        with open(os.path.join(group, "cpu.cfs_quota_us"), "w") as f:
+            f.write(str(QUOTA_US))
+        self.groups.append(group)
+        # Into the cgroup before exec, so every thread the process starts is capped.
+        wrapped = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"] + args
+        proc = subprocess.Popen(wrapped, stdout=open(log, "w"), stderr=subprocess.STDOUT, env=env)
+        self.procs.append(proc)
+        return proc
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+        for p in self.procs:
+            p.wait()
+        for group in self.groups:
+            for _ in range(50):
+                try:
+                    os.rmdir(group)
+                    break
+                except OSError:
+                    time.sleep(0.1)
+        try:
+            os.rmdir(self.root)
+        except OSError:
+            pass
+
+
+def wait_for(what, check, timeout):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if check():
+            return
+        time.sleep(0.5)
+    raise SystemExit(f"{what} did not happen within {timeout} s")
+
+
+def quiet(args, env=None):
+    return subprocess.run(args, capture_output=True, text=True, env=env)
+
+
+def scopekeeper_run(binary, work, n, seconds, spread):
+    d = os.path.join(work, f"sk-{n}")
+    certs = os.path.join(d, "certs")
+    os.makedirs(certs)
+    quiet([binary, "certs", "ca", "--dir", certs, "--cluster", "scale"]).check_returncode()
+    for i in range(1, n + 1):
+        quiet([binary, "certs", "node", str(i), "--dir", certs, "--cluster", "scale"]).check_returncode()
+    quiet([binary, "certs", "client", "bench", "--dir", certs, "--role", "admin"]).check_returncode()
+    addr = lambda i: f"127.0.0.1:{SK_BASE_PORT + i}"
+    for i in range(1, n + 1):
+        known = FOUNDERS if i <= FOUNDERS else n
+        peers = "".join(f'[[peers]]\nid = {j}\naddr = "{addr(j)}"\nlabels = {{ zone = "z{j}" }}\n\n'
+                        for j in range(1, known + 1))
+        os.makedirs(os.path.join(d, f"node-{i}"))
+        with open(os.path.join(d, f"node-{i}", "node.toml"), "w") as f:
+            f.write(f'id = {i}\ncluster = "scale"\nlisten = "{addr(i)}"\n'
+                    f'data_dir = "{d}/node-{i}/data"\nlabels = {{ zone = "z{i}" }}\n\n'
+                    f'[tls]\nca = "{certs}/ca.pem"\ncert = "{certs}/node-{i}.pem"\n'
+                    f'key = "{certs}/node-{i}.key"\n\n{peers}')
+    env = dict(os.environ, SCOPEKEEPER_CLUSTER="scale", SCOPEKEEPER_CA=f"{certs}/ca.pem",
+               SCOPEKEEPER_CERT=f"{certs}/client-bench.pem",
+               SCOPEKEEPER_KEY=f"{certs}/client-bench.key",
+               SCOPEKEEPER_CONFIG=os.path.join(d, "client.toml"),
+               SCOPEKEEPER_ENDPOINTS=",".join(addr(i) for i in range(1, FOUNDERS + 1)))
+    capped = Capped(f"sk{n}")
+    try:
+        for i in range(1, n + 1):
+            mode = "--bootstrap" if i == 1 else "--join"
+            capped.spawn(f"node-{i}", [binary, "serve", "--config",
+                                       os.path.join(d, f"node-{i}", "node.toml"), mode],
+                         os.path.join(d, f"node-{i}", "node.log"))
+        wait_for("the founders' root scope",
+                 lambda: quiet([binary, "ls", "/zookeeper/sessions"], env).stdout.count("\n") >= 4, 180)
+        for i in range(FOUNDERS + 1, n + 1):
+            wait_for(f"registering node {i}",
+                     lambda: quiet([binary, "node", "join", str(i), addr(i), "--label", f"zone=z{i}"],
+                                   env).returncode == 0, 120)
+        env["SCOPEKEEPER_ENDPOINTS"] = ",".join(addr(i) for i in range(1, n + 1))
+        out = quiet([binary, "bench", "--clients", str(CLIENTS_PER_NODE * n), "--mix", "create=1",
+                     "--duration", str(seconds), "--value-size", "100", "--scopes", str(n),
+                     "--scope-policy", spread, "--scope-params", '{"offset": {i}}', "--json"], env)
+        if out.returncode != 0:
+            raise SystemExit(f"scopekeeper bench with {n} nodes failed:\n{out.stderr}")
+        placement = [l for l in out.stderr.splitlines() if "anchors" in l]
+        return json.loads(out.stdout.strip().splitlines()[-1]), placement
+    finally:
+        capped.stop()
+
+
+def zookeeper_run(binary, work, n, seconds):
+    d = os.path.join(work, f"zk-{n}")
+    classpath = "/etc/zookeeper/conf:/usr/share/java/zookeeper.jar"
+    servers = "".join(f"server.{j}=127.0.0.1:{ZK_PEER_BASE + j}:{ZK_ELECTION_BASE + j}\n"
+                      for j in range(1, n + 1))
+    capped = Capped(f"zk{n}")
+    try:
+        for i in range(1, n + 1):
+            sd = os.path.join(d, f"zk{i}")
+            os.makedirs(sd)
+            with open(os.path.join(sd, "myid"), "w") as f:
+                f.write(f"{i}\n")
+            with open(os.path.join(sd, "zoo.cfg"), "w") as f:
+                f.write(f"tickTime=2000\ninitLimit=30\nsyncLimit=10\ndataDir={sd}\n"
+                        f"clientPort={ZK_CLIENT_BASE + i}\nclientPortAddress=127.0.0.1\n"
+                        "maxClientCnxns=0\nadmin.enableServer=false\n"
+                        f"4lw.commands.whitelist=srvr\n{servers}")
+            capped.spawn(f"zk{i}", ["java", "-Xmx512m", f"-Dzookeeper.log.dir={sd}",
+                                    "-Dzookeeper.root.logger=WARN,CONSOLE", "-cp", classpath,
+                                    "org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                                    os.path.join(sd, "zoo.cfg")], os.path.join(sd, "server.log"))
+
+        def formed():
+            modes = 0
+            for i in range(1, n + 1):
+                try:
+                    out = subprocess.run(["bash", "-c", f"exec 3<>/dev/tcp/127.0.0.1/{ZK_CLIENT_BASE + i}"
+                                          " && printf srvr >&3 && cat <&3"],
+                                         capture_output=True, text=True, timeout=5).stdout
+                except subprocess.TimeoutExpired:
+                    return False
+                modes += ("Mode: leader" in out) or ("Mode: follower" in out)
+            return modes == n
+
+        wait_for(f"a ZooKeeper ensemble of {n}", formed, 300)
+        hosts = ",".join(f"127.0.0.1:{ZK_CLIENT_BASE + i}" for i in range(1, n + 1))
+        out = quiet([binary, "bench", "--target", "zookeeper", "--zk-hosts", hosts, "--clients",
+                     str(CLIENTS_PER_NODE * n), "--mix", "create=1", "--duration", str(seconds),
+                     "--value-size", "100", "--json"])
+        if out.returncode != 0:
+            raise SystemExit(f"ZooKeeper bench with {n} servers failed:\n{out.stderr}")
+        return json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        capped.stop()
+
+
+def svg(counts, sk, zk, path):
+    width, height, left, top, bottom = 560, 340, 70, 30, 60
+    peak = max(max(sk.values()), max(zk.values())) * 1.1
+    x = lambda n: left + (n - counts[0]) / max(counts[-1] - counts[0], 1) * (width - left - 30)
+    y = lambda v: top + (1 - v / peak) * (height - top - bottom)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+           'font-family="sans-serif" font-size="11">',
+           f'<text x="{left}" y="18" font-size="13">Writes/s against nodes, each capped at '
+           f'{QUOTA_US * 100 // PERIOD_US}% of a core</text>',
+           f'<line x1="{left}" y1="{height - bottom}" x2="{width - 20}" y2="{height - bottom}" stroke="black"/>',
+           f'<line x1="{left}" y1="{top}" x2="{left}" y2="{height - bottom}" stroke="black"/>']
+    for n in counts:
+        out.append(f'<text x="{x(n):.1f}" y="{height - bottom + 15}" text-anchor="middle">{n} nodes</text>')
+    for k in range(0, 6):
+        v = peak * k / 5
+        out.append(f'<text x="{left - 5}" y="{y(v) + 4:.1f}" text-anchor="end">{v:.0f}</text>')
+        out.append(f'<line x1="{left}" y1="{y(v):.1f}" x2="{width - 20}" y2="{y(v):.1f}" stroke="#eee"/>')
+    for name, series, color in (("scopekeeper", sk, "#1f77b4"), ("zookeeper", zk, "#d62728")):
+        pts = " ".join(f"{x(n):.1f},{y(series[n]):.1f}" for n in counts)
+        out.append(f'<polyline points="{pts}" fill="none" stroke="{color}" stroke-width="2"/>')
+        for n in counts:
+            out.append(f'<circle cx="{x(n):.1f}" cy="{y(series[n]):.1f}" r="3" fill="{color}"/>')
+    out += [f'<rect x="{left}" y="{height - 25}" width="12" height="12" fill="#1f77b4"/>',
+            f'<text x="{left + 16}" y="{height - 15}">scopekeeper ({CLIENTS_PER_NODE} clients per node, one scope per node)</text>',
+            f'<rect x="{left + 330}" y="{height - 25}" width="12" height="12" fill="#d62728"/>',
+            f'<text x="{left + 346}" y="{height - 15}">zookeeper</text>', "</svg>"]
+    with open(path, "w") as f:
+        f.write("\n".join(out))
+
+
+def main():
+    binary, work, seconds, out_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    counts = [int(c) for c in (sys.argv[5] if len(sys.argv) > 5 else "3,5,7,9").split(",")]
+    if not os.path.isdir(CPU_CGROUPS):
+        raise SystemExit(f"{CPU_CGROUPS} is missing: the experiment needs the cgroup v1 cpu controller")
+    spread = os.path.join(work, "spread.wasm")
+    root = os.path.dirname(HERE)
+    quiet([binary, "policy", "build", os.path.join(root, "policies", "spread"), "--out", spread]
+          ).check_returncode()
+    sk, zk, rows, placements = {}, {}, [], {}
+    for n in counts:
+        r, placement = scopekeeper_run(binary, work, n, seconds, spread)
+        sk[n] = r["ops_per_sec"]
+        placements[n] = placement
+        print(f"scopekeeper {n} nodes: {r['ops_per_sec']:.0f} creates/s, p50 {r['p50_ms']:.2f} ms,"
+              f" errors {r['errors']}", flush=True)
+        z = zookeeper_run(binary, work, n, seconds)
+        zk[n] = z["ops_per_sec"]
+        print(f"zookeeper   {n} nodes: {z['ops_per_sec']:.0f} creates/s, p50 {z['p50_ms']:.2f} ms,"
+              f" errors {z['errors']}", flush=True)
+        rows.append((n, r, z))
+    os.makedirs(os.path.join(out_dir, "bench"), exist_ok=True)
+    svg(counts, sk, zk, os.path.join(out_dir, "bench", "scaling.svg"))
+    first = counts[0]
+    lines = [
+        "## Scaling with the cluster",
+        "",
+        f"Every node process (Scopekeeper node or ZooKeeper server) ran in a cgroup of its own capped at"
+        f" {QUOTA_US * 100 // PERIOD_US}% of one core (cgroup v1 `cpu.cfs_quota_us`), emulating machines"
+        f" of fixed capacity; the load generator (`scopekeeper bench`, uncapped) shares the same"
+        f" {os.cpu_count()} cores. Load: {CLIENTS_PER_NODE} clients per node creating 100-byte znodes"
+        f" for {seconds} s, connections spread over all servers. Scopekeeper spreads the load over one"
+        " scope per node, the stock `spread` policy tiling each scope's three anchors across the"
+        " nodes; ZooKeeper has one write leader whatever its size.",
+        "",
+        "| nodes | Scopekeeper writes/s | vs its 3 | ZooKeeper writes/s | vs its 3 | Scopekeeper/ZooKeeper | p50 ms SK / ZK |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for n, r, z in rows:
+        lines.append(f"| {n} | {r['ops_per_sec']:.0f} | {r['ops_per_sec'] / sk[first]:.2f} "
+                     f"| {z['ops_per_sec']:.0f} | {z['ops_per_sec'] / zk[first]:.2f} "
+                     f"| {r['ops_per_sec'] / z['ops_per_sec']:.2f} "
+                     f"| {r['p50_ms']:.2f} / {z['p50_ms']:.2f} |")
+    lines += ["", "![writes against nodes](bench/scaling.svg)", "",
+              f"Where the scopes' anchors and leaders were ({counts[-1]} nodes):", "", "```"]
+    lines += placements[counts[-1]]
+    lines += ["```", ""]
+    with open(os.path.join(out_dir, "bench", "scaling.md"), "w") as f:
+        f.write("\n".join(lines))
+    print(f"wrote {os.path.join(out_dir, 'bench', 'scaling.md')}")
+
+
+if __name__ == "__main__":
+    main()
