@@ -51,9 +51,12 @@ pub fn repair(proposed: &Placement, current: &Placement, eligible: &BTreeSet<u64
         .collect::<BTreeSet<u64>>()
         .into_iter()
         .collect();
+    // A leader the policy prefers only counts if it is one of the voters.
+    let leader = proposed.leader.filter(|l| voters.contains(l));
     Placement {
         voters: voters.into_iter().collect(),
         observers,
+        leader,
     }
 }
 
@@ -110,9 +113,18 @@ pub async fn run(node: Node) {
             if settled.get(&scope.id) == Some(&seen) {
                 continue;
             }
-            let Some(target) = target(&node, &scope, &registry).await else {
-                settled.insert(scope.id, seen);
-                continue;
+            let target = match target(&node, &scope, &registry).await {
+                None => {
+                    settled.insert(scope.id, seen);
+                    continue;
+                }
+                Some(Decision::HandOver(to)) => {
+                    // Once: if the transfer fails, the next change of inputs retries.
+                    settled.insert(scope.id, seen);
+                    hand_over(&scope, to).await;
+                    continue;
+                }
+                Some(Decision::Move(target)) => target,
             };
             settled.remove(&scope.id);
             moving
@@ -202,13 +214,37 @@ fn current(scope: &Scope) -> Placement {
     p
 }
 
-/// Where the scope should be, if not where it is. A placement whose quorum rule could never
-/// be satisfied is not moved to.
+/// What placement does for a scope it leads.
+enum Decision {
+    /// Move the anchors there.
+    Move(Placement),
+    /// The anchors are in place; the policy wants this node's anchor leading instead.
+    HandOver(u64),
+}
+
+/// Asks raft to hand the scope's leadership to its replica on node `to`, the policy's
+/// preferred leader (spreading leaders spreads the write load across the cluster).
+async fn hand_over(scope: &Scope, to: u64) {
+    let Some(replica) = scope.replica_on(to) else {
+        return;
+    };
+    tracing::info!(
+        scope = scope.id,
+        node = to,
+        "handing leadership to the preferred anchor"
+    );
+    if let Err(e) = scope.raft.trigger().transfer_leader(replica).await {
+        tracing::warn!(scope = scope.id, node = to, "leadership transfer: {e}");
+    }
+}
+
+/// Where the scope should be, if not where it is, or who should lead it. A placement whose
+/// quorum rule could never be satisfied is not moved to.
 async fn target(
     node: &Node,
     scope: &Arc<Scope>,
     registry: &BTreeMap<u64, ClusterNode>,
-) -> Option<Placement> {
+) -> Option<Decision> {
     let current = current(scope);
     let eligible: BTreeSet<u64> = registry
         .values()
@@ -258,7 +294,13 @@ async fn target(
         .map_err(|e| tracing::debug!(scope = scope.id, "placement: {e}"))
         .ok()?
     };
-    (proposed != current).then_some(proposed)
+    if (&proposed.voters, &proposed.observers) != (&current.voters, &current.observers) {
+        return Some(Decision::Move(proposed));
+    }
+    proposed
+        .leader
+        .filter(|l| *l != node.id())
+        .map(Decision::HandOver)
 }
 
 /// Tells the nodes whose replicas a move removed. A removed follower learns of its removal
@@ -409,6 +451,7 @@ mod tests {
 
     fn p(voters: &[u64], observers: &[u64]) -> Placement {
         Placement {
+            leader: None,
             voters: voters.to_vec(),
             observers: observers.to_vec(),
         }

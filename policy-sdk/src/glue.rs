@@ -109,9 +109,18 @@ impl<P: Policy> wit::Guest for Exported<P> {
         let current = Placement {
             voters: current.voters,
             observers: current.observers,
+            leader: current.leader,
         };
-        let Placement { voters, observers } = P::placement(&params, &nodes, &current);
-        wit::Placement { voters, observers }
+        let Placement {
+            voters,
+            observers,
+            leader,
+        } = P::placement(&params, &nodes, &current);
+        wit::Placement {
+            voters,
+            observers,
+            leader,
+        }
     }
 
     fn split(

@@ -224,6 +224,8 @@ impl Node {
 pub struct Placement {
     pub voters: Vec<u64>,
     pub observers: Vec<u64>,
+    /// The voter that should lead, if any; the host moves leadership there.
+    pub leader: Option<u64>,
 }
 
 /// A scope's rules. Only `admit` is required; the rest default to: any parameters are fine,

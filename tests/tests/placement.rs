@@ -131,6 +131,21 @@ async fn scopes_live_where_their_policies_place_them() -> anyhow::Result<()> {
     wait_for_anchors(&admin, "/dev", &[5]).await?;
     wait_for_anchors(&admin, "/std", &[1, 2, 3]).await?;
     assert!(crit.epoch > 1, "moving anchors bumps the epoch");
+    // spread tiles anchors by offset and names its first voter the leader: leadership is
+    // handed there once the anchors are in place.
+    admin
+        .create_scope("/tiled", Some(policy("spread", r#"{"offset": 2}"#)))
+        .await?;
+    wait_for_anchors(&admin, "/tiled", &[3, 4, 5]).await?;
+    let deadline = Instant::now() + SETTLE;
+    while admin.scope("/tiled").await?.leader != Some(3) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "/tiled is not led by node 3, its policy's choice, within {SETTLE:?}: {:?}",
+            admin.scope("/tiled").await?
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
     for root in ["/crit", "/dev", "/std"] {
         admin
             .create(&format!("{root}/first"), b"", CreateMode::Persistent)

@@ -12,6 +12,8 @@ use crate::limits;
 pub struct Placement {
     pub voters: Vec<u64>,
     pub observers: Vec<u64>,
+    /// The voter the policy wants leading, if it has a preference.
+    pub leader: Option<u64>,
 }
 
 /// A fresh instance of a policy with `fuel`, for the leader-only calls (placement, split,
@@ -60,6 +62,7 @@ pub fn place(
     let current = wit::Placement {
         voters: current.voters.clone(),
         observers: current.observers.clone(),
+        leader: current.leader,
     };
     let placed = policy
         .scopekeeper_policy_rules()
@@ -68,6 +71,7 @@ pub fn place(
     Ok(Placement {
         voters: placed.voters,
         observers: placed.observers,
+        leader: placed.leader,
     })
 }
 

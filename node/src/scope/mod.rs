@@ -629,6 +629,7 @@ impl Scope {
                 let current = crate::policy::placement::Placement {
                     voters: voters.iter().map(|v| v.id).collect(),
                     observers: Vec::new(),
+                    leader: None,
                 };
                 let placed =
                     crate::policy::placement::place(&engine, &compiled, &params, &nodes, &current)?;

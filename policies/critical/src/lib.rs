@@ -126,6 +126,7 @@ impl Policy for CriticalPolicy {
         Placement {
             voters,
             observers: Vec::new(),
+            leader: None,
         }
     }
 }
@@ -160,6 +161,7 @@ mod tests {
         let current = Placement {
             voters: vec![1, 2, 3],
             observers: vec![],
+            leader: None,
         };
         let p = CriticalPolicy::placement("", &cluster(), &current);
         assert_eq!(p.voters.len(), 5);

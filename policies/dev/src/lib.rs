@@ -44,6 +44,7 @@ impl Policy for DevPolicy {
         Placement {
             voters: pinned.or(kept).or(any).into_iter().collect(),
             observers: Vec::new(),
+            leader: None,
         }
     }
 }
@@ -63,6 +64,7 @@ mod tests {
         let current = Placement {
             voters: vec![3, 1, 2],
             observers: vec![],
+            leader: None,
         };
         assert_eq!(
             DevPolicy::placement("", &nodes(&[1, 2, 3]), &current).voters,

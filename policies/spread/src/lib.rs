@@ -2,7 +2,8 @@
 //! order from the `offset`-th on, wrapping around. Scopes deployed with offsets 0, 1, 2, ...
 //! tile their anchors, and with them their leaders and write load, across the cluster, which
 //! is what the scaling benchmark (`bench/scaling.sh`) needs. Parameters (JSON, optional):
-//! `{"anchors": 3, "offset": 4}`. Admits every mutation.
+//! `{"anchors": 3, "offset": 4}`. The first of them should lead, so the scopes' leaders tile
+//! the cluster too. Admits every mutation.
 
 use scopekeeper_policy_sdk::{
     Context, Mutation, Node, Placement, Policy, Principal, Verdict, export_policy,
@@ -62,10 +63,11 @@ impl Policy for SpreadPolicy {
             return current.clone();
         }
         let take = spread.anchors.min(ids.len());
-        let voters = (0..take)
+        let voters: Vec<u64> = (0..take)
             .map(|j| ids[(spread.offset + j) % ids.len()])
             .collect();
         Placement {
+            leader: voters.first().copied(),
             voters,
             observers: Vec::new(),
         }
@@ -86,6 +88,7 @@ mod tests {
         let current = Placement {
             voters: vec![1, 2, 3],
             observers: vec![],
+            leader: None,
         };
         SpreadPolicy::placement(params, &nodes(ids), &current).voters
     }
@@ -95,6 +98,9 @@ mod tests {
         let cluster = [9, 1, 5, 3, 7];
         assert_eq!(voters(r#"{"offset": 0}"#, &cluster), [1, 3, 5]);
         assert_eq!(voters(r#"{"offset": 1}"#, &cluster), [3, 5, 7]);
+        let placed =
+            SpreadPolicy::placement(r#"{"offset": 3}"#, &nodes(&cluster), &Placement::default());
+        assert_eq!(placed.leader, Some(7), "the first voter leads");
         assert_eq!(voters(r#"{"offset": 3}"#, &cluster), [7, 9, 1]);
         assert_eq!(voters(r#"{"offset": 8}"#, &cluster), [7, 9, 1]);
         assert_eq!(
