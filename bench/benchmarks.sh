@@ -20,5 +20,7 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 cargo build --release -p scopekeeper --features etcd >/dev/null
 work=$(mktemp -d /tmp/sk-benchmarks.XXXXXX)
+# Nine-node clusters and ensembles leave gigabytes of logs and snapshots behind.
+trap 'rm -rf "$work"' EXIT
 python3 bench/scaling.py target/release/scopekeeper "$work" "$secs" docs "$counts"
 python3 bench/side_by_side.py target/release/scopekeeper "$work" "$secs" docs
