@@ -49,6 +49,11 @@ pub const QUIESCE_AFTER: std::time::Duration = std::time::Duration::from_secs(2)
 /// How often a node checks that the scopes it leads are anchored where their policies want.
 pub const PLACEMENT_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How long a leader waits before asking again to hand leadership to the policy's preferred
+/// anchor: a transfer to a lagging or unreachable node fails, and each try costs the scope a
+/// short pause in writes.
+pub const HAND_OVER_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long a new anchor may take to catch up before placement gives up on the move (it is
 /// tried again at the next tick).
 pub const ANCHOR_CATCH_UP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);

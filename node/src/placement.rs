@@ -86,6 +86,8 @@ fn inputs(scope: &Scope, registry: &BTreeMap<u64, ClusterNode>) -> u64 {
 pub async fn run(node: Node) {
     let moving: Arc<Mutex<BTreeSet<u64>>> = Arc::default();
     let mut settled: BTreeMap<u64, u64> = BTreeMap::new();
+    // When each scope last asked to hand its leadership over.
+    let mut handed: BTreeMap<u64, std::time::Instant> = BTreeMap::new();
     let mut tick = tokio::time::interval(limits::PLACEMENT_TICK);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -95,6 +97,7 @@ pub async fn run(node: Node) {
             .into_iter()
             .filter(|s| s.raft.is_leader() && s.is_initialized())
             .collect();
+        handed.retain(|id, _| led.iter().any(|s| s.id == *id));
         if led.is_empty() {
             continue;
         }
@@ -119,9 +122,14 @@ pub async fn run(node: Node) {
                     continue;
                 }
                 Some(Decision::HandOver(to)) => {
-                    // Once: if the transfer fails, the next change of inputs retries.
-                    settled.insert(scope.id, seen);
-                    hand_over(&scope, to).await;
+                    // Not settled: asked again, now and then, until leadership has moved.
+                    let due = handed
+                        .get(&scope.id)
+                        .is_none_or(|at| at.elapsed() >= limits::HAND_OVER_RETRY);
+                    if due {
+                        handed.insert(scope.id, std::time::Instant::now());
+                        hand_over(&scope, to).await;
+                    }
                     continue;
                 }
                 Some(Decision::Move(target)) => target,
@@ -234,7 +242,11 @@ async fn hand_over(scope: &Scope, to: u64) {
         "handing leadership to the preferred anchor"
     );
     if let Err(e) = scope.raft.trigger().transfer_leader(replica).await {
-        tracing::warn!(scope = scope.id, node = to, "leadership transfer: {e}");
+        tracing::warn!(
+            scope = scope.id,
+            node = to,
+            "leadership transfer: {e}; asking again later"
+        );
     }
 }
 
