@@ -17,7 +17,7 @@ ticks=$(getconf CLK_TCK)
 
 dev_pid=""
 stop_dev() { [ -n "$dev_pid" ] && kill -INT "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null || true; dev_pid=""; }
-trap stop_dev EXIT
+trap 'stop_dev; rm -rf "$work"' EXIT
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 
 declare -A pct rss

@@ -13,7 +13,7 @@ for p in open limits; do "$bin" policy build "policies/$p" --out "$work/$p.wasm"
 
 dev_pid=""
 stop_dev() { [ -n "$dev_pid" ] && kill -INT "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null || true; dev_pid=""; }
-trap stop_dev EXIT
+trap 'stop_dev; rm -rf "$work"' EXIT
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
 declare -A ops p50

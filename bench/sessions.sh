@@ -25,7 +25,7 @@ stop() {
   [ -n "$bench_pid" ] && kill "$bench_pid" 2>/dev/null || true
   [ -n "$dev_pid" ] && kill -INT "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null || true
 }
-trap stop EXIT
+trap 'stop; rm -rf "$work"' EXIT
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 rss_mib() { awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$1/status"; }

@@ -17,7 +17,7 @@ cleanup() {
   bash bench/zookeeper-ensemble.sh stop "$work/zk" || true
   [ -n "${dev_pid:-}" ] && kill -INT "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null || true
 }
-trap cleanup EXIT
+trap 'cleanup; rm -rf "$work"' EXIT
 
 "$bin" dev --data "$work/dev" --base-port 17101 --zk-base-port 12381 > "$work/dev.log" 2>&1 &
 dev_pid=$!

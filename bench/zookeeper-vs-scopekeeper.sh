@@ -14,7 +14,7 @@ cleanup() {
   bash bench/zookeeper-ensemble.sh stop "$work/zk" || true
   [ -n "${dev_pid:-}" ] && kill -INT "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null || true
 }
-trap cleanup EXIT
+trap 'cleanup; rm -rf "$work"' EXIT
 
 started=$(date +%s%N)
 "$bin" dev --data "$work/dev" --base-port 17001 > "$work/dev.log" 2>&1 &
