@@ -96,13 +96,7 @@ def svg_bars(results, path):
                    f'{label.split(",")[0]}</text>')
         out.append(f'<text x="{x0 + bar * 1.5:.1f}" y="{base + 27}" text-anchor="middle">'
                    f'{c} client{"s" if c > 1 else ""}</text>')
-    for j, system in enumerate(SYSTEMS):
-        out.append(f'<rect x="{left + j * 130}" y="{height - 30}" width="12" height="12" '
-                   f'fill="{COLORS[system]}"/><text x="{left + j * 130 + 16}" y="{height - 20}">'
-                   f'{system}</text>')
-    out.append("</svg>")
-    with open(path, "w") as f:
-        f.write("\n".join(out))
+    finish(out, left, height - 30, path)
 
 
 def svg_latency(results, workload, path):
@@ -134,11 +128,17 @@ def svg_latency(results, workload, path):
             out.append(f'<text x="{left - 4}" y="{y(10 ** e) + 3:.1f}" text-anchor="end">{10 ** e:g}</text>')
             out.append(f'<line x1="{left}" y1="{y(10 ** e):.1f}" x2="{width - 20}" y2="{y(10 ** e):.1f}" '
                        'stroke="#ddd"/>')
-    for j, (system, cdf) in enumerate(curves.items()):
+    for system, cdf in curves.items():
         points = " ".join(f"{xs[p]:.1f},{y(v):.1f}" for p, v in cdf)
         out.append(f'<polyline points="{points}" fill="none" stroke="{COLORS[system]}" stroke-width="2"/>')
-        out.append(f'<rect x="{left + j * 130}" y="{height - 28}" width="12" height="12" '
-                   f'fill="{COLORS[system]}"/><text x="{left + j * 130 + 16}" y="{height - 18}">'
+    finish(out, left, height - 28, path)
+
+
+def finish(out, left, top, path):
+    """Adds the legend (one swatch per system at `top`), closes the SVG and writes it."""
+    for j, system in enumerate(SYSTEMS):
+        out.append(f'<rect x="{left + j * 130}" y="{top}" width="12" height="12" '
+                   f'fill="{COLORS[system]}"/><text x="{left + j * 130 + 16}" y="{top + 10}">'
                    f'{system}</text>')
     out.append("</svg>")
     with open(path, "w") as f:

@@ -11,6 +11,8 @@ use scopekeeper_client::proto::NodeInfo;
 use scopekeeper_client::{Client, ClientConfig};
 use scopekeeper_transport::{CertFiles, certs};
 
+pub mod zk_raw;
+
 /// ZooKeeper's `superDigest` every test node is configured with: `addauth digest super:test`.
 pub const ZK_SUPER_DIGEST: &str = "super:D/InIHSb7yEEbrWz8b9l71RjZJU=";
 

@@ -3,13 +3,12 @@
 //! must match in error codes, bodies and Stat fields, apart from zxids, times and session
 //! ids, and the watch events must match too.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use scopekeeper::zk::jute::{Reader, Writer};
 use scopekeeper::zk::proto::{self, op};
+use scopekeeper_tests::zk_raw::RawZk;
 use scopekeeper_tests::{Cluster, serial};
 
 /// A standalone ZooKeeper 3.8 server in a directory of its own, killed when dropped.
@@ -77,66 +76,30 @@ impl Drop for ZooKeeper {
     }
 }
 
-/// A raw ZooKeeper connection: frames in and out, nothing interpreted.
-struct Raw {
-    stream: TcpStream,
-}
+/// A raw connection whose replies are described for comparison.
+struct Raw(RawZk);
 
 impl Raw {
+    /// A new session on the server at `port`.
     fn connect(port: u16) -> anyhow::Result<Raw> {
-        let mut raw = Raw::handshake(port, 0)?;
-        let reply = raw
-            .recv()?
-            .ok_or_else(|| anyhow::anyhow!("closed at handshake"))?;
-        anyhow::ensure!(
-            reply.len() == 37,
-            "a 3.8 ConnectResponse is 37 bytes, got {}",
-            reply.len()
-        );
-        Ok(raw)
+        Ok(Raw(RawZk::connect(&format!("127.0.0.1:{port}"), None)?.0))
     }
 
     /// Sends a ConnectRequest for a new session, claiming to have seen `last_zxid_seen`.
     fn handshake(port: u16, last_zxid_seen: i64) -> anyhow::Result<Raw> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let mut raw = Raw { stream };
-        let connect = proto::ConnectRequest {
-            protocol_version: 0,
+        Ok(Raw(RawZk::handshake(
+            &format!("127.0.0.1:{port}"),
             last_zxid_seen,
-            timeout_ms: 10_000,
-            session_id: 0,
-            password: vec![0; 16],
-            read_only: Some(false),
-        };
-        raw.send(&connect.encode())?;
-        Ok(raw)
+            None,
+        )?))
     }
 
     fn send(&mut self, body: &[u8]) -> anyhow::Result<()> {
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(body);
-        Ok(self.stream.write_all(&frame)?)
+        self.0.send(body)
     }
 
-    /// The next frame; `None` once the server closed the connection.
     fn recv(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
-        let mut len = [0u8; 4];
-        match self.stream.read_exact(&mut len) {
-            Ok(()) => {}
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset
-                ) =>
-            {
-                return Ok(None);
-            }
-            Err(e) => return Err(e.into()),
-        }
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        self.stream.read_exact(&mut body)?;
-        Ok(Some(body))
+        self.0.recv()
     }
 
     /// Sends a request and describes the reply (or the notification it gets first).
@@ -314,7 +277,7 @@ fn set_acl(p: &str, acl: &[proto::Acl], version: i32) -> Writer {
 fn add_auth(raw: &mut Raw, scheme: &str, credential: &[u8]) -> anyhow::Result<String> {
     let mut w = Writer::new();
     w.i32(0).string(scheme).buffer(credential);
-    raw.call(-4, op::AUTH, &w)
+    raw.call(proto::xid::AUTH, op::AUTH, &w)
 }
 
 /// ACLs and authentication: who may do what, error codes and their order, `auth` expansion,
@@ -810,7 +773,7 @@ fn script(port: u16) -> anyhow::Result<Vec<String>> {
         .strings(&["/diff".into()]);
     c.send(&{
         let mut frame = Writer::new();
-        frame.i32(-8).i32(op::SET_WATCHES);
+        frame.i32(proto::xid::SET_WATCHES).i32(op::SET_WATCHES);
         frame.bytes.extend_from_slice(&w.bytes);
         frame.bytes
     })?;

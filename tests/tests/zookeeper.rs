@@ -5,6 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
+use scopekeeper_tests::zk_raw::RawZk;
 use scopekeeper_tests::{Cluster, serial};
 use zookeeper_client as zk;
 
@@ -302,74 +303,6 @@ async fn acls_and_auth_hold_across_clients_scopes_and_restarts() -> anyhow::Resu
     Ok(())
 }
 
-/// A raw ZooKeeper connection for what no client library shows: the handshake's session id
-/// and password, and the moment the server closes the connection.
-struct RawSession {
-    stream: std::net::TcpStream,
-}
-
-impl RawSession {
-    /// Opens (`resume` = None) or resumes a session; returns the connection, id and password.
-    fn connect(
-        addr: &str,
-        resume: Option<(i64, Vec<u8>)>,
-    ) -> anyhow::Result<(RawSession, i64, Vec<u8>)> {
-        use scopekeeper::zk::jute::Reader;
-        let stream = std::net::TcpStream::connect(addr)?;
-        stream.set_read_timeout(Some(Duration::from_secs(20)))?;
-        let mut raw = RawSession { stream };
-        let (session_id, password) = resume.unwrap_or((0, vec![0; 16]));
-        let connect = scopekeeper::zk::proto::ConnectRequest {
-            protocol_version: 0,
-            last_zxid_seen: 0,
-            timeout_ms: 6_000,
-            session_id,
-            password,
-            read_only: Some(false),
-        };
-        raw.send(&connect.encode())?;
-        let reply = raw
-            .recv()?
-            .ok_or_else(|| anyhow::anyhow!("closed at handshake"))?;
-        let mut r = Reader::new(&reply);
-        let (_version, timeout, id) = (r.i32()?, r.i32()?, r.i64()?);
-        anyhow::ensure!(timeout > 0, "the session was refused");
-        Ok((raw, id, r.buffer()?))
-    }
-
-    fn send(&mut self, body: &[u8]) -> anyhow::Result<()> {
-        use std::io::Write;
-        let mut frame = (body.len() as u32).to_be_bytes().to_vec();
-        frame.extend_from_slice(body);
-        Ok(self.stream.write_all(&frame)?)
-    }
-
-    /// The next frame, or `None` once the server has closed the connection.
-    fn recv(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
-        use std::io::Read;
-        let mut len = [0u8; 4];
-        if let Err(e) = self.stream.read_exact(&mut len) {
-            return match e.kind() {
-                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::ConnectionReset => Ok(None),
-                _ => Err(e.into()),
-            };
-        }
-        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
-        self.stream.read_exact(&mut body)?;
-        Ok(Some(body))
-    }
-
-    /// Pings; whether the server answered (rather than closing).
-    fn ping(&mut self) -> anyhow::Result<bool> {
-        let mut w = scopekeeper::zk::jute::Writer::new();
-        w.i32(-2).i32(scopekeeper::zk::proto::op::PING);
-        if self.send(&w.bytes).is_err() {
-            return Ok(false);
-        }
-        Ok(self.recv()?.is_some())
-    }
-}
-
 /// A session resumed on another node is taken from the node that held it: that node closes
 /// its connection for the session, as a ZooKeeper server does on SessionMoved, while the
 /// session lives on where it moved.
@@ -380,10 +313,10 @@ async fn a_moved_session_closes_its_old_connection() -> anyhow::Result<()> {
     cluster.settle(&[1, 2, 3], SETTLE).await?;
     let (first, second) = (cluster.zk_addr(1), cluster.zk_addr(2));
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let (mut old, id, password) = RawSession::connect(&first, None)?;
+        let (mut old, session) = RawZk::connect(&first, None)?;
         anyhow::ensure!(old.ping()?, "a fresh connection answers pings");
-        let (mut new, resumed, _) = RawSession::connect(&second, Some((id, password)))?;
-        anyhow::ensure!(resumed == id, "the resume kept the session id");
+        let (mut new, resumed) = RawZk::connect(&second, Some(&session))?;
+        anyhow::ensure!(resumed.id == session.id, "the resume kept the session id");
         let deadline = std::time::Instant::now() + Duration::from_secs(15);
         while old.ping()? {
             anyhow::ensure!(

@@ -488,28 +488,14 @@ async fn serve_local(
                 .collect();
             Ok(Reply::Paths(paths))
         }
-        Request::GetData { path } => {
+        Request::GetData { .. } | Request::Exists { .. } | Request::GetChildren { .. } => {
             linearize(node, scope).await?;
-            let state = scope.view().read();
-            state.tree.permit(path, perms::READ, principal.auth())?;
-            let (data, stat) = state.tree.get_data(path)?;
-            Ok(Reply::Data { data, stat })
+            read_tree(&scope.view().read().tree, request, principal.auth())
         }
         Request::GetAcl { path } => {
             linearize(node, scope).await?;
             let (acl, stat) = scope.view().read().tree.get_acl(path, principal.auth())?;
             Ok(Reply::Acl { acl, stat })
-        }
-        Request::Exists { path } => {
-            linearize(node, scope).await?;
-            Ok(Reply::Exists(scope.view().read().tree.exists(path)?))
-        }
-        Request::GetChildren { path } => {
-            linearize(node, scope).await?;
-            let state = scope.view().read();
-            state.tree.permit(path, perms::READ, principal.auth())?;
-            let (children, stat) = state.tree.get_children(path)?;
-            Ok(Reply::Children { children, stat })
         }
         Request::NodeInfo => Ok(Reply::NodeInfo(node_info(node))),
         Request::Sync { path } => {
@@ -643,10 +629,8 @@ async fn serve_at_zxid(
     session: i64,
     request: &Request,
 ) -> (Response, i64) {
-    let read = match request {
-        Request::GetData { path } | Request::Exists { path } | Request::GetChildren { path } => {
-            path
-        }
+    match request {
+        Request::GetData { .. } | Request::Exists { .. } | Request::GetChildren { .. } => {}
         Request::AtZxid(_) => {
             let nested = ApiError::new(ErrorCode::BadArguments, "AtZxid inside AtZxid");
             return (Err(nested), 0);
@@ -659,25 +643,39 @@ async fn serve_at_zxid(
             };
             return (response, zxid);
         }
-    };
+    }
     if let Err(e) = linearize(node, scope).await {
         return (Err(e), 0);
     }
     let state = scope.view().read();
-    let tree = &state.tree;
-    let auth = principal.auth();
-    let response = match request {
-        Request::GetData { .. } => tree
-            .permit(read, perms::READ, auth)
-            .and_then(|()| tree.get_data(read))
-            .map(|(data, stat)| Reply::Data { data, stat }),
-        Request::Exists { .. } => tree.exists(read).map(Reply::Exists),
-        _ => tree
-            .permit(read, perms::READ, auth)
-            .and_then(|()| tree.get_children(read))
-            .map(|(children, stat)| Reply::Children { children, stat }),
-    };
-    (response, tree.last_zxid())
+    let response = read_tree(&state.tree, request, principal.auth());
+    (response, state.tree.last_zxid())
+}
+
+/// A getData, exists or getChildren answered from `tree`, with ZooKeeper's READ check for
+/// `auth` (exists is not checked, as in ZooKeeper).
+fn read_tree(
+    tree: &crate::tree::Tree,
+    request: &Request,
+    auth: crate::tree::AuthInfo<'_>,
+) -> Response {
+    match request {
+        Request::GetData { path } => {
+            tree.permit(path, perms::READ, auth)?;
+            let (data, stat) = tree.get_data(path)?;
+            Ok(Reply::Data { data, stat })
+        }
+        Request::Exists { path } => Ok(Reply::Exists(tree.exists(path)?)),
+        Request::GetChildren { path } => {
+            tree.permit(path, perms::READ, auth)?;
+            let (children, stat) = tree.get_children(path)?;
+            Ok(Reply::Children { children, stat })
+        }
+        other => Err(ApiError::new(
+            ErrorCode::SystemError,
+            format!("{other:?} is not a tree read"),
+        )),
+    }
 }
 
 /// Who a proposal is from and which session it acts for.
