@@ -100,8 +100,15 @@ pub async fn serve(
     };
     let granted = match granted {
         Ok(g) => g,
+        Err(e) if e.code != ErrorCode::SessionExpired => {
+            // Not the session's fault (its session scope is electing, this node is catching
+            // up): close without an answer, as a ZooKeeper server without a quorum does, and
+            // the client tries again, here or elsewhere. Answering would expire its session.
+            tracing::info!(%peer, "ZooKeeper handshake not served now: {e}");
+            return;
+        }
         Err(e) => {
-            // 3.8 answers a session it cannot take with a zero timeout and id, then closes:
+            // 3.8 answers a session it no longer has with a zero timeout and id, then closes:
             // the client reports its session expired.
             tracing::debug!(%peer, "ZooKeeper session refused: {e}");
             let refused = ConnectResponse {
