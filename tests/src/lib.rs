@@ -11,6 +11,7 @@ use scopekeeper_client::proto::NodeInfo;
 use scopekeeper_client::{Client, ClientConfig};
 use scopekeeper_transport::{CertFiles, certs};
 
+pub mod linearizability;
 pub mod zk_raw;
 
 /// ZooKeeper's `superDigest` every test node is configured with: `addauth digest super:test`.

@@ -1,0 +1,341 @@
+//! Splits under load and under faults, with real node processes: a scope that grows past its
+//! policy's limit splits itself (again and again) while clients write; an anchor killed in the
+//! middle of a split comes back with the split done or not done; and a recorded history of
+//! reads and writes across splits is linearizable.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use rand::{Rng, SeedableRng};
+use scopekeeper::policy::build::repository_component;
+use scopekeeper_client::proto::{HostedScope, PolicyMode, PolicySpec};
+use scopekeeper_client::{CreateMode, ErrorCode, Op};
+use scopekeeper_tests::linearizability::{self, Event, RegisterOp};
+use scopekeeper_tests::{Cluster, Mode, serial};
+
+const SETTLE: Duration = Duration::from_secs(60);
+
+fn autosplit(max_znodes: u64) -> PolicySpec {
+    PolicySpec {
+        component: repository_component("autosplit")
+            .unwrap_or_else(|e| panic!("building policy autosplit: {e:#}")),
+        params: format!(r#"{{"max_znodes": {max_znodes}, "min_interval_secs": 0}}"#),
+        mode: PolicyMode::Enforce,
+    }
+}
+
+fn create(path: String) -> Op {
+    Op::Create {
+        path,
+        data: b"0123456789".to_vec(),
+        mode: CreateMode::Persistent,
+        acl: Vec::new(),
+    }
+}
+
+/// The scopes (but the session scopes) node `id` replicates, by root.
+async fn hosted(cluster: &Cluster, id: u64) -> anyhow::Result<BTreeMap<String, HostedScope>> {
+    Ok(cluster
+        .info(id)
+        .await?
+        .scopes
+        .into_iter()
+        .filter(|s| !s.root.starts_with("/zookeeper/"))
+        .map(|s| (s.root.clone(), s))
+        .collect())
+}
+
+/// 200,000 znodes written in multis under two subtrees of a scope whose `autosplit` policy
+/// allows 50,000: the scope splits, its children split in turn, and the writers never see an
+/// error (WrongScope is retried by the nodes, out of the clients' sight). Every znode is there
+/// afterwards and every scope ends within the limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn autosplit_carries_200k_znodes_through_repeated_splits() -> anyhow::Result<()> {
+    const LIMIT: u64 = 50_000;
+    const SUBTREES: [&str; 2] = ["a", "b"];
+    const BUCKETS: usize = 5;
+    const MULTIS: usize = 2_000;
+    const PER_MULTI: usize = 100;
+    const WRITERS: usize = 8;
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create("/big", b"", CreateMode::Persistent).await?;
+    for s in SUBTREES {
+        admin
+            .create(&format!("/big/{s}"), b"", CreateMode::Persistent)
+            .await?;
+        for b in 0..BUCKETS {
+            admin
+                .create(&format!("/big/{s}/{b}"), b"", CreateMode::Persistent)
+                .await?;
+        }
+    }
+    admin.create_scope("/big", Some(autosplit(LIMIT))).await?;
+
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let client = cluster.client().await?;
+        writers.push(tokio::spawn(async move {
+            for m in (w..MULTIS).step_by(WRITERS) {
+                let subtree = SUBTREES[m % 2];
+                let bucket = (m / 2) % BUCKETS;
+                let ops = (0..PER_MULTI)
+                    .map(|i| create(format!("/big/{subtree}/{bucket}/n{m}-{i}")))
+                    .collect();
+                client
+                    .multi(ops)
+                    .await
+                    .with_context(|| format!("writer {w}, multi {m}"))?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for w in writers {
+        w.await??;
+    }
+    eprintln!(
+        "{} znodes written in {:?}",
+        MULTIS * PER_MULTI,
+        started.elapsed()
+    );
+
+    // Splits continue after the last write until every scope is within the limit.
+    let deadline = Instant::now() + SETTLE;
+    let scopes = loop {
+        let scopes: Vec<_> = admin
+            .scopes()
+            .await?
+            .into_iter()
+            .filter(|s| s.root.starts_with("/big"))
+            .collect();
+        if scopes.iter().all(|s| s.znodes <= LIMIT) {
+            break scopes;
+        }
+        if Instant::now() > deadline {
+            bail!("scopes still over {LIMIT} znodes: {scopes:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    let roots: Vec<&str> = scopes.iter().map(|s| s.root.as_str()).collect();
+    eprintln!("scopes after the writes: {roots:?}");
+    ensure!(
+        scopes.len() >= 4,
+        "/big, both subtrees and at least one bucket split off: {roots:?}"
+    );
+    let total: u64 = scopes.iter().map(|s| s.znodes).sum();
+    let expected = (MULTIS * PER_MULTI + 1 + SUBTREES.len() * (1 + BUCKETS)) as u64;
+    // A split's root is counted in the child only; the parent lists it among its children.
+    assert_eq!(
+        total, expected,
+        "every znode in exactly one scope: {scopes:#?}"
+    );
+
+    let reader = cluster.client().await?;
+    for s in SUBTREES {
+        assert_eq!(
+            reader.children(&format!("/big/{s}")).await?.0.len(),
+            BUCKETS
+        );
+        for b in 0..BUCKETS {
+            let children = reader.children(&format!("/big/{s}/{b}")).await?.0;
+            assert_eq!(
+                children.len(),
+                MULTIS / 2 / BUCKETS * PER_MULTI,
+                "/big/{s}/{b}"
+            );
+        }
+    }
+    let (data, _) = reader.get("/big/b/4/n1999-99").await?;
+    assert_eq!(data, b"0123456789");
+    Ok(())
+}
+
+/// SIGKILL of an anchor while a split is in flight (the leader proposing and applying it, or a
+/// follower): after the restart, every anchor holds the same scopes, with the split either done
+/// (the child holding the whole subtree) or not, and a split the client was told about is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_anchor_killed_mid_split_comes_back_with_it_done_or_not() -> anyhow::Result<()> {
+    const ZNODES: usize = 10_000;
+    let _serial = serial();
+    let mut cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create("/k", b"", CreateMode::Persistent).await?;
+    // (delay before the kill, whether the root scope's leader is the victim)
+    for (round, (delay_ms, leader)) in [(0u64, true), (30, false), (30, true), (120, true)]
+        .into_iter()
+        .enumerate()
+    {
+        let subtree = format!("/k/r{round}");
+        admin.create(&subtree, b"", CreateMode::Persistent).await?;
+        for chunk in (0..ZNODES).collect::<Vec<_>>().chunks(500) {
+            let ops = chunk
+                .iter()
+                .map(|i| create(format!("{subtree}/n{i}")))
+                .collect();
+            admin.multi(ops).await?;
+        }
+        let root_leader = cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+        let victim = if leader {
+            root_leader
+        } else {
+            root_leader % 3 + 1
+        };
+        let splitter = cluster.admin_client().await?;
+        let at = subtree.clone();
+        let split = tokio::spawn(async move { splitter.create_scope(&at, None).await });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        cluster.kill9(victim);
+        let told = split.await?;
+        eprintln!("round {round}: killed node {victim} after {delay_ms} ms; split: {told:?}");
+        if let Err(e) = &told {
+            ensure!(
+                e.code() == ErrorCode::ConnectionLoss,
+                "a split interrupted by a crash reports an unknown outcome, not {e:?}"
+            );
+        }
+        cluster.spawn(victim, Mode::Existing)?;
+        cluster.settle(&[1, 2, 3], SETTLE).await?;
+
+        // Every node's replicas: the same scopes, each holding the same znodes.
+        let deadline = Instant::now() + SETTLE;
+        let views = loop {
+            let mut views = Vec::new();
+            for id in 1..=3 {
+                let view: Vec<(String, u64)> = hosted(&cluster, id)
+                    .await?
+                    .into_values()
+                    .filter(|s| s.root != "/")
+                    .map(|s| (s.root, s.znodes))
+                    .collect();
+                views.push(view);
+            }
+            if views.iter().all(|v| *v == views[0]) {
+                break views;
+            }
+            if Instant::now() > deadline {
+                bail!("the nodes disagree about the scopes after the restart: {views:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let done = views[0].iter().find(|(root, _)| *root == subtree);
+        eprintln!("round {round}: split done: {}", done.is_some());
+        if told.is_ok() {
+            ensure!(
+                done.is_some(),
+                "an acknowledged split is not undone: {views:?}"
+            );
+        }
+        if let Some((_, znodes)) = done {
+            assert_eq!(
+                *znodes,
+                ZNODES as u64 + 1,
+                "the child holds the whole subtree"
+            );
+        }
+        let reader = cluster.client().await?;
+        assert_eq!(reader.children(&subtree).await?.0.len(), ZNODES);
+        reader
+            .create(&format!("{subtree}/after"), b"", CreateMode::Persistent)
+            .await?;
+    }
+    Ok(())
+}
+
+/// Clients on every node read and write a handful of znodes while two subtrees split off and
+/// a split scope splits again; the recorded history, with each operation's invocation and
+/// response times, must be linearizable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_across_splits_is_linearizable() -> anyhow::Result<()> {
+    const CLIENTS: u64 = 6;
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    let mut keys = Vec::new();
+    for p in ["/lin", "/lin/a", "/lin/b"] {
+        admin.create(p, b"", CreateMode::Persistent).await?;
+    }
+    for s in ["a", "b"] {
+        for k in 0..3 {
+            let key = format!("/lin/{s}/k{k}");
+            admin.create(&key, b"init", CreateMode::Persistent).await?;
+            keys.push(key);
+        }
+    }
+    let keys = Arc::new(keys);
+    let stop = Arc::new(AtomicBool::new(false));
+    let epoch = Instant::now();
+    let mut workers = Vec::new();
+    for c in 0..CLIENTS {
+        let client = cluster.client_of(c % 3 + 1).await?;
+        let (keys, stop) = (keys.clone(), stop.clone());
+        workers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(c);
+            let mut history = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = keys[rng.random_range(0..keys.len())].clone();
+                let write = rng.random_bool(0.5);
+                let invoked = epoch.elapsed().as_nanos() as u64;
+                let (op, result) = if write {
+                    let value = format!("c{c}-{i}").into_bytes();
+                    let r = client.set(&key, &value, -1).await.map(|_| ());
+                    (RegisterOp::Write(value), r)
+                } else {
+                    match client.get(&key).await {
+                        Ok((data, _)) => (RegisterOp::Read(data), Ok(())),
+                        Err(e) => (RegisterOp::Read(Vec::new()), Err(e)),
+                    }
+                };
+                let completed = match result {
+                    Ok(()) => Some(epoch.elapsed().as_nanos() as u64),
+                    Err(e) if e.code() == ErrorCode::ConnectionLoss => None,
+                    Err(e) => bail!("client {c} on {key}: {e:?}"),
+                };
+                history.push(Event {
+                    key,
+                    op,
+                    invoked,
+                    completed,
+                });
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            anyhow::Ok(history)
+        }));
+    }
+    for at in ["/lin/a", "/lin/b", "/lin/a/k1"] {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        admin.create_scope(at, None).await?;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut history = Vec::new();
+    for w in workers {
+        history.extend(w.await??);
+    }
+    let completed = history.iter().filter(|e| e.completed.is_some()).count();
+    eprintln!(
+        "{} operations, {completed} with a known outcome",
+        history.len()
+    );
+    ensure!(
+        completed > 500,
+        "too few operations to say anything: {completed}"
+    );
+    let roots: Vec<String> = admin.scopes().await?.into_iter().map(|s| s.root).collect();
+    for at in ["/lin/a", "/lin/b", "/lin/a/k1"] {
+        ensure!(
+            roots.iter().any(|r| r == at),
+            "{at} did not split: {roots:?}"
+        );
+    }
+    linearizability::check(b"init", &history).map_err(anyhow::Error::msg)
+}
