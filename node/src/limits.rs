@@ -32,6 +32,11 @@ pub const SPLIT_TICK: std::time::Duration = std::time::Duration::from_secs(2);
 /// Subtrees offered to a policy's `split` as candidates, largest first.
 pub const SPLIT_CANDIDATES_MAX: usize = 64;
 
+/// A new scope's first election: how often its parent's leader stands again while the other
+/// anchors open their replicas, and how many times.
+pub const FIRST_ELECTION_RETRY: std::time::Duration = std::time::Duration::from_millis(150);
+pub const FIRST_ELECTION_ATTEMPTS: usize = 40;
+
 /// How far ahead of the leader's clock a client's last-seen zxid may be (zxids are
 /// `ms << 20` plus a count): beyond it, the zxid did not come from this cluster.
 pub const ZXID_CLOCK_AHEAD_MAX_MS: i64 = 60_000;

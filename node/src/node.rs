@@ -136,6 +136,7 @@ impl Node {
             tuning: config.raft.clone(),
             engine: PolicyEngine::new()?,
             events,
+            newborns: Default::default(),
         };
         let root_anchors = config
             .peers
@@ -489,14 +490,19 @@ impl Node {
     }
 
     async fn on_delegated(&self, parent: ScopeId, child: ScopeId) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
         let scope = self
             .open_scope(child, ScopeIdentity::default(), None)
             .await?;
+        tracing::info!(
+            scope = child,
+            ms = started.elapsed().as_millis() as u64,
+            "opened a new scope"
+        );
         if let Some(p) = self.scope(parent) {
             self.learn_routes_of(&p);
             if p.raft.is_leader() {
-                // No pre-vote: nobody leads the new group yet, and going first is the point.
-                scope.raft.trigger().elect(false).await.ok();
+                tokio::spawn(lead_first(scope));
             }
         }
         Ok(())
@@ -654,5 +660,22 @@ impl Node {
         if let Err(e) = self.0.store.sync_now() {
             tracing::warn!("final sync: {e}");
         }
+    }
+}
+
+/// The parent's leader stands first in a new scope's election, and stands again at once
+/// while the other anchors are still opening their replicas (they refuse votes for a scope they
+/// do not have yet), rather than after an election timeout: a split's child is unavailable
+/// until it has a leader.
+async fn lead_first(scope: Arc<Scope>) {
+    for _ in 0..crate::limits::FIRST_ELECTION_ATTEMPTS {
+        if scope.leader().is_some() {
+            return;
+        }
+        // No pre-vote: nobody leads the new group yet, and going first is the point.
+        if scope.raft.trigger().elect(false).await.is_err() {
+            return;
+        }
+        tokio::time::sleep(crate::limits::FIRST_ELECTION_RETRY).await;
     }
 }

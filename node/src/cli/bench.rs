@@ -1,7 +1,8 @@
 //! `scopekeeper bench`: N concurrent clients, each with its own connection, running a
 //! create/set/get/session/watch mix for a fixed time; prints throughput and latency
 //! percentiles. `--hold-sessions N` instead opens N sessions with an ephemeral each and holds
-//! them, to measure what idle sessions cost the cluster.
+//! them, to measure what idle sessions cost the cluster; `--split-znodes N` times a split
+//! (`bench_split`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -57,6 +58,11 @@ pub struct BenchArgs {
     /// seconds, then close them (Scopekeeper only). Prints how fast they opened.
     #[arg(long, value_name = "N")]
     pub hold_sessions: Option<usize>,
+    /// Fill a new scope with this many znodes, split half of them off while writers keep
+    /// writing to both halves, and report the split's time and the writers' longest wait
+    /// (Scopekeeper only; needs the admin role; use a fresh cluster).
+    #[arg(long, value_name = "N")]
+    pub split_znodes: Option<usize>,
     /// The session timeout of --hold-sessions sessions, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub session_timeout: u64,
@@ -405,6 +411,12 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
         ),
         other => bail!("unknown --target {other:?}: scopekeeper, zookeeper or etcd"),
     };
+    if let Some(n) = args.split_znodes {
+        let TargetSpec::Scopekeeper(config) = target else {
+            bail!("--split-znodes measures Scopekeeper's splits: use --target scopekeeper");
+        };
+        return super::bench_split::run(config, n, args.value_size).await;
+    }
     if let Some(n) = args.hold_sessions {
         return hold_sessions(
             &target,

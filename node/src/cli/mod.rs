@@ -1,6 +1,7 @@
 //! The `scopekeeper` command line.
 
 mod bench;
+mod bench_split;
 mod certs;
 mod commands;
 mod context;

@@ -249,6 +249,7 @@ pub struct ScopeHost {
     pub tuning: RaftTuning,
     pub engine: PolicyEngine,
     pub events: ScopeEvents,
+    pub newborns: state_machine::Newborns,
 }
 
 impl Scope {
@@ -273,6 +274,7 @@ impl Scope {
             engine.clone(),
             fresh,
             Some(host.events.clone()),
+            host.newborns.clone(),
         )
         .with_context(|| format!("loading scope {id} from {}", store.dir().display()))?;
         let view = sm.view();

@@ -81,15 +81,22 @@ pub fn encode(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
         push_record(&mut out, &serde_bytes::Bytes::new(&active.component))?;
     }
     for (path, znode) in tree.iter() {
-        let stored = StoredZnode {
-            data: znode.data.clone(),
-            stat: znode.stat,
-            acl: znode.acl.clone(),
-        };
-        push_record(&mut out, &(path, stored))?;
+        out = push_record_into(out, &(path, znode.stored_ref()))?;
     }
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
+    Ok(out)
+}
+
+/// As [`push_record`], serializing in place: a snapshot has a record per znode.
+fn push_record_into<T: Serialize>(mut out: Vec<u8>, value: &T) -> io::Result<Vec<u8>> {
+    let at = out.len();
+    out.extend_from_slice(&[0; 4]);
+    let mut out = postcard::to_extend(value, out)
+        .map_err(|e| io::Error::other(format!("encoding snapshot: {e}")))?;
+    let len = u32::try_from(out.len() - at - 4)
+        .map_err(|_| io::Error::other("snapshot record over 4 GiB"))?;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
     Ok(out)
 }
 

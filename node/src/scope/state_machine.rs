@@ -144,6 +144,25 @@ pub enum ScopeEvent {
 
 pub type ScopeEvents = tokio::sync::mpsc::UnboundedSender<ScopeEvent>;
 
+/// Child scopes' starting states, left by the parent's apply (after its batch is durable) for
+/// the child's opening on the same node, which then need not read a whole subtree back from
+/// storage and rebuild it: a split's child serves sooner.
+#[derive(Clone, Default)]
+pub struct Newborns(Arc<std::sync::Mutex<BTreeMap<ScopeId, ScopeState>>>);
+
+impl Newborns {
+    fn give(&self, id: ScopeId, state: ScopeState) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, state);
+    }
+
+    fn take(&self, id: ScopeId) -> Option<ScopeState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
+    }
+}
+
 /// Shared, read-mostly access to a scope's state.
 #[derive(Clone)]
 pub struct ScopeView(Arc<RwLock<ScopeState>>);
@@ -166,6 +185,7 @@ pub struct ScopeStateMachine {
     view: ScopeView,
     snapshot_dir: PathBuf,
     events: Option<ScopeEvents>,
+    newborns: Newborns,
     feed: ChangeFeed,
 }
 
@@ -241,6 +261,31 @@ fn load_component(store: &Store, hash: &crate::policy::PolicyHash) -> io::Result
 }
 
 /// The scopes whose state this node's storage holds, in id order.
+/// The scope's tree as its rows in storage hold it.
+fn load_tree(store: &Store, scope: ScopeId, meta: &AppliedMeta) -> io::Result<Tree> {
+    let mut stored = Vec::new();
+    for guard in store.tree.prefix(scope.to_be_bytes()) {
+        let (k, v) = guard
+            .into_inner()
+            .map_err(|e| io_err("reading the tree", e))?;
+        let path = String::from_utf8(k[8..].to_vec())
+            .map_err(|_| corrupt("znode key", "path is not UTF-8"))?;
+        stored.push((path, decode::<StoredZnode>("znode", &v)?));
+    }
+    let tree = if stored.is_empty() && meta.last_applied.is_none() {
+        Tree::placeholder(&meta.identity.root)
+    } else {
+        Tree::from_stored(
+            &meta.identity.root,
+            meta.last_zxid,
+            stored,
+            meta.delegations.keys().cloned(),
+        )
+        .map_err(|e| corrupt("tree", &e))?
+    };
+    Ok(tree)
+}
+
 pub fn stored_scope_ids(store: &Store) -> io::Result<Vec<ScopeId>> {
     let mut ids = Vec::new();
     for guard in store.sm_meta.iter() {
@@ -266,6 +311,7 @@ impl ScopeStateMachine {
         engine: PolicyEngine,
         fresh: ScopeIdentity,
         events: Option<ScopeEvents>,
+        newborns: Newborns,
     ) -> io::Result<Self> {
         let snapshot_dir = store.dir().join("snapshots").join(scope.to_string());
         snapshot::remove_temporaries(&snapshot_dir)?;
@@ -280,25 +326,12 @@ impl ScopeStateMachine {
                 ..AppliedMeta::default()
             },
         };
-        let mut stored = Vec::new();
-        for guard in store.tree.prefix(scope.to_be_bytes()) {
-            let (k, v) = guard
-                .into_inner()
-                .map_err(|e| io_err("reading the tree", e))?;
-            let path = String::from_utf8(k[8..].to_vec())
-                .map_err(|_| corrupt("znode key", "path is not UTF-8"))?;
-            stored.push((path, decode::<StoredZnode>("znode", &v)?));
-        }
-        let mut tree = if stored.is_empty() && meta.last_applied.is_none() {
-            Tree::placeholder(&meta.identity.root)
-        } else {
-            Tree::from_stored(
-                &meta.identity.root,
-                meta.last_zxid,
-                stored,
-                meta.delegations.keys().cloned(),
-            )
-            .map_err(|e| corrupt("tree", &e))?
+        let newborn = newborns
+            .take(scope)
+            .filter(|n| n.last_applied == meta.last_applied && n.identity == meta.identity);
+        let mut tree = match newborn {
+            Some(n) => n.tree,
+            None => load_tree(&store, scope, &meta)?,
         };
         tree.set_session_book(meta.sessions.clone());
         let governance = Governance {
@@ -334,6 +367,7 @@ impl ScopeStateMachine {
             }))),
             snapshot_dir,
             events,
+            newborns,
             feed,
         };
         if let Some(path) = snapshot::newest(&sm.snapshot_dir)? {
@@ -387,11 +421,14 @@ impl ScopeStateMachine {
         &self,
         batch: &mut fjall::OwnedWriteBatch,
         child: &ScopeState,
-        carved: &crate::tree::Carved,
     ) -> io::Result<()> {
         let id = child.identity.id;
-        for (p, z) in &carved.znodes {
-            batch.insert(&self.store.tree, key(id, p.as_bytes()), encode("znode", z)?);
+        for (p, z) in child.tree.iter() {
+            batch.insert(
+                &self.store.tree,
+                key(id, p.as_bytes()),
+                encode("znode", &z.stored_ref())?,
+            );
         }
         if let Some(active) = &child.governance.active {
             batch.insert(
@@ -697,7 +734,7 @@ impl ScopeStateMachine {
         batch: &mut fjall::OwnedWriteBatch,
         (touched, changes): (&mut BTreeSet<String>, &mut Vec<(i64, crate::tree::Change)>),
         d: Delegation<'_>,
-        created: &mut Vec<ScopeId>,
+        created: &mut Vec<(ScopeId, ScopeState)>,
     ) -> io::Result<Result<Route, ApiError>> {
         let checked = match (d.policy, d.kind) {
             (_, DelegationKind::Session) => session_scope_allowed(d.path),
@@ -724,6 +761,7 @@ impl ScopeStateMachine {
             writes_per_sec: state.load.scope_per_sec(),
             ms_since_split: ms_since(state.last_split_ms, d.stamp.time_ms),
         };
+        let carving = std::time::Instant::now();
         let mut applied = if d.kind == DelegationKind::Session {
             vec![self.carve_session_scope(state, d.stamp, d.path, touched)]
         } else {
@@ -739,6 +777,8 @@ impl ScopeStateMachine {
                 io::Error::other(fault.0)
             })?
         };
+        let carve_ms = carving.elapsed().as_millis() as u64;
+        let carved_at = std::time::Instant::now();
         let Some(applied) = applied.pop() else {
             return Err(io::Error::other("a delegation produced no result"));
         };
@@ -751,6 +791,8 @@ impl ScopeStateMachine {
                 return Err(io::Error::other(format!("a delegation produced {other:?}")));
             }
         };
+        let znodes = carved.nodes.len();
+        let tree = Tree::from_carved(carved).map_err(|e| corrupt("carved subtree", &e))?;
         let child_id = child_scope_id(self.scope, d.log_index);
         let moved: Vec<String> = state
             .delegations
@@ -772,7 +814,7 @@ impl ScopeStateMachine {
             None => state.governance.inherited(),
         };
         let child = ScopeState {
-            tree: Tree::from_carved(carved.clone()).map_err(|e| corrupt("carved subtree", &e))?,
+            tree,
             last_applied: Some(genesis_log_id()),
             membership: StoredMembership::new(
                 Some(genesis_log_id()),
@@ -798,17 +840,19 @@ impl ScopeStateMachine {
             load: Load::default(),
             last_split_ms: d.stamp.time_ms,
         };
-        self.write_genesis(batch, &child, &carved)?;
+        self.write_genesis(batch, &child)?;
         let route = child.route();
         state.delegations.insert(d.path.to_string(), route.clone());
         state.identity.epoch += 1;
         state.last_split_ms = d.stamp.time_ms;
-        created.push(child_id);
+        created.push((child_id, child));
         tracing::info!(
             scope = self.scope,
             child = child_id,
             path = d.path,
-            znodes = carved.znodes.len(),
+            znodes,
+            carve_ms,
+            genesis_ms = carved_at.elapsed().as_millis() as u64,
             "delegated a subtree to a new scope"
         );
         Ok(Ok(route))
@@ -821,6 +865,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
     async fn build_snapshot(
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
+        let started = std::time::Instant::now();
         // Everything applied so far becomes durable first: the log behind this snapshot may be
         // purged as soon as it exists.
         self.store.sync_now()?;
@@ -842,7 +887,12 @@ impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
         })
         .await
         .map_err(|e| io::Error::other(format!("snapshot writer panicked: {e}")))??;
-        tracing::info!(scope = self.scope, "built snapshot {}", path.display());
+        tracing::info!(
+            scope = self.scope,
+            ms = started.elapsed().as_millis() as u64,
+            "built snapshot {}",
+            path.display()
+        );
         Ok(openraft::Snapshot {
             meta,
             snapshot: SnapshotFile { path },
@@ -1045,17 +1095,25 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
             }
             for p in &touched {
                 let k = key(self.scope, p.as_bytes());
-                match state.tree.stored(p) {
-                    Some(z) => batch.insert(&self.store.tree, k, encode("znode", &z)?),
+                match state.tree.get(p) {
+                    Some(z) => batch.insert(&self.store.tree, k, encode("znode", &z.stored_ref())?),
                     None => batch.remove(&self.store.tree, k),
                 }
             }
             self.record_applied(&mut batch, state)?;
             last_zxid = state.tree.last_zxid();
         }
+        let committing = std::time::Instant::now();
         batch
             .commit()
             .map_err(|e| io_err("persisting applied entries", e))?;
+        if !created.is_empty() {
+            tracing::info!(
+                scope = self.scope,
+                commit_ms = committing.elapsed().as_millis() as u64,
+                "committed a delegation"
+            );
+        }
         self.feed.publish(FeedItem {
             zxid: last_zxid,
             changes,
@@ -1068,7 +1126,8 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                 after,
             });
         }
-        for child in created {
+        for (child, state) in created {
+            self.newborns.give(child, state);
             self.notify(ScopeEvent::Delegated {
                 parent: self.scope,
                 child,
@@ -1173,9 +1232,15 @@ mod tests {
     async fn an_install_interrupted_after_the_file_is_finished_on_reopen() {
         let leader_dir = tempfile::tempdir().expect("tempdir");
         let leader_store = Store::open(leader_dir.path()).expect("store");
-        let mut leader =
-            ScopeStateMachine::open(leader_store, 7, engine(), Default::default(), None)
-                .expect("sm");
+        let mut leader = ScopeStateMachine::open(
+            leader_store,
+            7,
+            engine(),
+            Default::default(),
+            None,
+            Default::default(),
+        )
+        .expect("sm");
         let entries = vec![create(1, "/a"), create(2, "/a/b"), create(3, "/c")];
         leader.apply(stream::iter(entries)).await.expect("apply");
         let snapshot = leader.build_snapshot().await.expect("snapshot");
@@ -1197,6 +1262,7 @@ mod tests {
             engine(),
             Default::default(),
             None,
+            Default::default(),
         )
         .expect("reopen finishes the install");
         assert_eq!(follower.view().read().tree, leader.view().read().tree);
@@ -1210,8 +1276,15 @@ mod tests {
         );
         // And the rows are in fjall: a second reopen needs no snapshot.
         std::fs::remove_file(&target).expect("remove");
-        let again = ScopeStateMachine::open(follower_store, 7, engine(), Default::default(), None)
-            .expect("reopen");
+        let again = ScopeStateMachine::open(
+            follower_store,
+            7,
+            engine(),
+            Default::default(),
+            None,
+            Default::default(),
+        )
+        .expect("reopen");
         assert_eq!(again.view().read().tree, leader.view().read().tree);
     }
 }

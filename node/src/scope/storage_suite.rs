@@ -27,8 +27,15 @@ impl StoreBuilder<TypeConfig, ScopeLog, ScopeStateMachine, TempDir> for FjallBui
                 e.to_string(),
             )))
         })?;
-        let sm = ScopeStateMachine::open(store.clone(), 7, engine, Default::default(), None)
-            .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
+        let sm = ScopeStateMachine::open(
+            store.clone(),
+            7,
+            engine,
+            Default::default(),
+            None,
+            Default::default(),
+        )
+        .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
         Ok((dir, ScopeLog::new(store, 7), sm))
     }
 }

@@ -187,7 +187,7 @@ fn delegating_a_missing_path_creates_it_first_and_a_refusal_undoes_the_create() 
         &mut AdmitAll,
     );
     let carved = done.carved.expect("carved");
-    assert_eq!(carved.znodes.len(), 1, "the new, empty root");
+    assert_eq!(carved.nodes.len(), 1, "the new, empty root");
     let (children, stat) = t.get_children("/a").expect("parent lists it");
     assert_eq!(children, ["new"]);
     assert_eq!(stat.num_children, 1);

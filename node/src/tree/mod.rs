@@ -39,6 +39,35 @@ pub struct Znode {
     pub children: BTreeSet<String>,
 }
 
+impl Znode {
+    /// Its persisted form.
+    pub fn stored(&self) -> StoredZnode {
+        StoredZnode {
+            data: self.data.clone(),
+            stat: self.stat,
+            acl: self.acl.clone(),
+        }
+    }
+
+    /// Its persisted form, borrowed: for encoding without copying the data.
+    pub fn stored_ref(&self) -> StoredZnodeRef<'_> {
+        StoredZnodeRef {
+            data: &self.data,
+            stat: self.stat,
+            acl: &self.acl,
+        }
+    }
+}
+
+/// A [`StoredZnode`] borrowed from a [`Znode`]; it encodes to the same bytes.
+#[derive(Serialize)]
+pub struct StoredZnodeRef<'a> {
+    #[serde(with = "serde_bytes")]
+    pub data: &'a [u8],
+    pub stat: Stat,
+    pub acl: &'a [Acl],
+}
+
 /// A znode as stored on disk and in snapshots.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StoredZnode {
@@ -170,7 +199,9 @@ pub struct Tree {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Carved {
     pub root: String,
-    pub znodes: Vec<(String, StoredZnode)>,
+    /// The subtree's znodes as they were in the parent (the root's children include
+    /// delegated names, as the parent listed them).
+    pub nodes: BTreeMap<String, Znode>,
     /// Delegations below `root`, which move with it.
     pub delegated: Vec<String>,
     /// The parent's last zxid when it was carved: the child's zxids continue from it.
@@ -329,14 +360,31 @@ impl Tree {
 
     /// The tree of a new child scope, from what its parent carved out.
     pub fn from_carved(carved: Carved) -> Result<Self, String> {
-        let book = carved.book;
-        let mut tree = Self::from_stored(
-            &carved.root,
-            carved.last_zxid,
-            carved.znodes,
-            carved.delegated,
-        )?;
-        tree.book = book;
+        let mut tree = Tree {
+            data_bytes: carved.nodes.values().map(|z| z.data.len() as u64).sum(),
+            root: carved.root,
+            nodes: carved.nodes,
+            delegated: carved.delegated.into_iter().collect(),
+            last_zxid: carved.last_zxid,
+            ephemerals: BTreeMap::new(),
+            reapable: BTreeSet::new(),
+            book: carved.book,
+        };
+        let kinds: Vec<(String, i64)> = tree
+            .nodes
+            .iter()
+            .filter(|(_, z)| !matches!(NodeKind::of(z.stat.ephemeral_owner), NodeKind::Persistent))
+            .map(|(p, z)| (p.clone(), z.stat.ephemeral_owner))
+            .collect();
+        for (p, owner) in kinds {
+            tree.index(&p, owner);
+        }
+        if !tree.nodes.contains_key(&tree.root) {
+            return Err(format!("the carved root znode {} is missing", tree.root));
+        }
+        // Carved from a tree that kept its invariants; checking costs a pass over the subtree.
+        #[cfg(debug_assertions)]
+        tree.check_invariants()?;
         Ok(tree)
     }
 
@@ -499,30 +547,28 @@ impl Tree {
                 format!("{at} is ephemeral; it cannot be the root of a scope"),
             ));
         }
-        let below: Vec<String> = self
-            .nodes
-            .range(at.to_string()..)
-            .map(|(p, _)| p)
-            .take_while(|p| p.starts_with(at))
-            .filter(|p| path::is_within(p, at))
-            .cloned()
-            .collect();
-        let mut znodes = Vec::with_capacity(below.len());
+        // The subtree is `at` and the range [at/, at0): '0' follows '/', and names such as
+        // `at-x` sort between `at` and `at/`. Splitting the map's ranges off costs a walk
+        // down the tree and a merge of the two outer parts, not a removal per znode.
+        let mut from_root = self.nodes.split_off(at);
+        let mut below = from_root.split_off(&format!("{at}/"));
+        let mut after = below.split_off(&format!("{at}0"));
+        let root_node = from_root.remove(at).expect("owns() found it above");
+        self.nodes.append(&mut from_root);
+        self.nodes.append(&mut after);
+        below.insert(at.to_string(), root_node);
         let mut owners = BTreeSet::new();
-        for p in below {
-            let z = self.remove_node(&p).expect("listed from the map above");
-            if let NodeKind::Ephemeral { session } = NodeKind::of(z.stat.ephemeral_owner) {
+        touched.reserve(below.len());
+        for (p, z) in &below {
+            self.data_bytes -= z.data.len() as u64;
+            let owner = z.stat.ephemeral_owner;
+            if let NodeKind::Ephemeral { session } = NodeKind::of(owner) {
                 owners.insert(session);
             }
+            if !matches!(NodeKind::of(owner), NodeKind::Persistent) {
+                self.unindex(p, owner);
+            }
             touched.push(p.clone());
-            znodes.push((
-                p,
-                StoredZnode {
-                    data: z.data,
-                    stat: z.stat,
-                    acl: z.acl,
-                },
-            ));
         }
         let delegated: Vec<String> = self
             .delegated
@@ -546,7 +592,7 @@ impl Tree {
         }
         Ok(Carved {
             root: at.to_string(),
-            znodes,
+            nodes: below,
             delegated,
             last_zxid: self.last_zxid,
             book,
@@ -576,11 +622,7 @@ impl Tree {
 
     /// The stored form of a znode, for persistence: `None` if it does not exist.
     pub fn stored(&self, p: &str) -> Option<StoredZnode> {
-        self.nodes.get(p).map(|z| StoredZnode {
-            data: z.data.clone(),
-            stat: z.stat,
-            acl: z.acl.clone(),
-        })
+        self.nodes.get(p).map(Znode::stored)
     }
 
     /// Every znode in path order, for snapshots.

@@ -2,7 +2,11 @@
 
 use scopekeeper_client::proto::{ANY_VERSION, CreateMode, ErrorCode, MultiSlot, Op, OpResult};
 
-use super::{Outcome, Stamp, Tree, Txn};
+use std::collections::BTreeSet;
+
+use scopekeeper_client::proto::Stat;
+
+use super::{Outcome, Stamp, Tree, Txn, Znode};
 
 fn stamp(zxid_hint: i64) -> Stamp {
     Stamp {
@@ -259,4 +263,25 @@ fn stored_form_rebuilds_the_same_tree() {
     let rebuilt = Tree::from_stored("/", t.last_zxid(), stored.into_iter().rev(), Vec::new())
         .expect("rebuilds");
     assert_eq!(rebuilt, t);
+}
+
+#[test]
+fn a_borrowed_stored_znode_encodes_as_the_owned_one() {
+    let z = Znode {
+        data: b"some data".to_vec(),
+        stat: Stat {
+            czxid: 7,
+            data_length: 9,
+            ..Stat::default()
+        },
+        acl: vec![scopekeeper_client::proto::Acl {
+            perms: 31,
+            id: scopekeeper_client::proto::Id::new("digest", "alice:x"),
+        }],
+        children: BTreeSet::new(),
+    };
+    assert_eq!(
+        postcard::to_stdvec(&z.stored()).expect("owned"),
+        postcard::to_stdvec(&z.stored_ref()).expect("borrowed")
+    );
 }

@@ -1,0 +1,228 @@
+//! `scopekeeper bench --split-znodes N`: how long a split of a big scope takes, and what writers
+//! notice. A new scope at `/bench-split` is filled with N znodes, half under `big` and half
+//! under `rest`; writers keep setting znodes in both halves while `big` is split off into a
+//! scope of its own. Reported: the split's time from request to reply, and per half the
+//! longest stretch with no acknowledged write (write unavailability) during the split, next to
+//! the same figure just before it.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use scopekeeper_client::{Client, ClientConfig, CreateMode, Op};
+
+const ROOT: &str = "/bench-split";
+const BUCKETS: usize = 100;
+const CREATES_PER_MULTI: usize = 1000;
+const FILLERS: usize = 8;
+/// Writers per half, each setting its own znode as fast as it is answered.
+const WRITERS: usize = 4;
+/// How long the writers run before the split, which gives the baseline gap.
+const BEFORE: Duration = Duration::from_secs(2);
+/// And after it: a half that is unavailable for longer than the split shows here.
+const AFTER: Duration = Duration::from_secs(2);
+
+pub struct SplitReport {
+    pub znodes: usize,
+    pub moved: u64,
+    pub fill: Duration,
+    pub split: Duration,
+    /// (longest gap before the split, longest gap from the split's start to AFTER past its end)
+    pub split_half: (Duration, Duration),
+    pub rest_half: (Duration, Duration),
+    pub write_errors: u64,
+}
+
+pub async fn run(config: ClientConfig, znodes: usize, value_size: usize) -> anyhow::Result<()> {
+    let report = measure(config, znodes, value_size).await?;
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    println!(
+        "filled {ROOT} with {} znodes in {:.1} s",
+        report.znodes,
+        report.fill.as_secs_f64()
+    );
+    println!(
+        "split {ROOT}/big off: {} znodes moved in {:.0} ms (request to reply)",
+        report.moved,
+        ms(report.split)
+    );
+    println!("longest stretch without an acknowledged write ({WRITERS} writers per half):");
+    println!(
+        "  in the split subtree:   {:>7.0} ms during the split, {:>5.0} ms before it",
+        ms(report.split_half.1),
+        ms(report.split_half.0)
+    );
+    println!(
+        "  in the rest of the scope: {:>5.0} ms during the split, {:>5.0} ms before it",
+        ms(report.rest_half.1),
+        ms(report.rest_half.0)
+    );
+    println!("write errors: {}", report.write_errors);
+    Ok(())
+}
+
+async fn measure(
+    config: ClientConfig,
+    znodes: usize,
+    value_size: usize,
+) -> anyhow::Result<SplitReport> {
+    if znodes < 2 * BUCKETS {
+        bail!("--split-znodes must be at least {}", 2 * BUCKETS);
+    }
+    let admin = Client::connect(config.clone()).await?;
+    if admin.exists(ROOT).await?.is_some() {
+        bail!("{ROOT} exists already: run the split benchmark on a fresh cluster");
+    }
+    admin.create(ROOT, b"", CreateMode::Persistent).await?;
+    admin
+        .create_scope(ROOT, None)
+        .await
+        .context("creating the benchmark's scope (needs the admin role)")?;
+    let value = vec![b'x'; value_size];
+    let mut parents = Vec::new();
+    for half in ["big", "rest"] {
+        parents.push(format!("{ROOT}/{half}"));
+        for b in 0..BUCKETS {
+            parents.push(format!("{ROOT}/{half}/{b}"));
+        }
+    }
+    for chunk in parents.chunks(CREATES_PER_MULTI) {
+        admin
+            .multi(chunk.iter().map(|p| create(p, b"")).collect())
+            .await?;
+    }
+
+    // The fill: each half gets (znodes - parents) / 2, in multis spread over the buckets.
+    let started = Instant::now();
+    let per_half = (znodes - parents.len()) / 2;
+    let multis = per_half.div_ceil(CREATES_PER_MULTI) * 2;
+    let mut fillers = Vec::new();
+    for f in 0..FILLERS {
+        let client = connect(&config, f).await?;
+        let value = value.clone();
+        fillers.push(tokio::spawn(async move {
+            for m in (f..multis).step_by(FILLERS) {
+                let half = if m % 2 == 0 { "big" } else { "rest" };
+                let first = (m / 2) * CREATES_PER_MULTI;
+                let last = (first + CREATES_PER_MULTI).min(per_half);
+                let ops = (first..last)
+                    .map(|i| create(&format!("{ROOT}/{half}/{}/n{i}", i % BUCKETS), &value))
+                    .collect();
+                client.multi(ops).await?;
+            }
+            anyhow::Ok(())
+        }));
+    }
+    for f in fillers {
+        f.await??;
+    }
+    let fill = started.elapsed();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for (i, half) in ["big", "rest"]
+        .into_iter()
+        .flat_map(|h| std::iter::repeat_n(h, WRITERS))
+        .enumerate()
+    {
+        let client = connect(&config, i).await?;
+        let path = format!("{ROOT}/{half}/w{i}");
+        client.create(&path, b"", CreateMode::Persistent).await?;
+        let (stop, value) = (stop.clone(), value.clone());
+        writers.push(tokio::spawn(async move {
+            let mut acks = Vec::new();
+            let mut errors = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                match client.set(&path, &value, -1).await {
+                    Ok(_) => acks.push(Instant::now()),
+                    Err(_) => errors += 1,
+                }
+            }
+            (half, acks, errors)
+        }));
+    }
+    tokio::time::sleep(BEFORE).await;
+    let split_start = Instant::now();
+    admin
+        .create_scope(&format!("{ROOT}/big"), None)
+        .await
+        .context("splitting the big half off")?;
+    let split = split_start.elapsed();
+    tokio::time::sleep(AFTER).await;
+    stop.store(true, Ordering::Relaxed);
+    let window_end = split_start + split + AFTER;
+
+    let mut acks: [Vec<Instant>; 2] = [Vec::new(), Vec::new()];
+    let mut write_errors = 0;
+    for w in writers {
+        let (half, a, errors) = w.await?;
+        acks[usize::from(half == "rest")].extend(a);
+        write_errors += errors;
+    }
+    let moved = admin.scope(&format!("{ROOT}/big")).await?.znodes;
+    let gaps = |acks: &mut Vec<Instant>| {
+        acks.sort();
+        let before_start = split_start - BEFORE / 2;
+        (
+            longest_gap(acks, before_start, split_start),
+            longest_gap(acks, split_start, window_end),
+        )
+    };
+    let [mut big, mut rest] = acks;
+    Ok(SplitReport {
+        znodes,
+        moved,
+        fill,
+        split,
+        split_half: gaps(&mut big),
+        rest_half: gaps(&mut rest),
+        write_errors,
+    })
+}
+
+/// The longest time in [from, to] with no acknowledgement in `acks` (sorted).
+fn longest_gap(acks: &[Instant], from: Instant, to: Instant) -> Duration {
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for &t in acks.iter().filter(|t| **t > from && **t <= to) {
+        longest = longest.max(t - last);
+        last = t;
+    }
+    longest.max(to - last)
+}
+
+fn create(path: &str, data: &[u8]) -> Op {
+    Op::Create {
+        path: path.to_string(),
+        data: data.to_vec(),
+        mode: CreateMode::Persistent,
+        acl: Vec::new(),
+    }
+}
+
+/// Client `i`, starting at the i-th endpoint so the load spreads over the nodes.
+async fn connect(config: &ClientConfig, i: usize) -> anyhow::Result<Client> {
+    let mut config = config.clone();
+    let n = config.endpoints.len();
+    config.endpoints.rotate_left(i % n);
+    Ok(Client::connect(config).await?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gaps_count_the_edges_of_the_window() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let acks = [at(10), at(20), at(70), at(80)];
+        assert_eq!(longest_gap(&acks, t0, at(100)), Duration::from_millis(50));
+        assert_eq!(
+            longest_gap(&acks, at(75), at(200)),
+            Duration::from_millis(120)
+        );
+        assert_eq!(longest_gap(&[], t0, at(30)), Duration::from_millis(30));
+    }
+}
