@@ -35,6 +35,7 @@ fn main() -> anyhow::Result<()> {
             data_bytes: 100_000,
             writes_per_sec: 0,
             ms_since_split: 0,
+            ms_since_write: 0,
         },
     };
     println!(

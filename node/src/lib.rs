@@ -7,6 +7,7 @@ pub mod directory;
 pub mod identity_file;
 pub mod limits;
 pub mod liveness;
+pub mod merge;
 pub mod node;
 pub mod peer;
 pub mod placement;

@@ -32,6 +32,11 @@ pub const SPLIT_TICK: std::time::Duration = std::time::Duration::from_secs(2);
 /// Subtrees offered to a policy's `split` as candidates, largest first.
 pub const SPLIT_CANDIDATES_MAX: usize = 64;
 
+/// A child scope merges back only if its state travels in one log entry of its parent: at
+/// most this many znodes and bytes of data (paths and ACLs counted too).
+pub const MERGE_ZNODES_MAX: usize = 10_000;
+pub const MERGE_BYTES_MAX: usize = 512 * 1024;
+
 /// A new scope's first election: how often its parent's leader stands again while the other
 /// anchors open their replicas, and how many times.
 pub const FIRST_ELECTION_RETRY: std::time::Duration = std::time::Duration::from_millis(150);

@@ -220,6 +220,7 @@ impl Node {
             node.open_scope(id, ScopeIdentity::default(), None).await?;
         }
         node.learn_moved_routes()?;
+        node.retire_absorbed().await?;
         node.replicate_delegated_scopes().await?;
         let _ = node.0.started.set(());
         tokio::spawn(node.clone().follow_scope_events(event_queue));
@@ -418,6 +419,37 @@ impl Node {
         self.retire_to(scope, route).await
     }
 
+    /// Retires every replica here of a scope that its parent (replicated here) has taken back
+    /// by a merge: the scope is no more.
+    async fn retire_absorbed(&self) -> anyhow::Result<()> {
+        let gone: Vec<Arc<Scope>> = self
+            .scopes()
+            .into_iter()
+            .filter(|s| {
+                let parent = s.view().read().identity.parent;
+                parent
+                    .and_then(|p| self.scope(p))
+                    .is_some_and(|p| p.view().read().absorbed.contains(&s.id))
+            })
+            .collect();
+        for s in gone {
+            let root = s.view().read().identity.root.clone();
+            tracing::info!(
+                scope = s.id,
+                root,
+                "the scope merged into its parent; deleting its replica"
+            );
+            self.forget_route(&root);
+            let _opening = self.0.opening.lock().await;
+            self.close_scope(&s).await;
+            self.0
+                .store
+                .remove_scope(s.id)
+                .with_context(|| format!("deleting the merged scope {}", s.id))?;
+        }
+        Ok(())
+    }
+
     /// Retires the replica, recording `route` as where the scope went.
     async fn retire_to(&self, scope: &Arc<Scope>, route: Route) -> anyhow::Result<()> {
         let id = scope.id;
@@ -463,11 +495,20 @@ impl Node {
         while let Some(event) = events.recv().await {
             let result = match event {
                 ScopeEvent::Delegated { parent, child } => self.on_delegated(parent, child).await,
+                ScopeEvent::Absorbed { parent, .. } => {
+                    if let Some(p) = self.scope(parent) {
+                        self.learn_routes_of(&p);
+                    }
+                    self.retire_absorbed().await
+                }
                 ScopeEvent::SnapshotInstalled { scope } => {
                     if let Some(s) = self.scope(scope) {
                         self.learn_routes_of(&s);
                     }
-                    self.replicate_delegated_scopes().await
+                    match self.retire_absorbed().await {
+                        Ok(()) => self.replicate_delegated_scopes().await,
+                        Err(e) => Err(e),
+                    }
                 }
                 ScopeEvent::MembershipChanged {
                     scope,

@@ -83,6 +83,11 @@ pub enum PeerRequest {
         principal: Principal,
         change: scopekeeper_client::proto::NodeChange,
     },
+    /// A sealed child scope's final state, forwarded to the leader of its parent `scope`.
+    ProposeAbsorb {
+        scope: ScopeId,
+        absorb: Box<crate::scope::types::Absorb>,
+    },
     /// A client request forwarded whole to a node that anchors the scope it concerns, by a
     /// node that does not. `hops` bounds how often it may be forwarded again.
     Client {

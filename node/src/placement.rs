@@ -95,7 +95,10 @@ pub async fn run(node: Node) {
         let led: Vec<Arc<Scope>> = node
             .scopes()
             .into_iter()
-            .filter(|s| s.raft.is_leader() && s.is_initialized())
+            // A sealed scope is merging into its parent on its parent's anchors: it stays.
+            .filter(|s| {
+                s.raft.is_leader() && s.is_initialized() && s.view().read().sealed.is_none()
+            })
             .collect();
         handed.retain(|id, _| led.iter().any(|s| s.id == *id));
         if led.is_empty() {

@@ -30,12 +30,16 @@ pub fn stats(scope: &Scope) -> SplitStats {
         .collect();
     subtrees.sort_by(|a, b| (b.1, b.3, &a.0).cmp(&(a.1, a.3, &b.0)));
     subtrees.truncate(limits::SPLIT_CANDIDATES_MAX);
-    let now_ms = state.load.now_sec.saturating_mul(1000);
+    // Asked by the leader, not at apply: its own clock (the one that stamps the scope's entries)
+    // says how long the scope has been quiet, which no entry records.
+    let now_ms = crate::scope::wall_clock_ms();
     SplitStats {
         znodes: state.tree.len() as u64,
         data_bytes: state.tree.data_bytes(),
         writes_per_sec: state.load.scope_per_sec(),
         ms_since_split: u64::try_from(now_ms - state.last_split_ms).unwrap_or(0),
+        ms_since_write: u64::try_from(now_ms - state.load.now_sec.saturating_mul(1000))
+            .unwrap_or(0),
         subtrees,
     }
 }
@@ -64,6 +68,9 @@ pub async fn run(node: Node) {
         tick.tick().await;
         for scope in node.scopes() {
             if !scope.raft.is_leader() || !scope.is_initialized() {
+                continue;
+            }
+            if crate::merge::consider(&node, &scope).await {
                 continue;
             }
             let (applied, active) = {

@@ -33,6 +33,7 @@ fn stats(s: wit::ScopeStats) -> ScopeStats {
         data_bytes: s.data_bytes,
         writes_per_sec: s.writes_per_sec,
         ms_since_split: s.ms_since_split,
+        ms_since_write: s.ms_since_write,
     }
 }
 
@@ -138,5 +139,9 @@ impl<P: Policy> wit::Guest for Exported<P> {
             })
             .collect();
         P::split(&params, &stats(s), &subtrees)
+    }
+
+    fn merge(params: String, s: wit::ScopeStats) -> bool {
+        P::merge(&params, &stats(s))
     }
 }

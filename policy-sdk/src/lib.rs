@@ -51,7 +51,7 @@ pub mod bindings {
 }
 
 /// The version of the WIT world this SDK implements.
-pub const WORLD_VERSION: &str = "scopekeeper:policy@0.2.0";
+pub const WORLD_VERSION: &str = "scopekeeper:policy@0.3.0";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpKind {
@@ -137,6 +137,8 @@ pub struct ScopeStats {
     pub writes_per_sec: u64,
     /// Leader-stamped ms since the scope last split or was created.
     pub ms_since_split: u64,
+    /// Ms since the scope's last admitted write (second resolution).
+    pub ms_since_write: u64,
 }
 
 /// A subtree directly below the scope's root, as a split candidate.
@@ -263,6 +265,12 @@ pub trait Policy {
     fn split(params: &str, stats: &ScopeStats, subtrees: &[SubtreeStats]) -> Option<String> {
         let _ = (params, stats, subtrees);
         None
+    }
+
+    /// Whether the scope (a child scope, small and cold) should merge back into its parent.
+    fn merge(params: &str, stats: &ScopeStats) -> bool {
+        let _ = (params, stats);
+        false
     }
 }
 

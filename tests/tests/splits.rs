@@ -12,7 +12,7 @@ use anyhow::{Context, bail, ensure};
 use rand::{Rng, SeedableRng};
 use scopekeeper::policy::build::repository_component;
 use scopekeeper_client::proto::{HostedScope, PolicyMode, PolicySpec};
-use scopekeeper_client::{CreateMode, ErrorCode, Op};
+use scopekeeper_client::{Client, CreateMode, ErrorCode, Op};
 use scopekeeper_tests::linearizability::{self, Event, RegisterOp};
 use scopekeeper_tests::{Cluster, Mode, serial};
 
@@ -338,4 +338,99 @@ async fn a_history_across_splits_is_linearizable() -> anyhow::Result<()> {
         );
     }
     linearizability::check(b"init", &history).map_err(anyhow::Error::msg)
+}
+
+/// A child scope that its policy finds small and cold merges back into its parent, with no
+/// coordinator: its leader seals it and hands its state to the parent's log. Every znode (an
+/// ephemeral too) is in the parent afterwards, every node has deleted its replica of the
+/// child, writes go on, and all of it survives a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_small_cold_child_merges_back_into_its_parent() -> anyhow::Result<()> {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    for p in ["/m", "/m/a", "/m/b"] {
+        admin.create(p, b"", CreateMode::Persistent).await?;
+    }
+    let policy = PolicySpec {
+        params: r#"{"max_znodes": 60, "min_interval_secs": 0, "merge_below_znodes": 20,
+                    "merge_after_secs": 3}"#
+            .into(),
+        ..autosplit(0)
+    };
+    admin.create_scope("/m", Some(policy)).await?;
+    let ops = (0..60).map(|i| create(format!("/m/a/n{i}"))).collect();
+    admin.multi(ops).await?;
+    let owner =
+        Client::connect_with_session(cluster.client_config(&[2]), Duration::from_secs(10)).await?;
+    owner
+        .create("/m/a/owned", b"mine", CreateMode::Ephemeral)
+        .await?;
+    let deadline = Instant::now() + SETTLE;
+    while !admin.scopes().await?.iter().any(|s| s.root == "/m/a") {
+        ensure!(Instant::now() < deadline, "/m/a never split off");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Shrink the child below 20 znodes; three seconds without a write make it cold.
+    let ops = (5..60)
+        .map(|i| Op::Delete {
+            path: format!("/m/a/n{i}"),
+            version: -1,
+        })
+        .collect();
+    admin.multi(ops).await?;
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let scopes = admin.scopes().await?;
+        if !scopes.iter().any(|s| s.root == "/m/a") {
+            let parent = scopes.iter().find(|s| s.root == "/m").context("/m")?;
+            ensure!(parent.children.is_empty(), "{parent:?}");
+            break;
+        }
+        ensure!(
+            Instant::now() < deadline,
+            "/m/a never merged back: {scopes:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    for id in 1..=3 {
+        let deadline = Instant::now() + SETTLE;
+        while hosted(&cluster, id).await?.contains_key("/m/a") {
+            ensure!(
+                Instant::now() < deadline,
+                "node {id} kept its replica of /m/a"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    let reader = cluster.client().await?;
+    let mut children = reader.children("/m/a").await?.0;
+    children.sort();
+    assert_eq!(children, ["n0", "n1", "n2", "n3", "n4", "owned"]);
+    assert_eq!(reader.get("/m/a/owned").await?.0, b"mine");
+    assert_eq!(reader.get("/m/a/n3").await?.0, b"0123456789");
+    reader
+        .create("/m/a/after", b"", CreateMode::Persistent)
+        .await?;
+    assert_eq!(
+        admin.scope("/m").await?.znodes,
+        3 + 5 + 2,
+        "/m, /m/a, /m/b and 7 below /m/a"
+    );
+
+    // The ephemeral, now the parent's, goes with its session.
+    owner.close().await?;
+    assert!(reader.exists("/m/a/owned").await?.is_none());
+
+    // A restarted node comes back with the merged state and no replica of the child.
+    cluster.kill9(3);
+    cluster.spawn(3, Mode::Existing)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    ensure!(!hosted(&cluster, 3).await?.contains_key("/m/a"));
+    let on_3 = cluster.client_of(3).await?;
+    assert_eq!(on_3.children("/m/a").await?.0.len(), 6);
+    Ok(())
 }

@@ -298,6 +298,7 @@ async fn test(file: &PathBuf, params: &str, cases_file: &PathBuf) -> anyhow::Res
                 data_bytes: 0,
                 writes_per_sec: 0,
                 ms_since_split: 0,
+                ms_since_write: 0,
             },
         };
         // One case, one entry, one fresh instance: as on an anchor.

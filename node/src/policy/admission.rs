@@ -56,6 +56,8 @@ pub struct PolicyAdmission<'a> {
     pub writes_per_sec: u64,
     /// Leader-stamped ms since the scope was created or last split.
     pub ms_since_split: u64,
+    /// Leader-stamped ms since the scope's last write before this entry.
+    pub ms_since_write: u64,
 }
 
 impl<'a> PolicyAdmission<'a> {
@@ -85,6 +87,7 @@ impl<'a> PolicyAdmission<'a> {
             notes: Vec::new(),
             writes_per_sec: 0,
             ms_since_split: 0,
+            ms_since_write: 0,
         }
     }
 
@@ -153,6 +156,7 @@ impl<'a> PolicyAdmission<'a> {
                 data_bytes: view.data_bytes,
                 writes_per_sec: self.writes_per_sec,
                 ms_since_split: self.ms_since_split,
+                ms_since_write: self.ms_since_write,
             },
         };
         let eval = self.eval.as_mut().expect("begun above");

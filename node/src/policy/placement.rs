@@ -82,6 +82,7 @@ pub struct SplitStats {
     pub data_bytes: u64,
     pub writes_per_sec: u64,
     pub ms_since_split: u64,
+    pub ms_since_write: u64,
     /// (path, znodes, data bytes, writes per second) of the subtrees below the root.
     pub subtrees: Vec<(String, u64, u64, u64)>,
 }
@@ -94,12 +95,7 @@ pub fn split(
     stats: &SplitStats,
 ) -> Result<Option<String>, String> {
     let (mut store, policy) = fresh_instance(engine, compiled, limits::POLICY_FUEL_VALIDATE)?;
-    let scope = wit::ScopeStats {
-        znodes: stats.znodes,
-        data_bytes: stats.data_bytes,
-        writes_per_sec: stats.writes_per_sec,
-        ms_since_split: stats.ms_since_split,
-    };
+    let scope = scope_stats(stats);
     let subtrees: Vec<wit::SubtreeStats> = stats
         .subtrees
         .iter()
@@ -116,4 +112,29 @@ pub fn split(
         .scopekeeper_policy_rules()
         .call_split(&mut store, params, scope, &subtrees)
         .map_err(|e| format!("the policy's split trapped: {e:#}"))
+}
+
+fn scope_stats(stats: &SplitStats) -> wit::ScopeStats {
+    wit::ScopeStats {
+        znodes: stats.znodes,
+        data_bytes: stats.data_bytes,
+        writes_per_sec: stats.writes_per_sec,
+        ms_since_split: stats.ms_since_split,
+        ms_since_write: stats.ms_since_write,
+    }
+}
+
+/// Asks a child scope's policy whether the scope should merge back into its parent. Leader
+/// only, fresh instance.
+pub fn merge(
+    engine: &PolicyEngine,
+    compiled: &Compiled,
+    params: &str,
+    stats: &SplitStats,
+) -> Result<bool, String> {
+    let (mut store, policy) = fresh_instance(engine, compiled, limits::POLICY_FUEL_VALIDATE)?;
+    policy
+        .scopekeeper_policy_rules()
+        .call_merge(&mut store, params, scope_stats(stats))
+        .map_err(|e| format!("the policy's merge trapped: {e:#}"))
 }

@@ -43,6 +43,7 @@ fn context() -> wit::Context {
             data_bytes: 0,
             writes_per_sec: 0,
             ms_since_split: 0,
+            ms_since_write: 0,
         },
     }
 }

@@ -182,6 +182,8 @@ pub struct EntryContext<'a> {
     pub writes_per_sec: u64,
     /// Leader-stamped ms since the scope was created or last split.
     pub ms_since_split: u64,
+    /// Leader-stamped ms since the scope's last write.
+    pub ms_since_write: u64,
 }
 
 /// Why an entry could not be applied: the host failed in the middle of it.
@@ -208,6 +210,7 @@ pub fn apply_txns(
         scope_root,
         writes_per_sec,
         ms_since_split,
+        ms_since_write,
     } = entry;
     let Some((hash, component, params, mode)) = governance.active.as_ref().map(|a| {
         (
@@ -253,6 +256,7 @@ pub fn apply_txns(
     );
     admission.writes_per_sec = writes_per_sec;
     admission.ms_since_split = ms_since_split;
+    admission.ms_since_write = ms_since_write;
     while let Err(fault) = admission.prepare() {
         attempt += 1;
         host_fault(attempt, log_index, hash, &fault);

@@ -231,7 +231,12 @@ fn raft_config(
     ))
 }
 
-/// Now in ms since the epoch. The one clock read on the write path, in the shell, on the leader.
+/// Now in ms since the epoch. The one clock read on the write path, in the shell, on the leader
+/// (the split loop reads it too, for how long a scope has been cold, never at apply).
+pub fn wall_clock_ms() -> i64 {
+    now_ms()
+}
+
 fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -545,6 +550,31 @@ impl Scope {
             },
         };
         self.write_command(command).await
+    }
+
+    /// Seals the scope to merge into its parent `into`; only the leader accepts. Proposed
+    /// when the scope's policy's `merge` says so.
+    pub async fn propose_seal(&self, into: ScopeId) -> Result<CommandResult, Refusal> {
+        self.ensure_leader()?;
+        self.write_command(Command {
+            stamp: stamp(0),
+            body: Body::Seal { into },
+        })
+        .await
+    }
+
+    /// Takes back a sealed child's final state; only the leader accepts.
+    pub async fn propose_absorb(
+        &self,
+        absorb: Box<types::Absorb>,
+    ) -> Result<CommandResult, Refusal> {
+        self.note_activity();
+        self.ensure_leader()?;
+        self.write_command(Command {
+            stamp: stamp(0),
+            body: Body::Absorb(absorb),
+        })
+        .await
     }
 
     /// Splits the subtree at `path` off into a child scope; only the leader accepts. Proposed

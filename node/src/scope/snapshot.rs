@@ -21,7 +21,7 @@ use crate::policy::PolicyHash;
 use crate::storage::corrupt;
 use crate::tree::StoredZnode;
 
-const MAGIC: &[u8; 8] = b"SKSNAP03";
+const MAGIC: &[u8; 8] = b"SKSNAP04";
 
 /// What openraft carries between the state machine and the network: a finished snapshot file.
 #[derive(Clone, Debug)]
@@ -44,6 +44,8 @@ pub struct SnapshotHeader {
     pub genesis_high: u64,
     pub load: super::load::Load,
     pub last_split_ms: i64,
+    pub sealed: Option<u64>,
+    pub absorbed: std::collections::BTreeSet<u64>,
     pub nodes: BTreeMap<u64, scopekeeper_client::proto::ClusterNode>,
     pub sessions: crate::tree::SessionBook,
 }
@@ -71,6 +73,8 @@ pub fn encode(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
         genesis_high: state.genesis_high,
         load: state.load.clone(),
         last_split_ms: state.last_split_ms,
+        sealed: state.sealed,
+        absorbed: state.absorbed.clone(),
         nodes: state.nodes.clone(),
         sessions: tree.session_book().clone(),
     };

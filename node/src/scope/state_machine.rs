@@ -50,6 +50,8 @@ struct AppliedMeta {
     load: Load,
     last_split_ms: i64,
     sessions: crate::tree::SessionBook,
+    sealed: Option<ScopeId>,
+    absorbed: BTreeSet<ScopeId>,
 }
 
 impl AppliedMeta {
@@ -68,6 +70,8 @@ impl AppliedMeta {
             load: state.load.clone(),
             last_split_ms: state.last_split_ms,
             sessions: state.tree.session_book().clone(),
+            sealed: state.sealed,
+            absorbed: state.absorbed.clone(),
         }
     }
 }
@@ -92,6 +96,12 @@ pub struct ScopeState {
     pub load: Load,
     /// Leader-stamped time the scope was created or last split off a child.
     pub last_split_ms: i64,
+    /// Set once the scope is merging into this parent scope: it takes no more writes, and its
+    /// state is final for the parent to take back.
+    pub sealed: Option<ScopeId>,
+    /// Child scopes that merged back: a replica of one still on this node (a crash came
+    /// between the merge and its retirement) is retired when found.
+    pub absorbed: BTreeSet<ScopeId>,
 }
 
 impl ScopeState {
@@ -130,6 +140,9 @@ pub fn anchors_of(membership: &StoredMembership) -> Vec<Anchor> {
 pub enum ScopeEvent {
     /// A child scope was written to this node's storage by `parent`'s apply.
     Delegated { parent: ScopeId, child: ScopeId },
+    /// `parent` took back the state of its child scope `child`, which is no more: a replica
+    /// of it here is retired.
+    Absorbed { parent: ScopeId, child: ScopeId },
     /// A snapshot replaced the scope's state; its delegations may name scopes this node must
     /// now replicate.
     SnapshotInstalled { scope: ScopeId },
@@ -364,6 +377,8 @@ impl ScopeStateMachine {
                 nodes: meta.nodes,
                 load: meta.load,
                 last_split_ms: meta.last_split_ms,
+                sealed: meta.sealed,
+                absorbed: meta.absorbed,
             }))),
             snapshot_dir,
             events,
@@ -499,6 +514,8 @@ impl ScopeStateMachine {
             nodes: header.nodes.clone(),
             load: header.load.clone(),
             last_split_ms: header.last_split_ms,
+            sealed: header.sealed,
+            absorbed: header.absorbed,
         };
         self.record_applied(&mut batch, &state)?;
         batch
@@ -640,6 +657,90 @@ fn change_nodes(
     }
 }
 
+/// What a sealed scope answers every transaction: it is merging, and its parent will govern
+/// the path in a moment, so the serving node routes the request again.
+fn sealed_refusal(root: &str, txn: &Txn) -> Outcome {
+    use scopekeeper_client::ErrorCode;
+    use scopekeeper_client::proto::MultiSlot;
+    let error = || {
+        ApiError::new(
+            ErrorCode::WrongScope,
+            format!("the scope rooted at {root} is merging into its parent; retry"),
+        )
+    };
+    match txn {
+        Txn::Multi(ops) => Outcome::Multi(
+            ops.iter()
+                .map(|_| MultiSlot::Failed(ErrorCode::WrongScope))
+                .collect(),
+        ),
+        Txn::Session(_) => Outcome::Session(Err(error())),
+        Txn::Delegate { .. } => Outcome::Delegated(Err(error())),
+        Txn::Single(_) | Txn::Reap { .. } => Outcome::Single(Err(error())),
+    }
+}
+
+/// Applies a Seal entry: the scope takes no more writes, for good.
+fn seal(state: &mut ScopeState, into: ScopeId) -> Result<(), ApiError> {
+    use scopekeeper_client::ErrorCode;
+    if state.identity.parent != Some(into) {
+        return Err(ApiError::new(
+            ErrorCode::BadArguments,
+            format!(
+                "scope {into} is not the parent of the scope rooted at {}",
+                state.identity.root
+            ),
+        ));
+    }
+    if !state.delegations.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::BadArguments,
+            format!(
+                "the scope rooted at {} has child scopes; they must merge into it first",
+                state.identity.root
+            ),
+        ));
+    }
+    state.sealed = Some(into);
+    Ok(())
+}
+
+/// Applies an Absorb entry: a sealed child's final state comes back into this scope's tree.
+/// Refused unless the child is still delegated here (a second Absorb of the same child is
+/// refused: it merged already). The entry carries the state, so the anchors need not match
+/// here; the merge loop asks for the same anchors before it seals.
+fn absorb_child(
+    state: &mut ScopeState,
+    absorb: &crate::scope::types::Absorb,
+    touched: &mut BTreeSet<String>,
+) -> Result<(), ApiError> {
+    use scopekeeper_client::ErrorCode;
+    let refuse = |why: String| Err(ApiError::new(ErrorCode::BadArguments, why));
+    match state.delegations.get(&absorb.root) {
+        Some(route) if route.scope == absorb.child => {}
+        _ => {
+            return refuse(format!(
+                "{} is not delegated to scope {} here",
+                absorb.root, absorb.child
+            ));
+        }
+    }
+    let paths = state
+        .tree
+        .absorb(
+            &absorb.root,
+            absorb.znodes.clone(),
+            &absorb.book,
+            absorb.last_zxid,
+        )
+        .map_err(|e| ApiError::new(ErrorCode::BadArguments, e))?;
+    touched.extend(paths);
+    state.delegations.remove(&absorb.root);
+    state.absorbed.insert(absorb.child);
+    state.identity.epoch += 1;
+    Ok(())
+}
+
 /// Who decided a delegation, which says what it needs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum DelegationKind {
@@ -736,6 +837,15 @@ impl ScopeStateMachine {
         d: Delegation<'_>,
         created: &mut Vec<(ScopeId, ScopeState)>,
     ) -> io::Result<Result<Route, ApiError>> {
+        if state.sealed.is_some() {
+            return Ok(Err(ApiError::new(
+                scopekeeper_client::ErrorCode::WrongScope,
+                format!(
+                    "the scope rooted at {} is merging into its parent; retry",
+                    state.identity.root
+                ),
+            )));
+        }
         let checked = match (d.policy, d.kind) {
             (_, DelegationKind::Session) => session_scope_allowed(d.path),
             (Some(set), _) => governance::check_policy_change(d.principal, set),
@@ -760,6 +870,7 @@ impl ScopeStateMachine {
             scope_root: &state.identity.root,
             writes_per_sec: state.load.scope_per_sec(),
             ms_since_split: ms_since(state.last_split_ms, d.stamp.time_ms),
+            ms_since_write: ms_since(state.load.now_sec.saturating_mul(1000), d.stamp.time_ms),
         };
         let carving = std::time::Instant::now();
         let mut applied = if d.kind == DelegationKind::Session {
@@ -839,6 +950,8 @@ impl ScopeStateMachine {
             nodes: BTreeMap::new(),
             load: Load::default(),
             last_split_ms: d.stamp.time_ms,
+            sealed: None,
+            absorbed: BTreeSet::new(),
         };
         self.write_genesis(batch, &child)?;
         let route = child.route();
@@ -917,6 +1030,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         let mut responses = Vec::with_capacity(entries.len());
         let mut batch = self.store.db.batch();
         let mut created = Vec::new();
+        let mut absorbed = Vec::new();
         let mut membership_changes = Vec::new();
         let mut changes = Vec::new();
         let last_zxid;
@@ -933,6 +1047,18 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                 let outcome = match entry.payload {
                     EntryPayload::Blank => CommandOutcome::Nothing,
                     EntryPayload::Normal(command) => match &command.body {
+                        Body::Txns(proposals) if state.sealed.is_some() => {
+                            let zxid = state.tree.last_zxid();
+                            CommandOutcome::Txns(
+                                proposals
+                                    .iter()
+                                    .map(|p| TxnResult {
+                                        zxid,
+                                        outcome: sealed_refusal(&state.identity.root, &p.txn),
+                                    })
+                                    .collect(),
+                            )
+                        }
                         Body::Txns(proposals) => {
                             let entry = governance::EntryContext {
                                 stamp: command.stamp,
@@ -941,6 +1067,10 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                                 writes_per_sec: state.load.scope_per_sec(),
                                 ms_since_split: ms_since(
                                     state.last_split_ms,
+                                    command.stamp.time_ms,
+                                ),
+                                ms_since_write: ms_since(
+                                    state.load.now_sec.saturating_mul(1000),
                                     command.stamp.time_ms,
                                 ),
                             };
@@ -1044,6 +1174,21 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                         Body::Nodes { principal, change } => {
                             CommandOutcome::NodesChanged(change_nodes(state, principal, change))
                         }
+                        Body::Seal { into } => CommandOutcome::Merge(seal(state, *into)),
+                        Body::Absorb(absorb) => {
+                            let result = absorb_child(state, absorb, &mut touched);
+                            if result.is_ok() {
+                                absorbed.push(absorb.child);
+                                tracing::info!(
+                                    scope = self.scope,
+                                    child = absorb.child,
+                                    root = absorb.root,
+                                    znodes = absorb.znodes.len(),
+                                    "a child scope merged back"
+                                );
+                            }
+                            CommandOutcome::Merge(result)
+                        }
                     },
                     EntryPayload::Membership(m) => {
                         let members_before: BTreeSet<u64> = state
@@ -1124,6 +1269,12 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                 scope: self.scope,
                 before,
                 after,
+            });
+        }
+        for child in absorbed {
+            self.notify(ScopeEvent::Absorbed {
+                parent: self.scope,
+                child,
             });
         }
         for (child, state) in created {

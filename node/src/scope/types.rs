@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::directory::Route;
 use crate::policy::PolicyMode;
 use crate::policy::admission::Principal;
+use crate::storage::ScopeId;
 use crate::tree::{Outcome, Stamp, Txn};
 
 /// An entry of a scope's log, stamped by the leader.
@@ -44,11 +45,29 @@ pub enum Body {
     /// znodes above it), on this scope's anchors and with no policy: session records are the
     /// cluster's bookkeeping, judged by no policy. Proposed by a node of the root scope.
     SessionScope { path: String },
+    /// The scope stops taking writes (or creating scopes) to merge into its parent scope
+    /// `into`, for good: its state is final, and its leader hands it to the parent in an
+    /// `Absorb`. Proposed by the scope's leader when its policy's `merge` says so; refused
+    /// while the scope has child scopes.
+    Seal { into: ScopeId },
+    /// A sealed child scope merges back: its final state, taken back into this scope's tree.
+    /// Proposed by the child's leader; refused unless the child is still delegated here.
+    Absorb(Box<Absorb>),
     /// Changes the cluster's node registry; root scope only, admin role.
     Nodes {
         principal: Principal,
         change: NodeChange,
     },
+}
+
+/// A child scope's whole state as it merges back into its parent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Absorb {
+    pub child: ScopeId,
+    pub root: String,
+    pub last_zxid: i64,
+    pub znodes: Vec<(String, crate::tree::StoredZnode)>,
+    pub book: crate::tree::SessionBook,
 }
 
 /// One client's transaction, who sent it (the identity the policy judges) and the session it
@@ -77,6 +96,8 @@ impl fmt::Display for Command {
             Body::Nodes { change, .. } => write!(f, "{change:?}"),
             Body::Split { path } => write!(f, "split at {path}"),
             Body::SessionScope { path } => write!(f, "session scope at {path}"),
+            Body::Seal { into } => write!(f, "seal to merge into {into}"),
+            Body::Absorb(a) => write!(f, "absorb scope {} at {}", a.child, a.root),
         }
     }
 }
@@ -97,6 +118,8 @@ pub enum CommandOutcome {
     /// The new child scope's route.
     Delegated(Result<Route, ApiError>),
     NodesChanged(Result<(), ApiError>),
+    /// A Seal or Absorb entry: done, or refused (deterministically, so it is final).
+    Merge(Result<(), ApiError>),
     /// Blank and membership entries.
     Nothing,
 }

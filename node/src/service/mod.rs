@@ -984,6 +984,25 @@ async fn propose_delegation(
     .await
 }
 
+/// Hands a sealed child's final state to the leader of its parent `scope` (see `merge`).
+pub(crate) async fn propose_absorb(
+    node: &Node,
+    scope: &Scope,
+    absorb: crate::scope::types::Absorb,
+) -> Result<CommandResult, ApiError> {
+    let absorb = Box::new(absorb);
+    through_leader(
+        node,
+        scope,
+        || scope.propose_absorb(absorb.clone()),
+        |_| PeerRequest::ProposeAbsorb {
+            scope: scope.id,
+            absorb: absorb.clone(),
+        },
+    )
+    .await
+}
+
 /// Makes this node's view of the scope at least as new as any write acknowledged before the
 /// call: the leader confirms its leadership with a quorum and names an index; we wait for it.
 async fn linearize(node: &Node, scope: &Scope) -> Result<(), ApiError> {

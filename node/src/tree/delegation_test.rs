@@ -117,6 +117,22 @@ proptest! {
             target.check_invariants().map_err(TestCaseError::fail)?;
         }
         prop_assert_eq!(contents(&[&parent, &child]), contents(&[&whole]));
+
+        // The child merging back (it has no child scopes of its own) leaves the parent
+        // exactly the undivided tree: the same znodes, children and indexes.
+        if child.delegated().is_empty() {
+            let back = child.iter().map(|(p, z)| (p.clone(), z.stored())).collect();
+            parent
+                .absorb(&at, back, child.session_book(), child.last_zxid())
+                .map_err(TestCaseError::fail)?;
+            parent.check_invariants().map_err(TestCaseError::fail)?;
+            prop_assert_eq!(contents(&[&parent]), contents(&[&whole]));
+            let children = |t: &Tree| -> Vec<(String, Vec<String>)> {
+                t.iter().map(|(p, z)| (p.clone(), z.children.iter().cloned().collect())).collect()
+            };
+            prop_assert_eq!(children(&parent), children(&whole));
+            prop_assert_eq!(parent.delegated(), whole.delegated());
+        }
     }
 }
 

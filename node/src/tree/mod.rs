@@ -599,6 +599,77 @@ impl Tree {
         })
     }
 
+    /// Takes back the subtree at `at`, delegated to a child scope that now merges into this
+    /// one: `znodes` are the child's, as it last had them (it must have no child scopes of its
+    /// own). Returns the paths written.
+    pub fn absorb(
+        &mut self,
+        at: &str,
+        znodes: Vec<(String, StoredZnode)>,
+        book: &SessionBook,
+        last_zxid: i64,
+    ) -> Result<Vec<String>, String> {
+        if !self.delegated.contains(at) {
+            return Err(format!(
+                "{at} is not delegated by the scope rooted at {}",
+                self.root
+            ));
+        }
+        if self
+            .delegated
+            .iter()
+            .any(|d| d != at && path::is_within(d, at))
+        {
+            return Err(format!("scopes below {at} would lose their parent"));
+        }
+        let mut nodes: BTreeMap<String, Znode> = BTreeMap::new();
+        for (p, z) in znodes {
+            if !path::is_within(&p, at) || self.nodes.contains_key(&p) {
+                return Err(format!("{p} cannot come back with {at}"));
+            }
+            let znode = Znode {
+                data: z.data,
+                stat: z.stat,
+                acl: z.acl,
+                children: BTreeSet::new(),
+            };
+            nodes.insert(p, znode);
+        }
+        if !nodes.contains_key(at) {
+            return Err(format!("the merging scope's root {at} is missing"));
+        }
+        let names: Vec<(String, String)> = nodes
+            .keys()
+            .filter(|p| p.as_str() != at)
+            .map(|p| {
+                let parent = path::parent(p).unwrap_or("/").to_string();
+                (parent, path::name(p).to_string())
+            })
+            .collect();
+        for (parent, name) in names {
+            match nodes.get_mut(&parent) {
+                Some(z) => {
+                    z.children.insert(name);
+                }
+                None => return Err(format!("{parent}/{name} came back without its parent")),
+            }
+        }
+        self.delegated.remove(at);
+        self.book.carved.remove(at);
+        for (session, when) in &book.closed {
+            self.book.closed.entry(*session).or_insert(*when);
+        }
+        self.last_zxid = self.last_zxid.max(last_zxid);
+        let mut touched = Vec::with_capacity(nodes.len());
+        for (p, z) in nodes {
+            self.data_bytes += z.data.len() as u64;
+            self.index(&p, z.stat.ephemeral_owner);
+            touched.push(p.clone());
+            self.nodes.insert(p, z);
+        }
+        Ok(touched)
+    }
+
     pub fn last_zxid(&self) -> i64 {
         self.last_zxid
     }
