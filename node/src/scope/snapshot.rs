@@ -59,6 +59,41 @@ pub struct SnapshotContents {
 
 /// Serializes the scope in memory; the caller writes it out without holding the state's lock.
 pub fn encode(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
+    let mut records = Vec::with_capacity(state.tree.len() * 64);
+    for (path, znode) in state.tree.iter() {
+        records = push_record_into(records, &(path, znode.stored_ref()))?;
+    }
+    encode_with_records(meta, state, &records)
+}
+
+/// Appends a znode's record and returns where in `records` the znode's own encoding is: the
+/// body of its stored row (`storage::encode` is a checksum and the same bytes), so a new
+/// scope's rows and first snapshot come from one encoding.
+pub fn push_znode_record(
+    records: &mut Vec<u8>,
+    path: &str,
+    znode: &crate::tree::StoredZnodeRef<'_>,
+) -> io::Result<std::ops::Range<usize>> {
+    let at = records.len();
+    records.extend_from_slice(&[0; 4]);
+    let mut taken = postcard::to_extend(path, std::mem::take(records))
+        .map_err(|e| io::Error::other(format!("encoding snapshot: {e}")))?;
+    let body = taken.len();
+    taken = postcard::to_extend(znode, taken)
+        .map_err(|e| io::Error::other(format!("encoding snapshot: {e}")))?;
+    *records = taken;
+    let len = u32::try_from(records.len() - at - 4)
+        .map_err(|_| io::Error::other("snapshot record over 4 GiB"))?;
+    records[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Ok(body..records.len())
+}
+
+/// A snapshot of `state` whose znode records, in path order, are already in `records`.
+pub fn encode_with_records(
+    meta: &SnapshotMeta,
+    state: &ScopeState,
+    records: &[u8],
+) -> io::Result<Vec<u8>> {
     let (tree, governance) = (&state.tree, &state.governance);
     let header = SnapshotHeader {
         meta: meta.clone(),
@@ -78,15 +113,13 @@ pub fn encode(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
         nodes: state.nodes.clone(),
         sessions: tree.session_book().clone(),
     };
-    let mut out = Vec::with_capacity(64 + tree.len() * 64);
+    let mut out = Vec::with_capacity(64 + records.len());
     out.extend_from_slice(MAGIC);
     push_record(&mut out, &header)?;
     if let Some(active) = &governance.active {
         push_record(&mut out, &serde_bytes::Bytes::new(&active.component))?;
     }
-    for (path, znode) in tree.iter() {
-        out = push_record_into(out, &(path, znode.stored_ref()))?;
-    }
+    out.extend_from_slice(records);
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
     Ok(out)
@@ -255,4 +288,35 @@ pub fn remove_temporaries(dir: &Path) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use scopekeeper_client::proto::{Acl, Id, Stat};
+
+    use super::*;
+
+    #[test]
+    fn a_record_assembled_from_a_stored_row_is_the_encoded_record() {
+        let znode = crate::tree::Znode {
+            data: b"payload".to_vec(),
+            stat: Stat {
+                czxid: 9,
+                data_length: 7,
+                ..Stat::default()
+            },
+            acl: vec![Acl {
+                perms: 1,
+                id: Id::new("world", "anyone"),
+            }],
+            children: Default::default(),
+        };
+        let path = "/a/b";
+        let encoded = push_record_into(Vec::new(), &(path, znode.stored_ref())).expect("encode");
+        let mut assembled = Vec::new();
+        let body = push_znode_record(&mut assembled, path, &znode.stored_ref()).expect("push");
+        assert_eq!(assembled, encoded);
+        let row = crate::storage::encode("row", &znode.stored_ref()).expect("row");
+        assert_eq!(crate::storage::seal(&assembled[body]), row);
+    }
 }

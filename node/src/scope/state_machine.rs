@@ -159,19 +159,26 @@ pub type ScopeEvents = tokio::sync::mpsc::UnboundedSender<ScopeEvent>;
 
 /// Child scopes' starting states, left by the parent's apply (after its batch is durable) for
 /// the child's opening on the same node, which then need not read a whole subtree back from
-/// storage and rebuild it: a split's child serves sooner.
+/// storage and rebuild it, nor encode it again for its first snapshot: a split's child
+/// serves sooner.
 #[derive(Clone, Default)]
-pub struct Newborns(Arc<std::sync::Mutex<BTreeMap<ScopeId, ScopeState>>>);
+pub struct Newborns(Arc<std::sync::Mutex<BTreeMap<ScopeId, Newborn>>>);
+
+/// A child scope's state as its creation wrote it, and its znodes' snapshot records.
+pub struct Newborn {
+    state: ScopeState,
+    records: Vec<u8>,
+}
 
 impl Newborns {
-    fn give(&self, id: ScopeId, state: ScopeState) {
+    fn give(&self, id: ScopeId, state: Newborn) {
         self.0
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id, state);
     }
 
-    fn take(&self, id: ScopeId) -> Option<ScopeState> {
+    fn take(&self, id: ScopeId) -> Option<Newborn> {
         self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
     }
 }
@@ -199,6 +206,8 @@ pub struct ScopeStateMachine {
     snapshot_dir: PathBuf,
     events: Option<ScopeEvents>,
     newborns: Newborns,
+    /// A new child's znode records from its creation, for its first snapshot.
+    genesis_records: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
     feed: ChangeFeed,
 }
 
@@ -339,12 +348,12 @@ impl ScopeStateMachine {
                 ..AppliedMeta::default()
             },
         };
-        let newborn = newborns
-            .take(scope)
-            .filter(|n| n.last_applied == meta.last_applied && n.identity == meta.identity);
-        let mut tree = match newborn {
-            Some(n) => n.tree,
-            None => load_tree(&store, scope, &meta)?,
+        let newborn = newborns.take(scope).filter(|n| {
+            n.state.last_applied == meta.last_applied && n.state.identity == meta.identity
+        });
+        let (mut tree, genesis_records) = match newborn {
+            Some(n) => (n.state.tree, Some(n.records)),
+            None => (load_tree(&store, scope, &meta)?, None),
         };
         tree.set_session_book(meta.sessions.clone());
         let governance = Governance {
@@ -383,6 +392,7 @@ impl ScopeStateMachine {
             snapshot_dir,
             events,
             newborns,
+            genesis_records: Arc::new(std::sync::Mutex::new(genesis_records)),
             feed,
         };
         if let Some(path) = snapshot::newest(&sm.snapshot_dir)? {
@@ -432,18 +442,29 @@ impl ScopeStateMachine {
     /// Writes a child scope's whole starting state into `batch`, under the child's id: the
     /// carved znodes, its identity, delegations, policy, and the genesis position with the
     /// parent's membership. Every anchor writes the same bytes from the same entry.
+    /// The carved znodes' rows leave this scope's keys in the same batch. Returns the znodes'
+    /// snapshot records, assembled from the same encodings, for the child's first snapshot.
     fn write_genesis(
         &self,
         batch: &mut fjall::OwnedWriteBatch,
         child: &ScopeState,
-    ) -> io::Result<()> {
+    ) -> io::Result<Vec<u8>> {
         let id = child.identity.id;
+        // Sized up front: growing a buffer of a million records copies it again and again.
+        let estimate: usize = child
+            .tree
+            .iter()
+            .map(|(p, z)| 48 + p.len() + z.data.len() + z.acl.len() * 48)
+            .sum();
+        let mut records = Vec::with_capacity(estimate);
         for (p, z) in child.tree.iter() {
+            let body = snapshot::push_znode_record(&mut records, p, &z.stored_ref())?;
             batch.insert(
                 &self.store.tree,
                 key(id, p.as_bytes()),
-                encode("znode", &z.stored_ref())?,
+                crate::storage::seal(&records[body]),
             );
+            batch.remove(&self.store.tree, key(self.scope, p.as_bytes()));
         }
         if let Some(active) = &child.governance.active {
             batch.insert(
@@ -458,7 +479,7 @@ impl ScopeStateMachine {
             key(id, APPLIED),
             encode("applied position", &meta)?,
         );
-        Ok(())
+        Ok(records)
     }
 
     /// Replaces the scope's rows in fjall and its in-memory state with a snapshot's, in one
@@ -835,7 +856,7 @@ impl ScopeStateMachine {
         batch: &mut fjall::OwnedWriteBatch,
         (touched, changes): (&mut BTreeSet<String>, &mut Vec<(i64, crate::tree::Change)>),
         d: Delegation<'_>,
-        created: &mut Vec<(ScopeId, ScopeState)>,
+        created: &mut Vec<(ScopeId, Newborn)>,
     ) -> io::Result<Result<Route, ApiError>> {
         if state.sealed.is_some() {
             return Ok(Err(ApiError::new(
@@ -953,12 +974,18 @@ impl ScopeStateMachine {
             sealed: None,
             absorbed: BTreeSet::new(),
         };
-        self.write_genesis(batch, &child)?;
+        let records = self.write_genesis(batch, &child)?;
         let route = child.route();
         state.delegations.insert(d.path.to_string(), route.clone());
         state.identity.epoch += 1;
         state.last_split_ms = d.stamp.time_ms;
-        created.push((child_id, child));
+        created.push((
+            child_id,
+            Newborn {
+                state: child,
+                records,
+            },
+        ));
         tracing::info!(
             scope = self.scope,
             child = child_id,
@@ -982,27 +1009,56 @@ impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
         // Everything applied so far becomes durable first: the log behind this snapshot may be
         // purged as soon as it exists.
         self.store.sync_now()?;
+        let synced_ms = started.elapsed().as_millis() as u64;
         let (meta, bytes) = {
             let state = self.view.read();
             let meta = SnapshotMeta {
                 last_log_id: state.last_applied,
                 last_membership: state.membership.clone(),
             };
-            let bytes = snapshot::encode(&meta, &state)?;
+            let records = self
+                .genesis_records
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            let bytes = match records {
+                Some(records) if meta.last_log_id == Some(genesis_log_id()) => {
+                    snapshot::encode_with_records(&meta, &state, &records)?
+                }
+                _ => snapshot::encode(&meta, &state)?,
+            };
             (meta, bytes)
         };
+        let encoded_ms = started.elapsed().as_millis() as u64;
         let path = self.snapshot_dir.join(snapshot::file_name(&meta));
         let dir = self.snapshot_dir.clone();
         let written = path.clone();
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
+        let write = move || -> io::Result<()> {
             snapshot::write_atomically(&written, &bytes)?;
             snapshot::remove_older(&dir, &written)
-        })
-        .await
-        .map_err(|e| io::Error::other(format!("snapshot writer panicked: {e}")))??;
+        };
+        if meta.last_log_id == Some(genesis_log_id()) {
+            // A new scope's first snapshot, which raft builds before the scope starts: every
+            // first member holds the same state from the creation, so only a later member
+            // needs the file, and a send that finds it missing is retried. Written behind the
+            // scope's start, which a split's child would otherwise wait for; lost in a crash,
+            // it is built again at the next start.
+            let scope = self.scope;
+            tokio::task::spawn_blocking(move || {
+                if let Err(e) = write() {
+                    tracing::warn!(scope, "writing the scope's first snapshot: {e}");
+                }
+            });
+        } else {
+            tokio::task::spawn_blocking(write)
+                .await
+                .map_err(|e| io::Error::other(format!("snapshot writer panicked: {e}")))??;
+        }
         tracing::info!(
             scope = self.scope,
             ms = started.elapsed().as_millis() as u64,
+            synced_ms,
+            encoded_ms,
             "built snapshot {}",
             path.display()
         );

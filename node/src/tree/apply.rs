@@ -337,7 +337,7 @@ impl Tree {
             data_bytes: self.data_bytes,
         };
         admit.admit_delegation(at, view)?;
-        self.carve(at, txc.touched)
+        self.carve(at)
     }
 
     fn apply_op(

@@ -64,8 +64,7 @@ proptest! {
         let at = pick.get(&candidates).clone();
 
         let mut parent = whole.clone();
-        let mut touched = Vec::new();
-        let carved = parent.carve(&at, &mut touched);
+        let carved = parent.carve(&at);
         prop_assume!(carved.is_ok(), "an ephemeral cannot be carved: {:?}", carved);
         let carved = carved.expect("checked above");
         let mut child = Tree::from_carved(carved).expect("the carved subtree is a tree");
@@ -215,16 +214,15 @@ fn nested_delegations_move_with_their_parent_subtree() {
     for p in ["/a", "/a/b", "/a/b/c", "/a/x"] {
         create(&mut t, p);
     }
-    let mut touched = Vec::new();
-    t.carve("/a/b", &mut touched).expect("inner");
-    let outer = t.carve("/a", &mut touched).expect("outer");
+    t.carve("/a/b").expect("inner");
+    let outer = t.carve("/a").expect("outer");
     assert_eq!(outer.delegated, ["/a/b"]);
     let child = Tree::from_carved(outer).expect("child");
     assert_eq!(child.delegation_of("/a/b/c"), Some("/a/b"));
     assert_eq!(child.get_children("/a").expect("root").0, ["b", "x"]);
     assert_eq!(t.delegated().iter().collect::<Vec<_>>(), ["/a"]);
     assert_eq!(
-        t.carve("/a/x", &mut touched).map_err(|e| e.code),
+        t.carve("/a/x").map_err(|e| e.code),
         Err(ErrorCode::WrongScope),
         "a parent cannot carve what it delegated"
     );
@@ -234,9 +232,7 @@ fn nested_delegations_move_with_their_parent_subtree() {
 fn a_scope_root_cannot_be_deleted_or_created() {
     let mut whole = Tree::new();
     create(&mut whole, "/a");
-    let mut touched = Vec::new();
-    let mut child =
-        Tree::from_carved(whole.carve("/a", &mut touched).expect("carve")).expect("child");
+    let mut child = Tree::from_carved(whole.carve("/a").expect("carve")).expect("child");
     let delete = Txn::Single(Op::Delete {
         path: "/a".into(),
         version: -1,

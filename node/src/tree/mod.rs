@@ -530,9 +530,9 @@ impl Tree {
 
     /// Moves the znode at `at` and everything below it out of this tree, leaving `at`
     /// delegated: still listed by its parent, governed elsewhere. Changes no Stat here (the
-    /// parent's children do not change) and consumes no zxid. The removed paths are added to
-    /// `touched` so storage deletes them.
-    pub fn carve(&mut self, at: &str, touched: &mut Vec<String>) -> Result<Carved, ApiError> {
+    /// parent's children do not change) and consumes no zxid. The removed paths are those of
+    /// [`Carved::nodes`]; storage deletes them from there (a split can move a million).
+    pub fn carve(&mut self, at: &str) -> Result<Carved, ApiError> {
         checked_path(at)?;
         self.owns(at)?;
         if at == self.root {
@@ -558,7 +558,6 @@ impl Tree {
         self.nodes.append(&mut after);
         below.insert(at.to_string(), root_node);
         let mut owners = BTreeSet::new();
-        touched.reserve(below.len());
         for (p, z) in &below {
             self.data_bytes -= z.data.len() as u64;
             let owner = z.stat.ephemeral_owner;
@@ -568,7 +567,6 @@ impl Tree {
             if !matches!(NodeKind::of(owner), NodeKind::Persistent) {
                 self.unindex(p, owner);
             }
-            touched.push(p.clone());
         }
         let delegated: Vec<String> = self
             .delegated
