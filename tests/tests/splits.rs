@@ -434,3 +434,104 @@ async fn a_small_cold_child_merges_back_into_its_parent() -> anyhow::Result<()> 
     assert_eq!(on_3.children("/m/a").await?.0.len(), 6);
     Ok(())
 }
+
+/// Clients read and write znodes of a child scope, stop writing (reads go on) until the child,
+/// now cold, has merged back into its parent, then write again; the recorded history must be
+/// linearizable, and the merge must have happened in the middle of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_history_across_a_merge_is_linearizable() -> anyhow::Result<()> {
+    const CLIENTS: u64 = 6;
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    let mut keys = Vec::new();
+    for p in ["/mlin", "/mlin/a"] {
+        admin.create(p, b"", CreateMode::Persistent).await?;
+    }
+    for k in 0..4 {
+        let key = format!("/mlin/a/k{k}");
+        admin.create(&key, b"init", CreateMode::Persistent).await?;
+        keys.push(key);
+    }
+    let policy = PolicySpec {
+        params: r#"{"merge_below_znodes": 100, "merge_after_secs": 3}"#.into(),
+        ..autosplit(0)
+    };
+    admin.create_scope("/mlin/a", Some(policy)).await?;
+    let keys = Arc::new(keys);
+    // 0: read and write; 1: read only; 2: stop.
+    let phase = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let epoch = Instant::now();
+    let mut workers = Vec::new();
+    for c in 0..CLIENTS {
+        let client = cluster.client_of(c % 3 + 1).await?;
+        let (keys, phase) = (keys.clone(), phase.clone());
+        workers.push(tokio::spawn(async move {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(100 + c);
+            let mut history = Vec::new();
+            let mut i = 0u64;
+            loop {
+                let now = phase.load(Ordering::Relaxed);
+                if now == 2 {
+                    break;
+                }
+                let key = keys[rng.random_range(0..keys.len())].clone();
+                let write = now == 0 && rng.random_bool(0.5);
+                let invoked = epoch.elapsed().as_nanos() as u64;
+                let (op, result) = if write {
+                    let value = format!("c{c}-{i}").into_bytes();
+                    let r = client.set(&key, &value, -1).await.map(|_| ());
+                    (RegisterOp::Write(value), r)
+                } else {
+                    match client.get(&key).await {
+                        Ok((data, _)) => (RegisterOp::Read(data), Ok(())),
+                        Err(e) => (RegisterOp::Read(Vec::new()), Err(e)),
+                    }
+                };
+                let completed = match result {
+                    Ok(()) => Some(epoch.elapsed().as_nanos() as u64),
+                    Err(e) if e.code() == ErrorCode::ConnectionLoss => None,
+                    Err(e) => bail!("client {c} on {key}: {e:?}"),
+                };
+                history.push(Event {
+                    key,
+                    op,
+                    invoked,
+                    completed,
+                });
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(3)).await;
+            }
+            anyhow::Ok(history)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    phase.store(1, Ordering::Relaxed);
+    let deadline = Instant::now() + SETTLE;
+    while admin.scopes().await?.iter().any(|s| s.root == "/mlin/a") {
+        ensure!(Instant::now() < deadline, "/mlin/a never merged back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let merged_at = epoch.elapsed().as_nanos() as u64;
+    phase.store(0, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    phase.store(2, Ordering::Relaxed);
+    let mut history = Vec::new();
+    for w in workers {
+        history.extend(w.await??);
+    }
+    let writes_after = history
+        .iter()
+        .filter(|e| matches!(e.op, RegisterOp::Write(_)) && e.invoked > merged_at)
+        .count();
+    eprintln!(
+        "{} operations, {writes_after} writes after the merge",
+        history.len()
+    );
+    ensure!(
+        writes_after > 50,
+        "too few writes after the merge: {writes_after}"
+    );
+    linearizability::check(b"init", &history).map_err(anyhow::Error::msg)
+}
