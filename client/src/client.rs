@@ -617,6 +617,19 @@ impl Client {
         }
     }
 
+    /// Merges the scope rooted exactly at `path` back into its parent (admin role). Returns
+    /// once the scope is sealed; its parent takes it back a moment later.
+    pub async fn merge_scope(&self, path: &str) -> Result<(), Error> {
+        path::validate(path, false)?;
+        match self
+            .request(&Request::MergeScope { path: path.into() })
+            .await?
+        {
+            Reply::Synced => Ok(()),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// The scope rooted exactly at `path`.
     pub async fn scope(&self, path: &str) -> Result<crate::proto::ScopeInfo, Error> {
         match self

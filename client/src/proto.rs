@@ -457,6 +457,13 @@ pub enum Request {
     /// Between nodes: the request, answered with `Reply::AtZxid`, the serving scope's last
     /// zxid when it was served.
     AtZxid(Box<Request>),
+    /// Merges the scope rooted exactly at `path` back into its parent scope, whatever its
+    /// policy says: it is sealed now and taken back by its parent a moment later. Requires the
+    /// `admin` role, no child scopes, the parent's anchors, and a state small enough for one
+    /// entry. Answered `Synced` once sealed.
+    MergeScope {
+        path: String,
+    },
 }
 
 /// What a watch waits for, as in ZooKeeper.
@@ -636,6 +643,7 @@ impl Request {
                 | Request::Multi { .. }
                 | Request::SetPolicy { .. }
                 | Request::CreateScope { .. }
+                | Request::MergeScope { .. }
                 | Request::ChangeNode(_)
                 | Request::Session(_)
         ) || matches!(self, Request::AtZxid(inner) if inner.is_write())

@@ -21,41 +21,25 @@ use crate::storage::ScopeId;
 /// Moves a merge on for a scope this node leads. Returns whether the scope is merging (so it
 /// must not be asked to split).
 pub async fn consider(node: &Node, scope: &Arc<Scope>) -> bool {
-    let (sealed, parent, eligible) = {
-        let state = scope.view().read();
-        let small = state.tree.len() <= limits::MERGE_ZNODES_MAX
-            && state.tree.data_bytes() as usize <= limits::MERGE_BYTES_MAX;
-        let bookkeeping = scopekeeper_client::path::is_within(&state.identity.root, "/zookeeper");
-        (
-            state.sealed,
-            state.identity.parent,
-            small && !bookkeeping && state.delegations.is_empty(),
-        )
-    };
+    let sealed = scope.view().read().sealed;
     if let Some(into) = sealed {
         hand_over(node, scope, into).await;
         return true;
     }
-    let Some(parent) = parent.and_then(|p| node.scope(p)) else {
+    let Ok(into) = mergeable(node, scope) else {
         return false;
     };
-    if !eligible
-        || anchor_nodes(scope) != anchor_nodes(&parent)
-        || encoded_bytes(scope) > limits::MERGE_BYTES_MAX
-    {
-        return false;
-    }
     if !asks_to_merge(node, scope).await {
         return false;
     }
     tracing::info!(
         scope = scope.id,
-        into = parent.id,
+        into,
         "the scope's policy merges it into its parent"
     );
-    match scope.propose_seal(parent.id).await {
+    match scope.propose_seal(into).await {
         Ok(result) if matches!(result.outcome, CommandOutcome::Merge(Ok(()))) => {
-            hand_over(node, scope, parent.id).await;
+            hand_over(node, scope, into).await;
             true
         }
         Ok(result) => {
@@ -71,6 +55,66 @@ pub async fn consider(node: &Node, scope: &Arc<Scope>) -> bool {
             false
         }
     }
+}
+
+/// Whether the scope may merge into its parent now, and the parent's id: a child scope (not
+/// the cluster's session bookkeeping), with no child scopes, on its parent's anchors (so this
+/// node replicates the parent too), and small enough to travel in one entry.
+pub fn mergeable(node: &Node, scope: &Scope) -> Result<ScopeId, String> {
+    let (root, parent, children, znodes, data_bytes) = {
+        let state = scope.view().read();
+        (
+            state.identity.root.clone(),
+            state.identity.parent,
+            state.delegations.len(),
+            state.tree.len(),
+            state.tree.data_bytes() as usize,
+        )
+    };
+    let Some(parent_id) = parent else {
+        return Err(format!(
+            "{root} is the root scope; it has no parent to merge into"
+        ));
+    };
+    if scopekeeper_client::path::is_within(&root, "/zookeeper") {
+        return Err(format!(
+            "{root} is the cluster's own bookkeeping; it never merges"
+        ));
+    }
+    if children > 0 {
+        return Err(format!(
+            "{root} has {children} child scopes; merge them into it first"
+        ));
+    }
+    if znodes > limits::MERGE_ZNODES_MAX || data_bytes > limits::MERGE_BYTES_MAX {
+        return Err(format!(
+            "{root} holds {znodes} znodes and {data_bytes} bytes; a merge carries at most {} \
+             znodes and {} bytes",
+            limits::MERGE_ZNODES_MAX,
+            limits::MERGE_BYTES_MAX
+        ));
+    }
+    let Some(parent) = node.scope(parent_id) else {
+        return Err(format!(
+            "node {} does not replicate the parent scope {parent_id}: the scope and its parent \
+             must have the same anchors first",
+            node.id()
+        ));
+    };
+    let (ours, theirs) = (anchor_nodes(scope), anchor_nodes(&parent));
+    if ours != theirs {
+        return Err(format!(
+            "{root} is on nodes {ours:?} and its parent on {theirs:?}: they must have the same \
+             anchors first"
+        ));
+    }
+    if encoded_bytes(scope) > limits::MERGE_BYTES_MAX {
+        return Err(format!(
+            "{root} takes more than {} bytes to carry",
+            limits::MERGE_BYTES_MAX
+        ));
+    }
+    Ok(parent_id)
 }
 
 /// The node ids a scope's replicas live on, in order.
@@ -133,15 +177,6 @@ async fn asks_to_merge(node: &Node, scope: &Arc<Scope>) -> bool {
 
 /// Hands the sealed scope's final state to its parent's leader.
 async fn hand_over(node: &Node, scope: &Arc<Scope>, into: ScopeId) {
-    let Some(parent) = node.scope(into) else {
-        tracing::warn!(
-            scope = scope.id,
-            parent = into,
-            "sealed to merge, but this node does not replicate the parent; its leader's node \
-             must hand the state over"
-        );
-        return;
-    };
     let absorb = {
         let state = scope.view().read();
         Absorb {
@@ -156,7 +191,14 @@ async fn hand_over(node: &Node, scope: &Arc<Scope>, into: ScopeId) {
             book: state.tree.session_book().clone(),
         }
     };
-    match crate::service::propose_absorb(node, &parent, absorb).await {
+    let answer = match node.scope(into) {
+        Some(parent) => crate::service::propose_absorb(node, &parent, absorb)
+            .await
+            .map_err(|e| e.message),
+        // The parent moved its anchors after the seal: ask its anchors, by route.
+        None => propose_absorb_remotely(node, into, absorb).await,
+    };
+    match answer {
         Ok(result) => match result.outcome {
             CommandOutcome::Merge(Ok(())) => {
                 tracing::info!(scope = scope.id, into, "merged into the parent scope");
@@ -176,4 +218,34 @@ async fn hand_over(node: &Node, scope: &Arc<Scope>, into: ScopeId) {
             "handing the state to the parent (retried): {e}"
         ),
     }
+}
+
+/// Offers the Absorb to each anchor of the parent scope `into`, as this node's directory knows
+/// them, until its leader takes it.
+async fn propose_absorb_remotely(
+    node: &Node,
+    into: ScopeId,
+    absorb: Absorb,
+) -> Result<crate::scope::types::CommandResult, String> {
+    let parent_path = scopekeeper_client::path::parent(&absorb.root).unwrap_or("/");
+    let route = node.route(parent_path);
+    if route.scope != into {
+        return Err(format!(
+            "the directory routes {parent_path} to scope {}, not to the parent {into}",
+            route.scope
+        ));
+    }
+    let request = crate::peer::PeerRequest::ProposeAbsorb {
+        scope: into,
+        absorb: Box::new(absorb),
+    };
+    let mut last = String::from("the parent has no known anchors");
+    for anchor in &route.anchors {
+        match node.0.peers.call(anchor.node, &anchor.addr, &request).await {
+            Ok(crate::peer::PeerResponse::Command(Ok(result))) => return Ok(result),
+            Ok(other) => last = format!("node {} answered {other:?}", anchor.node),
+            Err(e) => last = format!("node {}: {e}", anchor.node),
+        }
+    }
+    Err(last)
 }

@@ -83,6 +83,8 @@ pub enum PeerRequest {
         principal: Principal,
         change: scopekeeper_client::proto::NodeChange,
     },
+    /// An operator's merge: seal `scope` to merge into its parent `into`, at its leader.
+    ProposeSeal { scope: ScopeId, into: ScopeId },
     /// A sealed child scope's final state, forwarded to the leader of its parent `scope`.
     ProposeAbsorb {
         scope: ScopeId,

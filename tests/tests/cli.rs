@@ -176,6 +176,25 @@ fn dev_cluster_and_client_commands() -> anyhow::Result<()> {
     );
     ok(&sk(&config, &["rm", "/w"]));
 
+    // An operator's split and merge: the subtree becomes a scope and comes back.
+    ok(&sk(&config, &["create", "/s"]));
+    ok(&sk(&config, &["create", "/s/kept", "data"]));
+    let split = ok(&sk(&config, &["scope", "split", "/", "/s"]));
+    assert!(split.starts_with("split /s off /"), "{split}");
+    assert!(ok(&sk(&config, &["scope", "list"])).contains("/s "));
+    let merged = ok(&sk(&config, &["scope", "merge", "/s"]));
+    assert_eq!(merged, "merged /s back into its parent scope\n");
+    assert!(!ok(&sk(&config, &["scope", "list"])).contains("/s "));
+    assert_eq!(ok(&sk(&config, &["get", "/s/kept"])), "data\n");
+    let root = sk(&config, &["scope", "merge", "/"]);
+    assert!(
+        String::from_utf8_lossy(&root.stderr).contains("no parent"),
+        "{}",
+        String::from_utf8_lossy(&root.stderr)
+    );
+    ok(&sk(&config, &["rm", "/s/kept"]));
+    ok(&sk(&config, &["rm", "/s"]));
+
     let bench = ok(&sk(
         &config,
         &["bench", "--clients", "4", "--duration", "1", "--json"],

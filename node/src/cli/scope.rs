@@ -28,6 +28,9 @@ pub enum ScopeCommand {
     /// Splits the subtree at AT off the scope rooted at PATH into a scope of its own, on the
     /// same anchors and under the same policy (admin role required).
     Split { path: String, at: String },
+    /// Merges the scope rooted at PATH back into its parent scope (admin role required): it
+    /// must have no child scopes and its parent's anchors. Waits until the parent has it.
+    Merge { path: String },
     /// Prints the tree of scopes: root path, id, anchors, leader, policy, epoch and size.
     List,
     /// Prints one scope: the one rooted exactly at PATH.
@@ -83,6 +86,20 @@ pub async fn run(cmd: ScopeCommand, connect: &ConnectArgs) -> anyhow::Result<()>
             }
         }
         ScopeCommand::Show { path } => print_scope(&client.scope(&path).await?),
+        ScopeCommand::Merge { path } => {
+            client.merge_scope(&path).await?;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while client.scopes().await?.iter().any(|s| s.root == path) {
+                if std::time::Instant::now() > deadline {
+                    anyhow::bail!(
+                        "{path} is sealed but its parent has not taken it back within 30 s; \
+                         it will once the scope's leader reaches the parent's (see `scope show`)"
+                    );
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            println!("merged {path} back into its parent scope");
+        }
         ScopeCommand::Split { path, at } => {
             let scope = client.scope(&path).await?;
             let inside = at.starts_with(&scope.root)

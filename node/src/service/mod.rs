@@ -189,6 +189,7 @@ fn routing_path(request: &Request) -> &str {
         | Request::GetChildren { path }
         | Request::Sync { path }
         | Request::CreateScope { path, .. }
+        | Request::MergeScope { path }
         | Request::ScopeInfo { path }
         | Request::Descendants { path }
         | Request::GetAcl { path }
@@ -548,6 +549,26 @@ async fn serve_local(
                 .outcome
             {
                 CommandOutcome::Delegated(r) => r.map(|route| Reply::ScopeCreated(route.scope)),
+                other => Err(unexpected_outcome(other)),
+            }
+        }
+        Request::MergeScope { path } => {
+            crate::scope::governance::check_admin(principal, "merging a scope")?;
+            rooted_at(scope, path)?;
+            let into = crate::merge::mergeable(node, scope)
+                .map_err(|why| ApiError::new(ErrorCode::BadArguments, why))?;
+            let sealed = through_leader(
+                node,
+                scope,
+                || scope.propose_seal(into),
+                |_| PeerRequest::ProposeSeal {
+                    scope: scope.id,
+                    into,
+                },
+            )
+            .await?;
+            match sealed.outcome {
+                CommandOutcome::Merge(r) => r.map(|()| Reply::Synced),
                 other => Err(unexpected_outcome(other)),
             }
         }

@@ -180,6 +180,10 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
             }
             Err(e) => PeerResponse::Invalid(e),
         },
+        PeerRequest::ProposeSeal { scope, into } => match scope_of(node, scope) {
+            Ok(s) => PeerResponse::Command(s.propose_seal(into).await),
+            Err(e) => PeerResponse::Invalid(e),
+        },
         PeerRequest::ProposeAbsorb { scope, absorb } => match scope_of(node, scope) {
             Ok(s) => PeerResponse::Command(s.propose_absorb(absorb).await),
             Err(e) => PeerResponse::Invalid(e),
