@@ -373,6 +373,12 @@ async fn a_small_cold_child_merges_back_into_its_parent() -> anyhow::Result<()> 
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // A watch armed on the child, from a node that replicates it: it must hear a change
+    // made after the merge, from the parent.
+    let watcher =
+        Client::connect_with_session(cluster.client_config(&[1]), Duration::from_secs(10)).await?;
+    let (_, _, mut fired) = watcher.get_and_watch("/m/a/n0").await?;
+
     // Shrink the child below 20 znodes; three seconds without a write make it cold.
     let ops = (5..60)
         .map(|i| Op::Delete {
@@ -415,6 +421,22 @@ async fn a_small_cold_child_merges_back_into_its_parent() -> anyhow::Result<()> 
     reader
         .create("/m/a/after", b"", CreateMode::Persistent)
         .await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ensure!(
+        fired.try_recv().is_err(),
+        "the merge itself fired the data watch"
+    );
+    reader.set("/m/a/n0", b"changed", -1).await?;
+    let event = tokio::time::timeout(Duration::from_secs(10), fired)
+        .await
+        .context("a watch armed before the merge heard nothing after it")??;
+    assert_eq!(
+        (event.kind, event.path.as_str()),
+        (
+            scopekeeper_client::proto::EventKind::NodeDataChanged,
+            "/m/a/n0"
+        )
+    );
     assert_eq!(
         admin.scope("/m").await?.znodes,
         3 + 5 + 2,

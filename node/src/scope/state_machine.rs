@@ -1234,6 +1234,12 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                         Body::Absorb(absorb) => {
                             let result = absorb_child(state, absorb, &mut touched);
                             if result.is_ok() {
+                                changes.push((
+                                    state.tree.last_zxid(),
+                                    crate::tree::Change::Absorbed(absorb.root.clone()),
+                                ));
+                            }
+                            if result.is_ok() {
                                 absorbed.push(absorb.child);
                                 tracing::info!(
                                     scope = self.scope,

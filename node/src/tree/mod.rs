@@ -161,6 +161,8 @@ pub enum Change {
     ChildrenChanged(String),
     /// The subtree moved to a child scope: its changes come from there from now on.
     Carved(String),
+    /// The subtree came back from a child scope that merged: its changes come from here.
+    Absorbed(String),
 }
 
 impl Change {
@@ -170,7 +172,8 @@ impl Change {
             | Change::Deleted(p)
             | Change::DataChanged(p)
             | Change::ChildrenChanged(p)
-            | Change::Carved(p) => p,
+            | Change::Carved(p)
+            | Change::Absorbed(p) => p,
         }
     }
 }

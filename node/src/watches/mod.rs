@@ -336,6 +336,10 @@ async fn follow_scopes_below(node: &Node, path: &str) {
     }
 }
 
+/// A feed whose source cannot be opened re-checks its watches on every this many attempts
+/// (200 ms apart).
+const FEED_RECHECK_EVERY: u32 = 10;
+
 /// Starts the feed of `scope` unless it runs.
 fn ensure_feed(node: &Node, scope: ScopeId) {
     let mut feeds = lock(&node.0.watches.feeds);
@@ -439,11 +443,26 @@ async fn run_feed(
     started: watch::Sender<Option<i64>>,
 ) {
     let mut first = true;
+    let mut failures = 0u32;
     loop {
         let Some((mut source, published)) = open_source(&node, scope).await else {
+            // The scope may be gone (merged into its parent): re-checking its watches finds
+            // where their paths are governed now and moves them there. Then, or if it is only
+            // unreachable for a while, try again.
+            if failures.is_multiple_of(FEED_RECHECK_EVERY) {
+                resync(&node, scope).await;
+                if lock(&node.0.watches.table)
+                    .armed(Some(scope), None)
+                    .is_empty()
+                {
+                    return;
+                }
+            }
+            failures = failures.wrapping_add(1);
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
+        failures = 0;
         // A watch armed at or below `published` has nothing more to wait for; what changed
         // between its read and the subscription is found by the re-check below.
         delivered.send_modify(|d| *d = (*d).max(published));
@@ -470,7 +489,7 @@ async fn run_feed(
                 item.changes
                     .iter()
                     .flat_map(|(zxid, change)| {
-                        if let Change::Carved(p) = change {
+                        if let Change::Carved(p) | Change::Absorbed(p) = change {
                             carved.push(p.clone());
                         }
                         table.apply(scope, *zxid, change)
@@ -487,8 +506,9 @@ async fn run_feed(
     }
 }
 
-/// A subtree moved to a child scope: its watches now count in the child's zxids and hear
-/// from the child's feed; recursive watches above it hear from the child too.
+/// A subtree moved to a child scope (or back from one that merged): its watches now count in
+/// the zxids of the scope that has it and hear from that scope's feed; recursive watches
+/// above it hear from there too.
 async fn follow_carve(node: &Node, p: &str) {
     let armed = lock(&node.0.watches.table).armed(None, Some(p));
     recheck_all(node, armed).await;

@@ -240,7 +240,7 @@ impl WatchTable {
                 p,
                 &[Slot::Child, Slot::Persistent],
             ),
-            Change::Carved(_) => return Vec::new(),
+            Change::Carved(_) | Change::Absorbed(_) => return Vec::new(),
         };
         let recursive = kind != EventKind::NodeChildrenChanged;
         let mut hit: Vec<(String, i64, Slot)> = Vec::new();
