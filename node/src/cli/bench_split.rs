@@ -32,6 +32,8 @@ pub struct SplitReport {
     pub split_half: (Duration, Duration),
     pub rest_half: (Duration, Duration),
     pub write_errors: u64,
+    /// The first error a writer saw, if any.
+    pub first_error: Option<String>,
 }
 
 pub async fn run(config: ClientConfig, znodes: usize, value_size: usize) -> anyhow::Result<()> {
@@ -58,7 +60,10 @@ pub async fn run(config: ClientConfig, znodes: usize, value_size: usize) -> anyh
         ms(report.rest_half.1),
         ms(report.rest_half.0)
     );
-    println!("write errors: {}", report.write_errors);
+    match &report.first_error {
+        Some(first) => println!("write errors: {} (the first: {first})", report.write_errors),
+        None => println!("write errors: 0"),
+    }
     Ok(())
 }
 
@@ -133,13 +138,17 @@ async fn measure(
         writers.push(tokio::spawn(async move {
             let mut acks = Vec::new();
             let mut errors = 0u64;
+            let mut first_error = None;
             while !stop.load(Ordering::Relaxed) {
                 match client.set(&path, &value, -1).await {
                     Ok(_) => acks.push(Instant::now()),
-                    Err(_) => errors += 1,
+                    Err(e) => {
+                        errors += 1;
+                        first_error.get_or_insert_with(|| e.to_string());
+                    }
                 }
             }
-            (half, acks, errors)
+            (half, acks, errors, first_error)
         }));
     }
     tokio::time::sleep(BEFORE).await;
@@ -155,10 +164,12 @@ async fn measure(
 
     let mut acks: [Vec<Instant>; 2] = [Vec::new(), Vec::new()];
     let mut write_errors = 0;
+    let mut first_error = None;
     for w in writers {
-        let (half, a, errors) = w.await?;
+        let (half, a, errors, first) = w.await?;
         acks[usize::from(half == "rest")].extend(a);
         write_errors += errors;
+        first_error = first_error.or(first);
     }
     let moved = admin.scope(&format!("{ROOT}/big")).await?.znodes;
     let gaps = |acks: &mut Vec<Instant>| {
@@ -178,6 +189,7 @@ async fn measure(
         split_half: gaps(&mut big),
         rest_half: gaps(&mut rest),
         write_errors,
+        first_error,
     })
 }
 
