@@ -191,12 +191,16 @@ async fn hand_over(node: &Node, scope: &Arc<Scope>, into: ScopeId) {
             book: state.tree.session_book().clone(),
         }
     };
-    let answer = match node.scope(into) {
+    // The scope that delegates the child now: the parent it sealed for, unless that parent
+    // has since split off a subtree holding the child, whose new scope then delegates it.
+    let parent_path = scopekeeper_client::path::parent(&absorb.root).unwrap_or("/");
+    let route = node.route(parent_path);
+    let answer = match node.scope(route.scope) {
         Some(parent) => crate::service::propose_absorb(node, &parent, absorb)
             .await
             .map_err(|e| e.message),
         // The parent moved its anchors after the seal: ask its anchors, by route.
-        None => propose_absorb_remotely(node, into, absorb).await,
+        None => propose_absorb_remotely(node, &route, absorb).await,
     };
     match answer {
         Ok(result) => match result.outcome {
@@ -220,23 +224,14 @@ async fn hand_over(node: &Node, scope: &Arc<Scope>, into: ScopeId) {
     }
 }
 
-/// Offers the Absorb to each anchor of the parent scope `into`, as this node's directory knows
-/// them, until its leader takes it.
+/// Offers the Absorb to each anchor of the parent scope on `route`, until its leader takes it.
 async fn propose_absorb_remotely(
     node: &Node,
-    into: ScopeId,
+    route: &crate::directory::Route,
     absorb: Absorb,
 ) -> Result<crate::scope::types::CommandResult, String> {
-    let parent_path = scopekeeper_client::path::parent(&absorb.root).unwrap_or("/");
-    let route = node.route(parent_path);
-    if route.scope != into {
-        return Err(format!(
-            "the directory routes {parent_path} to scope {}, not to the parent {into}",
-            route.scope
-        ));
-    }
     let request = crate::peer::PeerRequest::ProposeAbsorb {
-        scope: into,
+        scope: route.scope,
         absorb: Box::new(absorb),
     };
     let mut last = String::from("the parent has no known anchors");

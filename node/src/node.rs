@@ -419,18 +419,18 @@ impl Node {
         self.retire_to(scope, route).await
     }
 
-    /// Retires every replica here of a scope that its parent (replicated here) has taken back
-    /// by a merge: the scope is no more.
+    /// Retires every replica here of a scope that its parent (replicated here: the scope it was
+    /// split from, or one split from that which took the delegation along) has taken back by a
+    /// merge: the scope is no more.
     async fn retire_absorbed(&self) -> anyhow::Result<()> {
-        let gone: Vec<Arc<Scope>> = self
-            .scopes()
+        let scopes = self.scopes();
+        let absorbed: std::collections::BTreeSet<ScopeId> = scopes
+            .iter()
+            .flat_map(|s| s.view().read().absorbed.iter().copied().collect::<Vec<_>>())
+            .collect();
+        let gone: Vec<Arc<Scope>> = scopes
             .into_iter()
-            .filter(|s| {
-                let parent = s.view().read().identity.parent;
-                parent
-                    .and_then(|p| self.scope(p))
-                    .is_some_and(|p| p.view().read().absorbed.contains(&s.id))
-            })
+            .filter(|s| absorbed.contains(&s.id))
             .collect();
         for s in gone {
             let root = s.view().read().identity.root.clone();

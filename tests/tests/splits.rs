@@ -557,3 +557,49 @@ async fn a_history_across_a_merge_is_linearizable() -> anyhow::Result<()> {
     );
     linearizability::check(b"init", &history).map_err(anyhow::Error::msg)
 }
+
+/// A child scope whose parent split off the subtree holding it (so another scope delegates it
+/// now) still merges: into the scope that delegates it, by an operator's `scope merge`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_merges_into_whichever_scope_delegates_it_now() -> anyhow::Result<()> {
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    for p in ["/p", "/p/x", "/p/x/c", "/p/x/c/leaf"] {
+        admin.create(p, b"v", CreateMode::Persistent).await?;
+    }
+    admin.create_scope("/p", None).await?;
+    admin.create_scope("/p/x/c", None).await?;
+    // /p splits off /p/x, which takes the delegation of /p/x/c along.
+    admin.create_scope("/p/x", None).await?;
+    let x = admin.scope("/p/x").await?;
+    ensure!(
+        x.children.iter().any(|(p, _)| p == "/p/x/c"),
+        "{x:?} delegates /p/x/c"
+    );
+    admin.merge_scope("/p/x/c").await?;
+    let deadline = Instant::now() + SETTLE;
+    while admin.scopes().await?.iter().any(|s| s.root == "/p/x/c") {
+        ensure!(Instant::now() < deadline, "/p/x/c never merged");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(admin.scope("/p/x").await?.children.is_empty());
+    for id in 1..=3 {
+        let deadline = Instant::now() + SETTLE;
+        while hosted(&cluster, id).await?.contains_key("/p/x/c") {
+            ensure!(
+                Instant::now() < deadline,
+                "node {id} kept its replica of /p/x/c"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let reader = cluster.client().await?;
+    assert_eq!(reader.get("/p/x/c/leaf").await?.0, b"v");
+    reader.set("/p/x/c/leaf", b"w", -1).await?;
+    // A merge the checks refuse, with a clear reason: /p has a child scope.
+    let refused = admin.merge_scope("/p").await.expect_err("/p has /p/x");
+    ensure!(refused.to_string().contains("child scopes"), "{refused}");
+    Ok(())
+}
