@@ -176,7 +176,7 @@ async fn asks_to_merge(node: &Node, scope: &Arc<Scope>) -> bool {
 }
 
 /// Hands the sealed scope's final state to its parent's leader.
-async fn hand_over(node: &Node, scope: &Arc<Scope>, into: ScopeId) {
+pub(crate) async fn hand_over(node: &Node, scope: &Scope, into: ScopeId) {
     let absorb = {
         let state = scope.view().read();
         Absorb {

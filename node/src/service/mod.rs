@@ -568,7 +568,15 @@ async fn serve_local(
             )
             .await?;
             match sealed.outcome {
-                CommandOutcome::Merge(r) => r.map(|()| Reply::Synced),
+                CommandOutcome::Merge(Ok(())) => {
+                    // The leader's state is final now: hand it over at once rather than at
+                    // the merge loop's next tick. Elsewhere the leader's loop does it.
+                    if scope.raft.is_leader() && scope.view().read().sealed.is_some() {
+                        crate::merge::hand_over(node, scope, into).await;
+                    }
+                    Ok(Reply::Synced)
+                }
+                CommandOutcome::Merge(Err(e)) => Err(e),
                 other => Err(unexpected_outcome(other)),
             }
         }
