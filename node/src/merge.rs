@@ -59,7 +59,9 @@ pub async fn consider(node: &Node, scope: &Arc<Scope>) -> bool {
 
 /// Whether the scope may merge into its parent now, and the parent's id: a child scope (not
 /// the cluster's session bookkeeping), with no child scopes, on its parent's anchors (so this
-/// node replicates the parent too), and small enough to travel in one entry.
+/// node replicates the parent too), and small enough to travel in one entry. The parent is
+/// the scope that governs the path above the child's root now, which is not the scope the
+/// child was created from if that one has since split off a subtree holding the child.
 pub fn mergeable(node: &Node, scope: &Scope) -> Result<ScopeId, String> {
     let (root, parent, children, znodes, data_bytes) = {
         let state = scope.view().read();
@@ -71,7 +73,7 @@ pub fn mergeable(node: &Node, scope: &Scope) -> Result<ScopeId, String> {
             state.tree.data_bytes() as usize,
         )
     };
-    let Some(parent_id) = parent else {
+    if parent.is_none() {
         return Err(format!(
             "{root} is the root scope; it has no parent to merge into"
         ));
@@ -94,6 +96,8 @@ pub fn mergeable(node: &Node, scope: &Scope) -> Result<ScopeId, String> {
             limits::MERGE_BYTES_MAX
         ));
     }
+    let parent_path = scopekeeper_client::path::parent(&root).unwrap_or("/");
+    let parent_id = node.route(parent_path).scope;
     let Some(parent) = node.scope(parent_id) else {
         return Err(format!(
             "node {} does not replicate the parent scope {parent_id}: the scope and its parent \

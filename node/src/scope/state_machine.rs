@@ -701,14 +701,16 @@ fn sealed_refusal(root: &str, txn: &Txn) -> Outcome {
     }
 }
 
-/// Applies a Seal entry: the scope takes no more writes, for good.
+/// Applies a Seal entry: the scope takes no more writes, for good. `into` is the scope its
+/// leader found delegating it (the one it was created from, or one split from that); the
+/// parent's apply of the Absorb checks the delegation itself.
 fn seal(state: &mut ScopeState, into: ScopeId) -> Result<(), ApiError> {
     use scopekeeper_client::ErrorCode;
-    if state.identity.parent != Some(into) {
+    if state.identity.parent.is_none() {
         return Err(ApiError::new(
             ErrorCode::BadArguments,
             format!(
-                "scope {into} is not the parent of the scope rooted at {}",
+                "the scope rooted at {} has no parent to merge into",
                 state.identity.root
             ),
         ));
