@@ -146,36 +146,14 @@ fn encoded_bytes(scope: &Scope) -> usize {
         .sum()
 }
 
-async fn asks_to_merge(node: &Node, scope: &Arc<Scope>) -> bool {
-    let active = scope
-        .view()
-        .read()
-        .governance
-        .active
-        .as_ref()
-        .map(|a| (a.hash, a.component.clone(), a.info.params.clone()));
-    let Some((hash, component, params)) = active else {
-        return false;
-    };
-    let figures = crate::split::stats(scope);
-    let engine = node.0.host.engine.clone();
-    let answer = tokio::task::spawn_blocking(move || {
-        let compiled = engine
-            .compiled(hash, &component)
-            .map_err(|e| e.to_string())?;
-        placement::merge(&engine, &compiled, &params, &figures)
-    })
-    .await;
-    match answer {
-        Ok(Ok(yes)) => yes,
-        Ok(Err(e)) => {
+async fn asks_to_merge(node: &Node, scope: &Scope) -> bool {
+    match crate::split::ask_policy(node, scope, placement::merge).await {
+        Some(Ok(yes)) => yes,
+        Some(Err(e)) => {
             tracing::warn!(scope = scope.id, "asking the policy to merge: {e}");
             false
         }
-        Err(e) => {
-            tracing::warn!(scope = scope.id, "asking the policy to merge: {e}");
-            false
-        }
+        None => false,
     }
 }
 

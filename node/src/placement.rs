@@ -274,13 +274,7 @@ async fn target(
             labels: n.labels.clone(),
         })
         .collect();
-    let active = scope
-        .view()
-        .read()
-        .governance
-        .active
-        .as_ref()
-        .map(|a| (a.hash, a.component.clone(), a.info.params.clone()));
+    let active = scope.view().read().governance.active_code();
     let engine = node.0.host.engine.clone();
     let proposed = {
         let (current, nodes) = (current.clone(), nodes.clone());

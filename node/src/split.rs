@@ -11,6 +11,7 @@ use scopekeeper_client::path;
 
 use crate::limits;
 use crate::node::Node;
+use crate::policy::engine::{Compiled, PolicyEngine};
 use crate::policy::placement::{self, SplitStats};
 use crate::scope::Scope;
 
@@ -73,25 +74,11 @@ pub async fn run(node: Node) {
             if crate::merge::consider(&node, &scope).await {
                 continue;
             }
-            let (applied, active) = {
-                let state = scope.view().read();
-                (
-                    state.last_applied.map_or(0, |l| l.index()),
-                    state
-                        .governance
-                        .active
-                        .as_ref()
-                        .map(|a| (a.hash, a.component.clone(), a.info.params.clone())),
-                )
-            };
-            let Some((hash, component, params)) = active else {
-                continue;
-            };
-            if asked.get(&scope.id) == Some(&applied) {
+            let applied = scope.view().read().last_applied.map_or(0, |l| l.index());
+            if asked.insert(scope.id, applied) == Some(applied) {
                 continue;
             }
-            asked.insert(scope.id, applied);
-            if let Some(at) = decide(&node, &scope, hash, component, params).await {
+            if let Some(at) = decide(&node, &scope).await {
                 tracing::info!(scope = scope.id, at, "the scope's policy splits it");
                 if let Err(e) = scope.propose_split(at.clone()).await {
                     tracing::warn!(scope = scope.id, at, "split refused: {e:?}");
@@ -101,23 +88,28 @@ pub async fn run(node: Node) {
     }
 }
 
-async fn decide(
+/// Asks the scope's active policy a leader-only question about the scope's figures, on a
+/// blocking thread (compiling first on a cache miss). `None` if the scope has no policy.
+pub(crate) async fn ask_policy<T: Send + 'static>(
     node: &Node,
-    scope: &Arc<Scope>,
-    hash: crate::policy::PolicyHash,
-    component: Arc<Vec<u8>>,
-    params: String,
-) -> Option<String> {
+    scope: &Scope,
+    call: fn(&PolicyEngine, &Compiled, &str, &SplitStats) -> Result<T, String>,
+) -> Option<Result<T, String>> {
+    let (hash, component, params) = scope.view().read().governance.active_code()?;
     let figures = stats(scope);
     let engine = node.0.host.engine.clone();
     let answer = tokio::task::spawn_blocking(move || {
         let compiled = engine
             .compiled(hash, &component)
             .map_err(|e| e.to_string())?;
-        placement::split(&engine, &compiled, &params, &figures)
+        call(&engine, &compiled, &params, &figures)
     })
-    .await
-    .ok()?;
+    .await;
+    Some(answer.unwrap_or_else(|e| Err(format!("the policy call failed: {e}"))))
+}
+
+async fn decide(node: &Node, scope: &Arc<Scope>) -> Option<String> {
+    let answer = ask_policy(node, scope, placement::split).await?;
     match answer {
         Ok(Some(at)) => match valid_split_point(scope, &at) {
             Ok(()) => Some(at),

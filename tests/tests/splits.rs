@@ -48,6 +48,40 @@ async fn hosted(cluster: &Cluster, id: u64) -> anyhow::Result<BTreeMap<String, H
         .collect())
 }
 
+/// Runs one operation of a recorded history: a write of `value` if there is one, else a read,
+/// with its invocation and response times. An unknown outcome (ConnectionLoss) is recorded as
+/// such; any other error fails the test.
+async fn record(
+    client: &Client,
+    key: String,
+    value: Option<String>,
+    epoch: Instant,
+) -> anyhow::Result<Event> {
+    let invoked = epoch.elapsed().as_nanos() as u64;
+    let (op, result) = match value {
+        Some(value) => {
+            let value = value.into_bytes();
+            let r = client.set(&key, &value, -1).await.map(|_| ());
+            (RegisterOp::Write(value), r)
+        }
+        None => match client.get(&key).await {
+            Ok((data, _)) => (RegisterOp::Read(data), Ok(())),
+            Err(e) => (RegisterOp::Read(Vec::new()), Err(e)),
+        },
+    };
+    let completed = match result {
+        Ok(()) => Some(epoch.elapsed().as_nanos() as u64),
+        Err(e) if e.code() == ErrorCode::ConnectionLoss => None,
+        Err(e) => bail!("{key}: {e:?}"),
+    };
+    Ok(Event {
+        key,
+        op,
+        invoked,
+        completed,
+    })
+}
+
 /// 200,000 znodes written in multis under two subtrees of a scope whose `autosplit` policy
 /// allows 50,000: the scope splits, its children split in turn, and the writers never see an
 /// error (WrongScope is retried by the nodes, out of the clients' sight). Every znode is there
@@ -283,28 +317,9 @@ async fn a_history_across_splits_is_linearizable() -> anyhow::Result<()> {
             while !stop.load(Ordering::Relaxed) {
                 let key = keys[rng.random_range(0..keys.len())].clone();
                 let write = rng.random_bool(0.5);
-                let invoked = epoch.elapsed().as_nanos() as u64;
-                let (op, result) = if write {
-                    let value = format!("c{c}-{i}").into_bytes();
-                    let r = client.set(&key, &value, -1).await.map(|_| ());
-                    (RegisterOp::Write(value), r)
-                } else {
-                    match client.get(&key).await {
-                        Ok((data, _)) => (RegisterOp::Read(data), Ok(())),
-                        Err(e) => (RegisterOp::Read(Vec::new()), Err(e)),
-                    }
-                };
-                let completed = match result {
-                    Ok(()) => Some(epoch.elapsed().as_nanos() as u64),
-                    Err(e) if e.code() == ErrorCode::ConnectionLoss => None,
-                    Err(e) => bail!("client {c} on {key}: {e:?}"),
-                };
-                history.push(Event {
-                    key,
-                    op,
-                    invoked,
-                    completed,
-                });
+                let value = write.then(|| format!("c{c}-{i}"));
+                let event = record(&client, key, value, epoch).await;
+                history.push(event.with_context(|| format!("client {c}"))?);
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
@@ -500,28 +515,9 @@ async fn a_history_across_a_merge_is_linearizable() -> anyhow::Result<()> {
                 }
                 let key = keys[rng.random_range(0..keys.len())].clone();
                 let write = now == 0 && rng.random_bool(0.5);
-                let invoked = epoch.elapsed().as_nanos() as u64;
-                let (op, result) = if write {
-                    let value = format!("c{c}-{i}").into_bytes();
-                    let r = client.set(&key, &value, -1).await.map(|_| ());
-                    (RegisterOp::Write(value), r)
-                } else {
-                    match client.get(&key).await {
-                        Ok((data, _)) => (RegisterOp::Read(data), Ok(())),
-                        Err(e) => (RegisterOp::Read(Vec::new()), Err(e)),
-                    }
-                };
-                let completed = match result {
-                    Ok(()) => Some(epoch.elapsed().as_nanos() as u64),
-                    Err(e) if e.code() == ErrorCode::ConnectionLoss => None,
-                    Err(e) => bail!("client {c} on {key}: {e:?}"),
-                };
-                history.push(Event {
-                    key,
-                    op,
-                    invoked,
-                    completed,
-                });
+                let value = write.then(|| format!("c{c}-{i}"));
+                let event = record(&client, key, value, epoch).await;
+                history.push(event.with_context(|| format!("client {c}"))?);
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }

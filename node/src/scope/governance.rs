@@ -78,6 +78,14 @@ pub struct Governance {
 }
 
 impl Governance {
+    /// The active policy's hash, component and parameters, for a leader-only call (placement,
+    /// split, merge) made off the state's lock.
+    pub fn active_code(&self) -> Option<(PolicyHash, Arc<Vec<u8>>, String)> {
+        self.active
+            .as_ref()
+            .map(|a| (a.hash, a.component.clone(), a.info.params.clone()))
+    }
+
     pub fn meta(&self) -> GovernanceMeta {
         GovernanceMeta {
             active: self.active.as_ref().map(|a| (a.hash, a.info.clone())),

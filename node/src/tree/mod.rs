@@ -59,6 +59,19 @@ impl Znode {
     }
 }
 
+impl From<StoredZnode> for Znode {
+    /// A znode back from storage, a snapshot or a merging scope; its children follow from the
+    /// paths around it and are filled in by the tree.
+    fn from(z: StoredZnode) -> Self {
+        Znode {
+            data: z.data,
+            stat: z.stat,
+            acl: z.acl,
+            children: BTreeSet::new(),
+        }
+    }
+}
+
 /// A [`StoredZnode`] borrowed from a [`Znode`]; it encodes to the same bytes.
 #[derive(Serialize)]
 pub struct StoredZnodeRef<'a> {
@@ -305,13 +318,7 @@ impl Tree {
                     "stored znode {p} is outside the scope rooted at {root}"
                 ));
             }
-            let node = Znode {
-                data: z.data,
-                stat: z.stat,
-                acl: z.acl,
-                children: BTreeSet::new(),
-            };
-            nodes.insert(p, node);
+            nodes.insert(p, z.into());
         }
         if root == "/" {
             nodes.entry("/".to_string()).or_insert_with(|| Znode {
@@ -628,13 +635,7 @@ impl Tree {
             if !path::is_within(&p, at) || self.nodes.contains_key(&p) {
                 return Err(format!("{p} cannot come back with {at}"));
             }
-            let znode = Znode {
-                data: z.data,
-                stat: z.stat,
-                acl: z.acl,
-                children: BTreeSet::new(),
-            };
-            nodes.insert(p, znode);
+            nodes.insert(p, z.into());
         }
         if !nodes.contains_key(at) {
             return Err(format!("the merging scope's root {at} is missing"));
