@@ -43,18 +43,34 @@ pub fn binary() -> PathBuf {
     dir.join("scopekeeper")
 }
 
-fn free_tcp_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free TCP port")
-}
-
-fn free_udp_port() -> u16 {
-    UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map(|a| a.port())
-        .expect("a free UDP port")
+/// A port free for both TCP and UDP on loopback, from below the kernel's ephemeral range.
+///
+/// A port the kernel handed out for `bind(0)` and we released can be handed out again before
+/// the node binds it (to another `bind(0)`, a client's QUIC endpoint, an outgoing connection),
+/// and a killed node's port can be taken before its restart; the node then fails to start.
+/// The kernel never hands out ports below its ephemeral range on its own, so ports counted up
+/// from there are ours until a node binds them. The start is spread by process id so that two
+/// test processes at once rarely probe the same ports.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u32>().ok())
+        .unwrap_or(32768);
+    let low = ephemeral_low.saturating_sub(16384).max(1024);
+    let span = ephemeral_low.saturating_sub(low).max(1);
+    let start = (std::process::id() * 2741) % span;
+    for _ in 0..span {
+        let offset = (start + NEXT.fetch_add(1, Ordering::Relaxed)) % span;
+        let port = (low + offset) as u16;
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port below the ephemeral range ({low}..{ephemeral_low})");
 }
 
 /// How a node process is started.
@@ -118,9 +134,9 @@ impl Cluster {
         )?)?;
         let admin = certs::issue_client(&ca, "operator", &["admin".to_string()])?;
         CertFiles::in_dir(&certs_dir, "client-operator").write(&admin)?;
-        let ports: Vec<u16> = (0..n).map(|_| free_udp_port()).collect();
-        let zk_ports: Vec<u16> = (0..n).map(|_| free_tcp_port()).collect();
-        let zk_tls_ports: Vec<u16> = (0..n).map(|_| free_tcp_port()).collect();
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let zk_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let zk_tls_ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut cluster = Cluster {
             dir,
             ports,
@@ -392,13 +408,24 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
+                let tails: Vec<String> = among
+                    .iter()
+                    .map(|&id| format!("---- node {id} ----\n{}", self.log_tail(id, 30)))
+                    .collect();
                 bail!(
-                    "no leader among {among:?} within {timeout:?}; logs in {}",
-                    self.dir.path().display()
+                    "no leader among {among:?} within {timeout:?}; the end of their logs:\n{}",
+                    tails.join("\n")
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// The last `lines` lines of node `id`'s log, for an error that a CI run shows.
+    pub fn log_tail(&self, id: u64, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.log_file(id)).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(lines).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
     /// Waits until node `id` has applied at least `index`.
@@ -416,7 +443,10 @@ impl Cluster {
                 return Ok(info);
             }
             if Instant::now() > deadline {
-                bail!("node {id} did not apply index {index} within {timeout:?}");
+                bail!(
+                    "node {id} did not apply index {index} within {timeout:?}; the end of its log:\n{}",
+                    self.log_tail(id, 60)
+                );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
@@ -432,12 +462,8 @@ impl Drop for Cluster {
         // A failing test shows the end of every node's log.
         if std::thread::panicking() {
             for id in 1..=self.ports.len() as u64 {
-                let log = std::fs::read_to_string(self.log_file(id)).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(30).collect();
                 eprintln!("---- node {id} log (last 30 lines) ----");
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
+                eprintln!("{}", self.log_tail(id, 30));
             }
         }
     }

@@ -26,9 +26,7 @@ impl ZooKeeper {
             "{jar} is missing: install Debian's zookeeper package (.ci/run does)"
         );
         let dir = tempfile::Builder::new().prefix("sk-zk-").tempdir()?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = scopekeeper_tests::free_port();
         let cfg = dir.path().join("zoo.cfg");
         std::fs::write(
             &cfg,
