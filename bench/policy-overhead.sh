@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Issue 3's measurement: write throughput at 64 clients and p50 latency at 1 client with no
 # policy, with `open` and with `limits`, each on a fresh `scopekeeper dev`, in one sitting.
-#   bash bench/policy-overhead.sh [seconds per run, default 10]
+# The machine is shared and its speed drifts over minutes, so the variants take turns: each
+# round runs all three in a rotated order, and the table shows each variant's median.
+#   bash bench/policy-overhead.sh [seconds per run, default 10] [rounds, default 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
+rounds=${2:-3}
 work=$(mktemp -d /tmp/sk-policy-bench.XXXXXX)
 export SCOPEKEEPER_CONFIG="$work/client.toml"
 cargo build --release -p scopekeeper >/dev/null
@@ -17,25 +20,37 @@ trap 'stop_dev; rm -rf "$work"' EXIT
 field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
 declare -A ops p50
+variants=(none open limits)
+for ((round = 0; round < rounds; round++)); do
+  for ((k = 0; k < 3; k++)); do
+    variant=${variants[$(( (round + k) % 3 ))]}
+    "$bin" dev --data "$work/dev-$variant-$round" --base-port 17101 > "$work/dev-$variant.log" 2>&1 &
+    dev_pid=$!
+    until grep -q "ready in" "$work/dev-$variant.log"; do sleep 0.05; done
+    case "$variant" in
+      open) "$bin" policy deploy / "$work/open.wasm" >/dev/null ;;
+      limits) "$bin" policy deploy / "$work/limits.wasm" --params '{"max_data_bytes": 1024, "max_children": 1000000, "max_depth": 8}' >/dev/null ;;
+    esac
+    many=$("$bin" bench --clients 64 --duration "$secs" --mix create=1 --value-size 100 --json)
+    one=$("$bin" bench --clients 1 --duration "$secs" --mix create=1 --value-size 100 --json)
+    ops[$variant]="${ops[$variant]:-} $(field "$many" ops_per_sec)"
+    p50[$variant]="${p50[$variant]:-} $(field "$one" p50_ms)"
+    echo "round $round $variant: $(field "$many" ops_per_sec) creates/s at 64 clients, p50 $(field "$one" p50_ms) ms at 1" >&2
+    stop_dev
+    rm -rf "$work/dev-$variant-$round"
+  done
+done
+median() { python3 -c "import statistics,sys; print(statistics.median(float(x) for x in sys.argv[1:]))" $1; }
+declare -A mops mp50
 for variant in none open limits; do
-  "$bin" dev --data "$work/dev-$variant" --base-port 17101 > "$work/dev-$variant.log" 2>&1 &
-  dev_pid=$!
-  until grep -q "ready in" "$work/dev-$variant.log"; do sleep 0.05; done
-  case "$variant" in
-    open) "$bin" policy deploy / "$work/open.wasm" >/dev/null ;;
-    limits) "$bin" policy deploy / "$work/limits.wasm" --params '{"max_data_bytes": 1024, "max_children": 1000000, "max_depth": 8}' >/dev/null ;;
-  esac
-  many=$("$bin" bench --clients 64 --duration "$secs" --mix create=1 --value-size 100 --json)
-  one=$("$bin" bench --clients 1 --duration "$secs" --mix create=1 --value-size 100 --json)
-  ops[$variant]=$(field "$many" ops_per_sec)
-  p50[$variant]=$(field "$one" p50_ms)
-  stop_dev
+  mops[$variant]=$(median "${ops[$variant]}")
+  mp50[$variant]=$(median "${p50[$variant]}")
 done
 
 printf '\n%-8s %16s %10s %16s %14s\n' policy "64c creates/s" "vs none" "1c p50 (ms)" "added p50 (us)"
 for variant in none open limits; do
-  printf '%-8s %16.0f %10.3f %16.3f %14.0f\n' "$variant" "${ops[$variant]}" \
-    "$(python3 -c "print(${ops[$variant]} / ${ops[none]})")" "${p50[$variant]}" \
-    "$(python3 -c "print((${p50[$variant]} - ${p50[none]}) * 1000)")"
+  printf '%-8s %16.0f %10.3f %16.3f %14.0f\n' "$variant" "${mops[$variant]}" \
+    "$(python3 -c "print(${mops[$variant]} / ${mops[none]})")" "${mp50[$variant]}" \
+    "$(python3 -c "print((${mp50[$variant]} - ${mp50[none]}) * 1000)")"
 done
-echo "machine: $(nproc) cores; each variant on a fresh dev cluster, one after another"
+echo "machine: $(nproc) cores; medians of $rounds rounds, each variant on a fresh dev cluster, in turn"
