@@ -12,7 +12,7 @@ cargo build --release -p scopekeeper >/dev/null
 bin=target/release/scopekeeper
 dev_pid=""
 stop_dev() { [ -n "$dev_pid" ] && kill -INT "$dev_pid" 2>/dev/null && wait "$dev_pid" 2>/dev/null || true; dev_pid=""; }
-trap 'stop_dev; rm -rf "$work"' EXIT
+trap 'stop_dev; [ -n "${SK_KEEP_BENCH_LOG:-}" ] && cp "$work/dev.log" "$SK_KEEP_BENCH_LOG"; rm -rf "$work"' EXIT
 "$bin" dev --data "$work/dev" --base-port 17201 > "$work/dev.log" 2>&1 &
 dev_pid=$!
 until grep -q "ready in" "$work/dev.log"; do sleep 0.05; done

@@ -7,6 +7,7 @@
 //! its tree and fjall, then the proposer's responder answers the client.
 
 pub mod ack;
+pub mod genesis;
 pub mod governance;
 pub mod load;
 pub mod log_store;
@@ -254,7 +255,7 @@ pub struct ScopeHost {
     pub tuning: RaftTuning,
     pub engine: PolicyEngine,
     pub events: ScopeEvents,
-    pub newborns: state_machine::Newborns,
+    pub newborns: genesis::Newborns,
 }
 
 impl Scope {
@@ -273,6 +274,8 @@ impl Scope {
     ) -> anyhow::Result<Scope> {
         let store = host.store.clone();
         let engine = host.engine.clone();
+        // A child being born here opens once its rows are its own.
+        host.newborns.until_born(id).await;
         let sm = ScopeStateMachine::open(
             store.clone(),
             id,

@@ -15,6 +15,7 @@ use openraft::storage::{EntryResponder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
 use serde::{Deserialize, Serialize};
 
+use super::genesis::{self, Newborns};
 use super::governance::{self, ActivePolicy, Governance, GovernanceMeta};
 use super::load::Load;
 use super::snapshot::{self, SnapshotFile};
@@ -31,17 +32,17 @@ use crate::tree::{StoredZnode, Tree};
 use scopekeeper_client::ApiError;
 use scopekeeper_client::proto::{ClusterNode, NodeChange};
 
-const APPLIED: &[u8] = b"applied";
+pub(super) const APPLIED: &[u8] = b"applied";
 
 /// The state machine's position, place in the namespace and governance, persisted with the
 /// tree in the same batch.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct AppliedMeta {
+pub(super) struct AppliedMeta {
     last_applied: Option<LogId>,
     membership: StoredMembership,
     last_zxid: i64,
     governance: GovernanceMeta,
-    identity: ScopeIdentity,
+    pub(super) identity: ScopeIdentity,
     /// Child scopes by the path delegated to them.
     delegations: BTreeMap<String, Route>,
     replica_high: u64,
@@ -52,11 +53,13 @@ struct AppliedMeta {
     sessions: crate::tree::SessionBook,
     sealed: Option<ScopeId>,
     absorbed: BTreeSet<ScopeId>,
+    /// Set while a new child's znode rows are still its parent's (see `genesis`).
+    pub(super) genesis_from: Option<ScopeId>,
 }
 
 impl AppliedMeta {
     /// The persisted form of a scope's state, without its znodes.
-    fn of(state: &ScopeState) -> AppliedMeta {
+    pub(super) fn of(state: &ScopeState) -> AppliedMeta {
         AppliedMeta {
             last_applied: state.last_applied,
             membership: state.membership.clone(),
@@ -72,6 +75,7 @@ impl AppliedMeta {
             sessions: state.tree.session_book().clone(),
             sealed: state.sealed,
             absorbed: state.absorbed.clone(),
+            genesis_from: None,
         }
     }
 }
@@ -156,32 +160,6 @@ pub enum ScopeEvent {
 }
 
 pub type ScopeEvents = tokio::sync::mpsc::UnboundedSender<ScopeEvent>;
-
-/// Child scopes' starting states, left by the parent's apply (after its batch is durable) for
-/// the child's opening on the same node, which then need not read a whole subtree back from
-/// storage and rebuild it, nor encode it again for its first snapshot: a split's child
-/// serves sooner.
-#[derive(Clone, Default)]
-pub struct Newborns(Arc<std::sync::Mutex<BTreeMap<ScopeId, Newborn>>>);
-
-/// A child scope's state as its creation wrote it, and its znodes' snapshot records.
-pub struct Newborn {
-    state: ScopeState,
-    records: Vec<u8>,
-}
-
-impl Newborns {
-    fn give(&self, id: ScopeId, state: Newborn) {
-        self.0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id, state);
-    }
-
-    fn take(&self, id: ScopeId) -> Option<Newborn> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).remove(&id)
-    }
-}
 
 /// Shared, read-mostly access to a scope's state.
 #[derive(Clone)]
@@ -282,8 +260,8 @@ fn load_component(store: &Store, hash: &crate::policy::PolicyHash) -> io::Result
     Ok(Arc::new(body))
 }
 
-/// The scopes whose state this node's storage holds, in id order.
-/// The scope's tree as its rows in storage hold it.
+/// The scope's tree as its rows in storage hold it. Rows below a delegation are a new child's
+/// that its creation has not moved yet (see `genesis`): not this scope's.
 fn load_tree(store: &Store, scope: ScopeId, meta: &AppliedMeta) -> io::Result<Tree> {
     let mut stored = Vec::new();
     for guard in store.tree.prefix(scope.to_be_bytes()) {
@@ -292,6 +270,9 @@ fn load_tree(store: &Store, scope: ScopeId, meta: &AppliedMeta) -> io::Result<Tr
             .map_err(|e| io_err("reading the tree", e))?;
         let path = String::from_utf8(k[8..].to_vec())
             .map_err(|_| corrupt("znode key", "path is not UTF-8"))?;
+        if is_delegated(&path, &meta.delegations) {
+            continue;
+        }
         stored.push((path, decode::<StoredZnode>("znode", &v)?));
     }
     let tree = if stored.is_empty() && meta.last_applied.is_none() {
@@ -308,6 +289,19 @@ fn load_tree(store: &Store, scope: ScopeId, meta: &AppliedMeta) -> io::Result<Tr
     Ok(tree)
 }
 
+/// Whether `p` is a delegated path or below one.
+fn is_delegated(p: &str, delegations: &BTreeMap<String, Route>) -> bool {
+    let mut at = Some(p);
+    while let Some(q) = at {
+        if delegations.contains_key(q) {
+            return true;
+        }
+        at = scopekeeper_client::path::parent(q);
+    }
+    false
+}
+
+/// The scopes whose state this node's storage holds, in id order.
 pub fn stored_scope_ids(store: &Store) -> io::Result<Vec<ScopeId>> {
     let mut ids = Vec::new();
     for guard in store.sm_meta.iter() {
@@ -337,7 +331,7 @@ impl ScopeStateMachine {
     ) -> io::Result<Self> {
         let snapshot_dir = store.dir().join("snapshots").join(scope.to_string());
         snapshot::remove_temporaries(&snapshot_dir)?;
-        let meta: AppliedMeta = match store
+        let mut meta: AppliedMeta = match store
             .sm_meta
             .get(key(scope, APPLIED))
             .map_err(|e| io_err("reading the applied position", e))?
@@ -353,7 +347,12 @@ impl ScopeStateMachine {
         });
         let (mut tree, genesis_records) = match newborn {
             Some(n) => (n.state.tree, Some(n.records)),
-            None => (load_tree(&store, scope, &meta)?, None),
+            None => {
+                if let Some(parent) = meta.genesis_from {
+                    genesis::finish_from_parent_rows(&store, scope, parent, &mut meta)?;
+                }
+                (load_tree(&store, scope, &meta)?, None)
+            }
         };
         tree.set_session_book(meta.sessions.clone());
         let governance = Governance {
@@ -439,33 +438,13 @@ impl ScopeStateMachine {
         }
     }
 
-    /// Writes a child scope's whole starting state into `batch`, under the child's id: the
-    /// carved znodes, its identity, delegations, policy, and the genesis position with the
-    /// parent's membership. Every anchor writes the same bytes from the same entry.
-    /// The carved znodes' rows leave this scope's keys in the same batch. Returns the znodes'
-    /// snapshot records, assembled from the same encodings, for the child's first snapshot.
-    fn write_genesis(
+    /// Writes a new child's meta into `batch`, marked as having its znode rows still under
+    /// this scope's keys (`genesis` moves them once the batch is durable), and its policy.
+    fn write_child_meta(
         &self,
         batch: &mut fjall::OwnedWriteBatch,
         child: &ScopeState,
-    ) -> io::Result<Vec<u8>> {
-        let id = child.identity.id;
-        // Sized up front: growing a buffer of a million records copies it again and again.
-        let estimate: usize = child
-            .tree
-            .iter()
-            .map(|(p, z)| 48 + p.len() + z.data.len() + z.acl.len() * 48)
-            .sum();
-        let mut records = Vec::with_capacity(estimate);
-        for (p, z) in child.tree.iter() {
-            let body = snapshot::push_znode_record(&mut records, p, &z.stored_ref())?;
-            batch.insert(
-                &self.store.tree,
-                key(id, p.as_bytes()),
-                crate::storage::seal(&records[body]),
-            );
-            batch.remove(&self.store.tree, key(self.scope, p.as_bytes()));
-        }
+    ) -> io::Result<()> {
         if let Some(active) = &child.governance.active {
             batch.insert(
                 &self.store.policies,
@@ -473,13 +452,16 @@ impl ScopeStateMachine {
                 crate::storage::seal(&active.component),
             );
         }
-        let meta = AppliedMeta::of(child);
+        let meta = AppliedMeta {
+            genesis_from: Some(self.scope),
+            ..AppliedMeta::of(child)
+        };
         batch.insert(
             &self.store.sm_meta,
-            key(id, APPLIED),
+            key(child.identity.id, APPLIED),
             encode("applied position", &meta)?,
         );
-        Ok(records)
+        Ok(())
     }
 
     /// Replaces the scope's rows in fjall and its in-memory state with a snapshot's, in one
@@ -858,7 +840,7 @@ impl ScopeStateMachine {
         batch: &mut fjall::OwnedWriteBatch,
         (touched, changes): (&mut BTreeSet<String>, &mut Vec<(i64, crate::tree::Change)>),
         d: Delegation<'_>,
-        created: &mut Vec<(ScopeId, Newborn)>,
+        created: &mut Vec<ScopeState>,
     ) -> io::Result<Result<Route, ApiError>> {
         if state.sealed.is_some() {
             return Ok(Err(ApiError::new(
@@ -976,25 +958,19 @@ impl ScopeStateMachine {
             sealed: None,
             absorbed: BTreeSet::new(),
         };
-        let records = self.write_genesis(batch, &child)?;
+        self.write_child_meta(batch, &child)?;
         let route = child.route();
         state.delegations.insert(d.path.to_string(), route.clone());
         state.identity.epoch += 1;
         state.last_split_ms = d.stamp.time_ms;
-        created.push((
-            child_id,
-            Newborn {
-                state: child,
-                records,
-            },
-        ));
+        created.push(child);
         tracing::info!(
             scope = self.scope,
             child = child_id,
             path = d.path,
             znodes,
             carve_ms,
-            genesis_ms = carved_at.elapsed().as_millis() as u64,
+            built_ms = carved_at.elapsed().as_millis() as u64,
             "delegated a subtree to a new scope"
         );
         Ok(Ok(route))
@@ -1085,6 +1061,15 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        // Taking a child back writes rows under this scope's keys where a child still being
+        // born here has its rows: its birth goes first.
+        for (entry, _) in &entries {
+            if let EntryPayload::Normal(command) = &entry.payload
+                && let Body::Absorb(absorb) = &command.body
+            {
+                self.newborns.until_born(absorb.child).await;
+            }
+        }
         let mut responses = Vec::with_capacity(entries.len());
         let mut batch = self.store.db.batch();
         let mut created = Vec::new();
@@ -1304,7 +1289,10 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
             }
             for p in &touched {
                 let k = key(self.scope, p.as_bytes());
-                match state.tree.get(p) {
+                // A znode carved off by this batch keeps its row here, as the carve left it,
+                // until its new scope's birth moves it.
+                let carved = || created.iter().find_map(|child| child.tree.get(p));
+                match state.tree.get(p).or_else(carved) {
                     Some(z) => batch.insert(&self.store.tree, k, encode("znode", &z.stored_ref())?),
                     None => batch.remove(&self.store.tree, k),
                 }
@@ -1313,6 +1301,9 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
             last_zxid = state.tree.last_zxid();
         }
         let committing = std::time::Instant::now();
+        for child in &created {
+            self.newborns.expect(child.identity.id, self.scope);
+        }
         batch
             .commit()
             .map_err(|e| io_err("persisting applied entries", e))?;
@@ -1341,12 +1332,14 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                 child,
             });
         }
-        for (child, state) in created {
-            self.newborns.give(child, state);
-            self.notify(ScopeEvent::Delegated {
-                parent: self.scope,
+        for child in created {
+            genesis::spawn(
+                self.store.clone(),
+                self.scope,
                 child,
-            });
+                self.newborns.clone(),
+                self.events.clone(),
+            );
         }
         for (responder, result) in responses {
             responder.send(result);
@@ -1363,6 +1356,9 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         meta: &SnapshotMeta,
         snapshot: SnapshotFile,
     ) -> Result<(), io::Error> {
+        // The install replaces every row under this scope's keys, which still hold the rows of
+        // a child being born here.
+        self.newborns.until_children_born(self.scope).await;
         // The file goes into place first; if we crash before the batch below, `open` finishes
         // the install from it.
         let target = self.snapshot_dir.join(snapshot::file_name(meta));
@@ -1501,5 +1497,75 @@ mod tests {
         )
         .expect("reopen");
         assert_eq!(again.view().read().tree, leader.view().read().tree);
+    }
+
+    #[tokio::test]
+    async fn a_split_interrupted_before_its_child_is_born_is_finished_by_the_childs_opening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let newborns = Newborns::default();
+        newborns.crash_before_births();
+        let mut parent = ScopeStateMachine::open(
+            store.clone(),
+            7,
+            engine(),
+            Default::default(),
+            None,
+            newborns,
+        )
+        .expect("sm");
+        let split = Command {
+            stamp: Stamp {
+                zxid_hint: 5,
+                time_ms: 0,
+            },
+            body: Body::Split { path: "/a".into() },
+        };
+        let entries = vec![
+            create(1, "/a"),
+            create(2, "/a/b"),
+            create(3, "/ab"),
+            create(4, "/c"),
+            Ok((
+                Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, 5), split),
+                None,
+            )),
+        ];
+        parent.apply(stream::iter(entries)).await.expect("apply");
+        let child = crate::scope::types::child_scope_id(7, 5);
+        let parent_tree = parent.view().read().tree.clone();
+        assert!(parent_tree.get("/a/b").is_none() && parent_tree.get("/ab").is_some());
+        drop(parent);
+
+        // The parent's rows still hold the child's znodes; the parent does not load them.
+        let reopen = |id| {
+            ScopeStateMachine::open(
+                store.clone(),
+                id,
+                engine(),
+                Default::default(),
+                None,
+                Default::default(),
+            )
+        };
+        let parent = reopen(7).expect("the parent reopens");
+        assert_eq!(parent.view().read().tree, parent_tree);
+        // The child's opening moves them.
+        let born = reopen(child).expect("the child's opening finishes its birth");
+        let view = born.view();
+        let state = view.read();
+        assert_eq!(state.identity.root, "/a");
+        assert_eq!(
+            state.tree.get("/a/b").map(|z| z.data.clone()),
+            Some(b"d".to_vec())
+        );
+        assert!(state.tree.get("/ab").is_none());
+        drop(state);
+        drop(born);
+        let again = reopen(child).expect("a second opening needs the parent's rows no more");
+        assert!(again.view().read().tree.get("/a/b").is_some());
+        assert_eq!(reopen(7).expect("parent").view().read().tree, parent_tree);
+        let leftover = store.tree.prefix(key(7, b"/a/")).count();
+        assert_eq!(leftover, 0, "the parent's rows of the child are gone");
     }
 }

@@ -14,6 +14,7 @@ mod model_test;
 pub mod session;
 #[cfg(test)]
 mod session_test;
+
 #[cfg(test)]
 mod tests;
 
@@ -224,6 +225,10 @@ pub struct Carved {
     pub last_zxid: i64,
     /// The parent's killed sessions, and the carve records of the delegations that moved.
     pub book: SessionBook,
+    /// The carved znodes' data bytes, counted by the carve's own pass.
+    pub data_bytes: u64,
+    /// Carved znodes that are not persistent, with their owner: the child indexes them.
+    pub indexed: Vec<(String, i64)>,
 }
 
 /// What an admission hook sees of the tree when an op is about to run.
@@ -371,7 +376,7 @@ impl Tree {
     /// The tree of a new child scope, from what its parent carved out.
     pub fn from_carved(carved: Carved) -> Result<Self, String> {
         let mut tree = Tree {
-            data_bytes: carved.nodes.values().map(|z| z.data.len() as u64).sum(),
+            data_bytes: carved.data_bytes,
             root: carved.root,
             nodes: carved.nodes,
             delegated: carved.delegated.into_iter().collect(),
@@ -380,13 +385,7 @@ impl Tree {
             reapable: BTreeSet::new(),
             book: carved.book,
         };
-        let kinds: Vec<(String, i64)> = tree
-            .nodes
-            .iter()
-            .filter(|(_, z)| !matches!(NodeKind::of(z.stat.ephemeral_owner), NodeKind::Persistent))
-            .map(|(p, z)| (p.clone(), z.stat.ephemeral_owner))
-            .collect();
-        for (p, owner) in kinds {
+        for (p, owner) in carved.indexed {
             tree.index(&p, owner);
         }
         if !tree.nodes.contains_key(&tree.root) {
@@ -562,22 +561,25 @@ impl Tree {
         // down the tree and a merge of the two outer parts, not a removal per znode.
         let mut from_root = self.nodes.split_off(at);
         let mut below = from_root.split_off(&format!("{at}/"));
-        let mut after = below.split_off(&format!("{at}0"));
+        let after = below.split_off(&format!("{at}0"));
         let root_node = from_root.remove(at).expect("owns() found it above");
-        self.nodes.append(&mut from_root);
-        self.nodes.append(&mut after);
+        join(&mut self.nodes, from_root);
+        join(&mut self.nodes, after);
         below.insert(at.to_string(), root_node);
         let mut owners = BTreeSet::new();
+        let (mut data_bytes, mut indexed) = (0u64, Vec::new());
         for (p, z) in &below {
-            self.data_bytes -= z.data.len() as u64;
+            data_bytes += z.data.len() as u64;
             let owner = z.stat.ephemeral_owner;
             if let NodeKind::Ephemeral { session } = NodeKind::of(owner) {
                 owners.insert(session);
             }
             if !matches!(NodeKind::of(owner), NodeKind::Persistent) {
                 self.unindex(p, owner);
+                indexed.push((p.clone(), owner));
             }
         }
+        self.data_bytes -= data_bytes;
         let delegated: Vec<String> = self
             .delegated
             .iter()
@@ -604,6 +606,8 @@ impl Tree {
             delegated,
             last_zxid: self.last_zxid,
             book,
+            data_bytes,
+            indexed,
         })
     }
 
@@ -892,4 +896,18 @@ pub(crate) fn check_path_len(p: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// Puts `other`'s entries into `map` (their keys do not overlap). `BTreeMap::append` rebuilds
+/// the whole map; when one side is much smaller, inserting it into the other costs only its
+/// own size: a carve near either end of a large scope leaves most of the map untouched.
+fn join<V>(map: &mut BTreeMap<String, V>, mut other: BTreeMap<String, V>) {
+    if other.len() > map.len() {
+        std::mem::swap(map, &mut other);
+    }
+    if other.len().saturating_mul(16) < map.len() {
+        map.extend(other);
+    } else {
+        map.append(&mut other);
+    }
 }
