@@ -75,6 +75,10 @@ pub const ROUTE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_mil
 /// for its first snapshot) before forwarding a request for it elsewhere.
 pub const SCOPE_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// How long a new child's birth waits for its opening before writing its first snapshot file
+/// (the opening clears the snapshot directory of temporaries).
+pub const GENESIS_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Times a client request may be forwarded between nodes on its way to an anchor of its
 /// scope: once to an anchor, once more if that node's route was stale too.
 pub const FORWARD_HOPS_MAX: u8 = 2;

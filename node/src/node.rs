@@ -459,8 +459,9 @@ impl Node {
             "this node's replica was removed; deleting it"
         );
         self.learn_route(route.clone());
-        // Its rows may still hold those of a child being born here.
+        // Its rows may still hold those of a child being born here, or be on their way in.
         self.0.host.newborns.until_children_born(id).await;
+        self.0.host.newborns.until_born(id).await;
         let _opening = self.0.opening.lock().await;
         self.close_scope(scope).await;
         self.0

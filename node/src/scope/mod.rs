@@ -274,8 +274,9 @@ impl Scope {
     ) -> anyhow::Result<Scope> {
         let store = host.store.clone();
         let engine = host.engine.clone();
-        // A child being born here opens once its rows are its own.
-        host.newborns.until_born(id).await;
+        // A child being born here opens from its carved state (given just after its parent's
+        // batch), else from its own rows.
+        host.newborns.until_openable(id).await;
         let sm = ScopeStateMachine::open(
             store.clone(),
             id,

@@ -66,26 +66,20 @@ pub fn encode(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
     encode_with_records(meta, state, &records)
 }
 
-/// Appends a znode's record and returns where in `records` the znode's own encoding is: the
-/// body of its stored row (`storage::encode` is a checksum and the same bytes), so a new
-/// scope's rows and first snapshot come from one encoding.
-pub fn push_znode_record(
-    records: &mut Vec<u8>,
-    path: &str,
-    znode: &crate::tree::StoredZnodeRef<'_>,
-) -> io::Result<std::ops::Range<usize>> {
+/// Appends a znode's record whose body, the znode's own encoding, is already made: a stored
+/// row's value without its checksum (`storage::encode` is the same bytes and a checksum), so
+/// a new scope's first snapshot is cut from the rows its birth moves.
+pub fn push_raw_record(records: &mut Vec<u8>, path: &str, body: &[u8]) -> io::Result<()> {
     let at = records.len();
     records.extend_from_slice(&[0; 4]);
     let mut taken = postcard::to_extend(path, std::mem::take(records))
         .map_err(|e| io::Error::other(format!("encoding snapshot: {e}")))?;
-    let body = taken.len();
-    taken = postcard::to_extend(znode, taken)
-        .map_err(|e| io::Error::other(format!("encoding snapshot: {e}")))?;
+    taken.extend_from_slice(body);
     *records = taken;
     let len = u32::try_from(records.len() - at - 4)
         .map_err(|_| io::Error::other("snapshot record over 4 GiB"))?;
     records[at..at + 4].copy_from_slice(&len.to_be_bytes());
-    Ok(body..records.len())
+    Ok(())
 }
 
 /// A snapshot of `state` whose znode records, in path order, are already in `records`.
@@ -94,6 +88,14 @@ pub fn encode_with_records(
     state: &ScopeState,
     records: &[u8],
 ) -> io::Result<Vec<u8>> {
+    let mut out = header(meta, state)?;
+    out.extend_from_slice(records);
+    finish(out)
+}
+
+/// A snapshot file's beginning: the magic, the header of `state` at `meta`, and its policy's
+/// component. The znode records follow, then [`finish`].
+pub fn header(meta: &SnapshotMeta, state: &ScopeState) -> io::Result<Vec<u8>> {
     let (tree, governance) = (&state.tree, &state.governance);
     let header = SnapshotHeader {
         meta: meta.clone(),
@@ -113,13 +115,17 @@ pub fn encode_with_records(
         nodes: state.nodes.clone(),
         sessions: tree.session_book().clone(),
     };
-    let mut out = Vec::with_capacity(64 + records.len());
+    let mut out = Vec::new();
     out.extend_from_slice(MAGIC);
     push_record(&mut out, &header)?;
     if let Some(active) = &governance.active {
         push_record(&mut out, &serde_bytes::Bytes::new(&active.component))?;
     }
-    out.extend_from_slice(records);
+    Ok(out)
+}
+
+/// Ends a snapshot file begun by [`header`] and its records with their checksum.
+pub fn finish(mut out: Vec<u8>) -> io::Result<Vec<u8>> {
     let crc = crc32fast::hash(&out);
     out.extend_from_slice(&crc.to_be_bytes());
     Ok(out)
@@ -313,10 +319,10 @@ mod tests {
         };
         let path = "/a/b";
         let encoded = push_record_into(Vec::new(), &(path, znode.stored_ref())).expect("encode");
-        let mut assembled = Vec::new();
-        let body = push_znode_record(&mut assembled, path, &znode.stored_ref()).expect("push");
-        assert_eq!(assembled, encoded);
         let row = crate::storage::encode("row", &znode.stored_ref()).expect("row");
-        assert_eq!(crate::storage::seal(&assembled[body]), row);
+        let body = crate::storage::unseal("row", &row).expect("unseal");
+        let mut assembled = Vec::new();
+        push_raw_record(&mut assembled, path, body).expect("push");
+        assert_eq!(assembled, encoded);
     }
 }

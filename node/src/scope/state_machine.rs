@@ -161,6 +161,9 @@ pub enum ScopeEvent {
 
 pub type ScopeEvents = tokio::sync::mpsc::UnboundedSender<ScopeEvent>;
 
+/// A new child's first snapshot file: its path, and its header before the znode records.
+type GenesisFile = (PathBuf, Vec<u8>);
+
 /// Shared, read-mostly access to a scope's state.
 #[derive(Clone)]
 pub struct ScopeView(Arc<RwLock<ScopeState>>);
@@ -184,8 +187,9 @@ pub struct ScopeStateMachine {
     snapshot_dir: PathBuf,
     events: Option<ScopeEvents>,
     newborns: Newborns,
-    /// A new child's znode records from its creation, for its first snapshot.
-    genesis_records: Arc<std::sync::Mutex<Option<Vec<u8>>>>,
+    /// Paths applied while the scope's rows were still its parent's (see `genesis`), for the
+    /// first batch after its birth to persist.
+    unpersisted: Arc<std::sync::Mutex<BTreeSet<String>>>,
     feed: ChangeFeed,
 }
 
@@ -345,13 +349,13 @@ impl ScopeStateMachine {
         let newborn = newborns.take(scope).filter(|n| {
             n.state.last_applied == meta.last_applied && n.state.identity == meta.identity
         });
-        let (mut tree, genesis_records) = match newborn {
-            Some(n) => (n.state.tree, Some(n.records)),
+        let mut tree = match newborn {
+            Some(n) => n.state.tree,
             None => {
                 if let Some(parent) = meta.genesis_from {
                     genesis::finish_from_parent_rows(&store, scope, parent, &mut meta)?;
                 }
-                (load_tree(&store, scope, &meta)?, None)
+                load_tree(&store, scope, &meta)?
             }
         };
         tree.set_session_book(meta.sessions.clone());
@@ -391,7 +395,7 @@ impl ScopeStateMachine {
             snapshot_dir,
             events,
             newborns,
-            genesis_records: Arc::new(std::sync::Mutex::new(genesis_records)),
+            unpersisted: Default::default(),
             feed,
         };
         if let Some(path) = snapshot::newest(&sm.snapshot_dir)? {
@@ -527,6 +531,11 @@ impl ScopeStateMachine {
         self.store.sync_now()?;
         let zxid = state.tree.last_zxid();
         *self.view.write() = state;
+        // The rows are the snapshot's now.
+        self.unpersisted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
         self.feed.publish(FeedItem {
             zxid,
             changes: Vec::new(),
@@ -840,7 +849,7 @@ impl ScopeStateMachine {
         batch: &mut fjall::OwnedWriteBatch,
         (touched, changes): (&mut BTreeSet<String>, &mut Vec<(i64, crate::tree::Change)>),
         d: Delegation<'_>,
-        created: &mut Vec<ScopeState>,
+        created: &mut Vec<(ScopeState, GenesisFile)>,
     ) -> io::Result<Result<Route, ApiError>> {
         if state.sealed.is_some() {
             return Ok(Err(ApiError::new(
@@ -959,11 +968,26 @@ impl ScopeStateMachine {
             absorbed: BTreeSet::new(),
         };
         self.write_child_meta(batch, &child)?;
+        let file = {
+            let meta = SnapshotMeta {
+                last_log_id: child.last_applied,
+                last_membership: child.membership.clone(),
+            };
+            let dir = self
+                .store
+                .dir()
+                .join("snapshots")
+                .join(child_id.to_string());
+            (
+                dir.join(snapshot::file_name(&meta)),
+                snapshot::header(&meta, &child)?,
+            )
+        };
         let route = child.route();
         state.delegations.insert(d.path.to_string(), route.clone());
         state.identity.epoch += 1;
         state.last_split_ms = d.stamp.time_ms;
-        created.push(child);
+        created.push((child, file));
         tracing::info!(
             scope = self.scope,
             child = child_id,
@@ -984,6 +1008,24 @@ impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
         let started = std::time::Instant::now();
+        let meta = {
+            let state = self.view.read();
+            SnapshotMeta {
+                last_log_id: state.last_applied,
+                last_membership: state.membership.clone(),
+            }
+        };
+        if meta.last_log_id == Some(genesis_log_id())
+            && self.newborns.writes_first_snapshot(self.scope)
+        {
+            // A new child's first snapshot, which raft builds before its group starts: its
+            // birth writes the file from the rows it moves (`genesis`).
+            let path = self.snapshot_dir.join(snapshot::file_name(&meta));
+            return Ok(openraft::Snapshot {
+                meta,
+                snapshot: SnapshotFile { path },
+            });
+        }
         // Everything applied so far becomes durable first: the log behind this snapshot may be
         // purged as soon as it exists.
         self.store.sync_now()?;
@@ -994,17 +1036,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
                 last_log_id: state.last_applied,
                 last_membership: state.membership.clone(),
             };
-            let records = self
-                .genesis_records
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            let bytes = match records {
-                Some(records) if meta.last_log_id == Some(genesis_log_id()) => {
-                    snapshot::encode_with_records(&meta, &state, &records)?
-                }
-                _ => snapshot::encode(&meta, &state)?,
-            };
+            let bytes = snapshot::encode(&meta, &state)?;
             (meta, bytes)
         };
         let encoded_ms = started.elapsed().as_millis() as u64;
@@ -1070,6 +1102,17 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                 self.newborns.until_born(absorb.child).await;
             }
         }
+        // Before its birth a new scope applies transactions in memory only; anything else
+        // waits for its rows.
+        let only_txns = entries.iter().all(|(entry, _)| match &entry.payload {
+            EntryPayload::Blank => true,
+            EntryPayload::Normal(command) => matches!(command.body, Body::Txns(_)),
+            EntryPayload::Membership(_) => false,
+        });
+        if !only_txns {
+            self.newborns.until_born(self.scope).await;
+        }
+        let unborn = self.newborns.is_pending(self.scope);
         let mut responses = Vec::with_capacity(entries.len());
         let mut batch = self.store.db.batch();
         let mut created = Vec::new();
@@ -1287,11 +1330,18 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                     responses.push((responder, CommandResult { zxid, outcome }));
                 }
             }
+            let mut unpersisted = self.unpersisted.lock().unwrap_or_else(|e| e.into_inner());
+            if unborn {
+                unpersisted.append(&mut touched);
+            } else {
+                touched.append(&mut unpersisted);
+            }
+            drop(unpersisted);
             for p in &touched {
                 let k = key(self.scope, p.as_bytes());
                 // A znode carved off by this batch keeps its row here, as the carve left it,
                 // until its new scope's birth moves it.
-                let carved = || created.iter().find_map(|child| child.tree.get(p));
+                let carved = || created.iter().find_map(|(child, _)| child.tree.get(p));
                 match state.tree.get(p).or_else(carved) {
                     Some(z) => batch.insert(&self.store.tree, k, encode("znode", &z.stored_ref())?),
                     None => batch.remove(&self.store.tree, k),
@@ -1301,12 +1351,14 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
             last_zxid = state.tree.last_zxid();
         }
         let committing = std::time::Instant::now();
-        for child in &created {
+        for (child, _) in &created {
             self.newborns.expect(child.identity.id, self.scope);
         }
-        batch
-            .commit()
-            .map_err(|e| io_err("persisting applied entries", e))?;
+        if !unborn {
+            batch
+                .commit()
+                .map_err(|e| io_err("persisting applied entries", e))?;
+        }
         if !created.is_empty() {
             tracing::info!(
                 scope = self.scope,
@@ -1332,11 +1384,12 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                 child,
             });
         }
-        for child in created {
+        for (child, file) in created {
             genesis::spawn(
                 self.store.clone(),
                 self.scope,
                 child,
+                file,
                 self.newborns.clone(),
                 self.events.clone(),
             );
@@ -1359,6 +1412,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         // The install replaces every row under this scope's keys, which still hold the rows of
         // a child being born here.
         self.newborns.until_children_born(self.scope).await;
+        self.newborns.until_born(self.scope).await;
         // The file goes into place first; if we crash before the batch below, `open` finishes
         // the install from it.
         let target = self.snapshot_dir.join(snapshot::file_name(meta));
@@ -1387,6 +1441,8 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+        // A new scope's first snapshot is written by its birth, behind its start.
+        self.newborns.until_first_snapshot(self.scope).await;
         let Some(path) = snapshot::newest(&self.snapshot_dir)? else {
             return Ok(None);
         };
