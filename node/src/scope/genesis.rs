@@ -24,6 +24,7 @@ use std::sync::{Arc, Mutex};
 
 use super::snapshot;
 use super::state_machine::{AppliedMeta, ScopeEvent, ScopeEvents, ScopeState};
+use super::types::SnapshotMeta;
 use crate::storage::{ScopeId, Store, corrupt, encode, io_err, key};
 
 /// Child scopes being born on this node, and those born whose state waits for their opening.
@@ -45,8 +46,9 @@ struct Cribs {
     ready: BTreeMap<ScopeId, Newborn>,
     /// Child -> parent, for children whose rows are still the parent's.
     pending: BTreeMap<ScopeId, ScopeId>,
-    /// Children whose first snapshot file their birth writes (and nothing else may).
-    first_snapshot: std::collections::BTreeSet<ScopeId>,
+    /// Children whose first snapshot file their birth writes (and nothing else may), with its
+    /// meta: raft learns of the snapshot before the file exists.
+    first_snapshot: BTreeMap<ScopeId, SnapshotMeta>,
 }
 
 /// A child scope's state as the carve left it, for its opening.
@@ -60,15 +62,17 @@ impl Newborns {
     }
 
     /// The parent is about to commit `child`'s meta with its rows still the parent's.
-    pub fn expect(&self, child: ScopeId, parent: ScopeId) {
+    /// The parent is about to commit `child`'s meta with its rows still the parent's; the
+    /// child's birth will write its first snapshot, at `first`.
+    pub fn expect(&self, child: ScopeId, parent: ScopeId, first: SnapshotMeta) {
         let mut cribs = self.cribs();
         cribs.pending.insert(child, parent);
-        cribs.first_snapshot.insert(child);
+        cribs.first_snapshot.insert(child, first);
     }
 
-    /// Whether `child`'s birth writes its first snapshot file (not yet written).
-    pub fn writes_first_snapshot(&self, child: ScopeId) -> bool {
-        self.cribs().first_snapshot.contains(&child)
+    /// The meta of `child`'s first snapshot, while its birth has yet to write the file.
+    pub fn owed_first_snapshot(&self, child: ScopeId) -> Option<SnapshotMeta> {
+        self.cribs().first_snapshot.get(&child).cloned()
     }
 
     fn first_snapshot_written(&self, child: ScopeId) {
@@ -127,11 +131,6 @@ impl Newborns {
     pub async fn until_children_born(&self, parent: ScopeId) {
         self.until(|c| !c.pending.values().any(|p| *p == parent))
             .await
-    }
-
-    /// Waits until `child`'s birth has written its first snapshot file, if it owes one.
-    pub async fn until_first_snapshot(&self, child: ScopeId) {
-        self.until(|c| !c.first_snapshot.contains(&child)).await
     }
 
     /// Waits until `child`'s carved state was taken by its opening.

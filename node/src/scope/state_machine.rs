@@ -1015,8 +1015,10 @@ impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
                 last_membership: state.membership.clone(),
             }
         };
-        if meta.last_log_id == Some(genesis_log_id())
-            && self.newborns.writes_first_snapshot(self.scope)
+        if let Some(meta) = self
+            .newborns
+            .owed_first_snapshot(self.scope)
+            .filter(|owed| *owed == meta)
         {
             // A new child's first snapshot, which raft builds before its group starts: its
             // birth writes the file from the rows it moves (`genesis`).
@@ -1352,7 +1354,11 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         }
         let committing = std::time::Instant::now();
         for (child, _) in &created {
-            self.newborns.expect(child.identity.id, self.scope);
+            let first = SnapshotMeta {
+                last_log_id: child.last_applied,
+                last_membership: child.membership.clone(),
+            };
+            self.newborns.expect(child.identity.id, self.scope, first);
         }
         if !unborn {
             batch
@@ -1441,8 +1447,15 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
-        // A new scope's first snapshot is written by its birth, behind its start.
-        self.newborns.until_first_snapshot(self.scope).await;
+        // A new scope's first snapshot is written by its birth, behind its start: raft may
+        // know it before the file exists (a send that finds no file is retried).
+        if let Some(meta) = self.newborns.owed_first_snapshot(self.scope) {
+            let path = self.snapshot_dir.join(snapshot::file_name(&meta));
+            return Ok(Some(openraft::Snapshot {
+                meta,
+                snapshot: SnapshotFile { path },
+            }));
+        }
         let Some(path) = snapshot::newest(&self.snapshot_dir)? else {
             return Ok(None);
         };
