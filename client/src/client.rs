@@ -641,12 +641,18 @@ impl Client {
         }
     }
 
-    /// Every scope, parents before children, found by walking delegations from the root.
+    /// Every scope, parents before children, found by walking delegations from the root. A
+    /// scope that merges back during the walk is left out.
     pub async fn scopes(&self) -> Result<Vec<crate::proto::ScopeInfo>, Error> {
         let mut found = Vec::new();
         let mut queue = std::collections::VecDeque::from([String::from("/")]);
         while let Some(root) = queue.pop_front() {
-            let info = self.scope(&root).await?;
+            let info = match self.scope(&root).await {
+                Ok(info) => info,
+                // Its parent listed it a moment ago; since then it merged back.
+                Err(e) if root != "/" && e.code() == crate::proto::ErrorCode::NoNode => continue,
+                Err(e) => return Err(e),
+            };
             queue.extend(info.children.iter().map(|(p, _)| p.clone()));
             found.push(info);
         }
