@@ -10,10 +10,10 @@
 //! The child does not wait for its rows: it opens at once from the carved state in memory
 //! (`Newborn`) and serves. Until its birth it applies transactions without persisting them
 //! (raft's log holds them, and after a crash they are applied again on top of the genesis
-//! state); any other entry waits for the birth. The move is one batch, copied from the
-//! parent's rows (which hold exactly the carved state): the child's rows, the parent's gone,
-//! the child's genesis meta without the mark; then the child's first snapshot file, from the
-//! same bytes. A crash before it leaves the mark, and the child's opening finishes the move
+//! state); any other entry waits for the birth. The move is one fjall ingestion, copied from
+//! the parent's rows (which hold exactly the carved state): the child's rows and the parent's
+//! tombstones; then the child's genesis meta without the mark; then the child's first
+//! snapshot file, from the same bytes. A crash before it leaves the mark, and the child's opening finishes the move
 //! (`finish_from_parent_rows`). Until the move is done the child is `pending` here, and
 //! whatever would disturb the rows (an Absorb of the child, a snapshot install or retirement of
 //! the parent or of the child) waits for it.
@@ -183,7 +183,7 @@ pub fn spawn(
         let mut attempt = 0u32;
         let znodes = loop {
             attempt += 1;
-            // A retry finds part of the rows moved: the records would miss them.
+            // A retry may find the rows moved already: the records would miss them.
             let records = (attempt == 1).then_some(&mut file);
             match move_rows(&store, id, parent, records) {
                 Ok(znodes) => break znodes,
@@ -292,42 +292,23 @@ pub(super) fn finish_from_parent_rows(
     Ok(())
 }
 
-/// Rows moved per batch by a birth. The node's storage has one journal: a single batch of a
-/// million-row move held it for seconds, stalling every scope's writes on the node (raft log
-/// appends included); batches of this size let them through in between.
-const MOVE_BATCH_ROWS: usize = 8_192;
-
 /// Pause before moving a child's rows again after a storage error, times the attempt, and
 /// its cap.
 const MOVE_RETRY_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
 const MOVE_RETRY_PAUSE_MAX: std::time::Duration = std::time::Duration::from_secs(5);
 
-/// Sealed memtables of the znode keyspace at which a birth waits for flushes (the storage
-/// halts every writer of the keyspace at 4, 100 ms at a time), and how long it waits at most
-/// per batch.
-const MOVE_SEALED_MEMTABLES_MAX: usize = 2;
-const MOVE_FLUSH_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Waits while the znode keyspace's flushes are behind, so that a birth's rows, not the
-/// node's other writes, meet the storage's backpressure: its memtables fill with the moved
-/// rows, and at 4 sealed ones the storage halts every batch that writes znodes (every scope's
-/// applies), which stalled writes in every scope of the node.
-fn yield_to_flushes(store: &Store) {
-    let deadline = std::time::Instant::now() + MOVE_FLUSH_WAIT_MAX;
-    while store.tree.sealed_memtable_count() >= MOVE_SEALED_MEMTABLES_MAX
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
-
 /// Moves a child's rows from `parent`'s keys to its own, then clears the mark in its stored
 /// meta. The parent never writes below a delegation, so its rows there are the carved state
 /// as it was, and the child's genesis meta goes with them (the child may have applied more
-/// since, in memory: raft's log holds that). Each batch moves some rows whole (the child's row
-/// in, the parent's out), so a crash part-way leaves every znode in exactly one of the two
-/// places, and the mark, which goes last, makes the next opening move the rest. Appends each
-/// znode's snapshot record to `records` if given. Returns how many znodes moved.
+/// since, in memory: raft's log holds that). The rows and the parent's tombstones go in one
+/// fjall ingestion: written sorted, straight to tables that are registered at once, past the
+/// journal and the memtables. Through a write batch they went into the node's one journal,
+/// which every raft append's fsync syncs too, and filled the memtables until fjall halted
+/// every writer of znodes: a stall in every scope of the node (bench/split.sh, 500k znodes:
+/// longest write gap in the rest of the scope 175-312 ms in batches, 136-250 ms ingested; the
+/// birth took 3-4 s, now about 2 s). The mark, cleared last, makes a crash before the end
+/// leave the next opening to move the rows. Appends each znode's snapshot record to `records`
+/// if given. Returns how many znodes moved.
 fn move_rows(
     store: &Store,
     child: ScopeId,
@@ -348,8 +329,7 @@ fn move_rows(
         return Ok(0);
     }
     let root = meta.identity.root.clone();
-    let mut batch = store.db.batch();
-    let (mut moved, mut in_batch) = (0usize, 0usize);
+    let mut rows = Vec::new();
     for guard in store.tree.prefix(key(parent, root.as_bytes())) {
         let (k, v) = guard
             .into_inner()
@@ -363,18 +343,32 @@ fn move_rows(
         if let Some(records) = records.as_deref_mut() {
             snapshot::push_raw_record(records, path, crate::storage::unseal("znode", &v)?)?;
         }
-        batch.insert(&store.tree, key(child, path.as_bytes()), v);
-        batch.remove(&store.tree, k);
-        moved += 1;
-        in_batch += 1;
-        if in_batch == MOVE_BATCH_ROWS {
-            yield_to_flushes(store);
-            std::mem::replace(&mut batch, store.db.batch())
-                .commit()
-                .map_err(|e| io_err("moving a new child scope's rows", e))?;
-            in_batch = 0;
-        }
+        rows.push((k, v));
     }
+    let moved = rows.len();
+    if moved > 0 {
+        let fail = |e| io_err("moving a new child scope's rows", e);
+        let mut ingestion = store.tree.start_ingestion().map_err(fail)?;
+        // Keys go in ascending order: the child's rows and the parent's tombstones are two
+        // runs, in the order of the two ids.
+        let inserts = rows
+            .iter()
+            .map(|(k, v)| (key(child, &k[8..]), Some(v.clone())));
+        let tombstones = rows.iter().map(|(k, _)| (k.to_vec(), None));
+        let ordered: Vec<(Vec<u8>, Option<fjall::Slice>)> = if child < parent {
+            inserts.chain(tombstones).collect()
+        } else {
+            tombstones.chain(inserts).collect()
+        };
+        for (k, v) in ordered {
+            match v {
+                Some(v) => ingestion.write(k, v).map_err(fail)?,
+                None => ingestion.write_tombstone(k).map_err(fail)?,
+            }
+        }
+        ingestion.finish().map_err(fail)?;
+    }
+    let mut batch = store.db.batch();
     let root_row = store
         .tree
         .get(key(child, root.as_bytes()))
