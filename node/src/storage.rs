@@ -107,7 +107,7 @@ impl Store {
             .commit()
             .map_err(|e| io_err("deleting a removed scope", e))?;
         self.sync_now()?;
-        let snapshots = self.dir().join("snapshots").join(scope.to_string());
+        let snapshots = crate::scope::snapshot::scope_dir(self, scope);
         match std::fs::remove_dir_all(&snapshots) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

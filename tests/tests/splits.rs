@@ -48,6 +48,21 @@ async fn hosted(cluster: &Cluster, id: u64) -> anyhow::Result<BTreeMap<String, H
         .collect())
 }
 
+/// Waits until no node holds a replica of the scope at `root` (it merged back).
+async fn until_no_replica_of(cluster: &Cluster, root: &str) -> anyhow::Result<()> {
+    for id in 1..=3 {
+        let deadline = Instant::now() + SETTLE;
+        while hosted(cluster, id).await?.contains_key(root) {
+            ensure!(
+                Instant::now() < deadline,
+                "node {id} kept its replica of {root}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    Ok(())
+}
+
 /// Runs one operation of a recorded history: a write of `value` if there is one, else a read,
 /// with its invocation and response times. An unknown outcome (ConnectionLoss) is recorded as
 /// such; any other error fails the test.
@@ -416,16 +431,7 @@ async fn a_small_cold_child_merges_back_into_its_parent() -> anyhow::Result<()> 
         );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    for id in 1..=3 {
-        let deadline = Instant::now() + SETTLE;
-        while hosted(&cluster, id).await?.contains_key("/m/a") {
-            ensure!(
-                Instant::now() < deadline,
-                "node {id} kept its replica of /m/a"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    until_no_replica_of(&cluster, "/m/a").await?;
 
     let reader = cluster.client().await?;
     let mut children = reader.children("/m/a").await?.0;
@@ -581,16 +587,7 @@ async fn a_child_merges_into_whichever_scope_delegates_it_now() -> anyhow::Resul
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(admin.scope("/p/x").await?.children.is_empty());
-    for id in 1..=3 {
-        let deadline = Instant::now() + SETTLE;
-        while hosted(&cluster, id).await?.contains_key("/p/x/c") {
-            ensure!(
-                Instant::now() < deadline,
-                "node {id} kept its replica of /p/x/c"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
+    until_no_replica_of(&cluster, "/p/x/c").await?;
     let reader = cluster.client().await?;
     assert_eq!(reader.get("/p/x/c/leaf").await?.0, b"v");
     reader.set("/p/x/c/leaf", b"w", -1).await?;

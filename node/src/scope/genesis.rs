@@ -4,22 +4,24 @@
 //! the delegation in the parent and the child's meta, marked `genesis_from` the parent. The
 //! carved znodes' rows stay where they were, under the parent's id, which never writes them
 //! again (they are delegated). Moving them under the child's id (and encoding them once for the
-//! child's first snapshot) is the expensive part of a split, so it happens on a blocking thread
-//! after the parent's batch is durable: the parent goes on applying while its child is born.
+//! child's first snapshot) is the expensive part of a split, so it happens on a thread of its
+//! own after the parent's batch is durable: the parent goes on applying while its child is
+//! born.
 //!
 //! The child does not wait for its rows: it opens at once from the carved state in memory
-//! (`Newborn`) and serves. Until its birth it applies transactions without persisting them
+//! (`Newborns`) and serves. Until its birth it applies transactions without persisting them
 //! (raft's log holds them, and after a crash they are applied again on top of the genesis
 //! state); any other entry waits for the birth. The move is one fjall ingestion, copied from
 //! the parent's rows (which hold exactly the carved state): the child's rows and the parent's
 //! tombstones; then the child's genesis meta without the mark; then the child's first
-//! snapshot file, from the same bytes. A crash before it leaves the mark, and the child's opening finishes the move
-//! (`finish_from_parent_rows`). Until the move is done the child is `pending` here, and
+//! snapshot file, from the same bytes. A crash before it leaves the mark, and the child's
+//! opening finishes the move (`finish_from_parent_rows`). Until the move is done the child is `pending` here, and
 //! whatever would disturb the rows (an Absorb of the child, a snapshot install or retirement of
 //! the parent or of the child) waits for it.
 
 use std::collections::BTreeMap;
 use std::io;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use super::snapshot;
@@ -42,8 +44,8 @@ struct Nursery {
 
 #[derive(Default)]
 struct Cribs {
-    /// Born: the state its creation wrote, for its opening to take instead of reading it back.
-    ready: BTreeMap<ScopeId, Newborn>,
+    /// Carved states, for the children's openings to take instead of reading them back.
+    ready: BTreeMap<ScopeId, ScopeState>,
     /// Child -> parent, for children whose rows are still the parent's.
     pending: BTreeMap<ScopeId, ScopeId>,
     /// Children whose first snapshot file their birth writes (and nothing else may), with its
@@ -51,9 +53,23 @@ struct Cribs {
     first_snapshot: BTreeMap<ScopeId, SnapshotMeta>,
 }
 
-/// A child scope's state as the carve left it, for its opening.
-pub struct Newborn {
-    pub state: ScopeState,
+/// A new child's first snapshot file: its meta, where it goes, and its beginning (the header,
+/// before the znode records its birth appends).
+pub struct FirstSnapshot {
+    pub meta: SnapshotMeta,
+    pub path: PathBuf,
+    pub header: Vec<u8>,
+}
+
+impl FirstSnapshot {
+    pub fn of(store: &Store, child: &ScopeState) -> io::Result<FirstSnapshot> {
+        let meta = child.snapshot_meta();
+        Ok(FirstSnapshot {
+            path: snapshot::scope_dir(store, child.identity.id).join(snapshot::file_name(&meta)),
+            header: snapshot::header(&meta, child)?,
+            meta,
+        })
+    }
 }
 
 impl Newborns {
@@ -61,7 +77,6 @@ impl Newborns {
         self.0.cribs.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The parent is about to commit `child`'s meta with its rows still the parent's.
     /// The parent is about to commit `child`'s meta with its rows still the parent's; the
     /// child's birth will write its first snapshot, at `first`.
     pub fn expect(&self, child: ScopeId, parent: ScopeId, first: SnapshotMeta) {
@@ -80,8 +95,8 @@ impl Newborns {
         self.0.born.notify_waiters();
     }
 
-    fn give(&self, child: ScopeId, newborn: Newborn) {
-        self.cribs().ready.insert(child, newborn);
+    fn give(&self, child: ScopeId, carved: ScopeState) {
+        self.cribs().ready.insert(child, carved);
         self.0.born.notify_waiters();
     }
 
@@ -103,7 +118,7 @@ impl Newborns {
             .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 
-    pub fn take(&self, child: ScopeId) -> Option<Newborn> {
+    pub fn take(&self, child: ScopeId) -> Option<ScopeState> {
         let taken = self.cribs().ready.remove(&child);
         self.0.born.notify_waiters();
         taken
@@ -146,20 +161,19 @@ impl Newborns {
 }
 
 /// Gives a new child's carved state to its opening and reports it (`Delegated`), so that the
-/// node opens it at once; then, on a blocking thread, moves its rows from the parent's keys to
-/// its own and writes its first snapshot (`genesis_file`: the path, and the file's header
-/// before the znode records). Called after the parent's batch that carved it (and
-/// [`Newborns::expect`]ed it) is durable.
+/// node opens it at once; then, on a thread of its own, moves its rows from the parent's keys
+/// to its own and writes its first snapshot. Called after the parent's batch that carved it
+/// (and [`Newborns::expect`]ed it) is durable.
 pub fn spawn(
     store: Store,
     parent: ScopeId,
     child: ScopeState,
-    genesis_file: (std::path::PathBuf, Vec<u8>),
+    first: FirstSnapshot,
     newborns: Newborns,
     events: Option<ScopeEvents>,
 ) {
     let id = child.identity.id;
-    newborns.give(id, Newborn { state: child });
+    newborns.give(id, child);
     if let Some(events) = &events {
         // Nobody listens only while the node shuts down; the child's meta is durable.
         let _ = events.send(ScopeEvent::Delegated { parent, child: id });
@@ -177,7 +191,11 @@ pub fn spawn(
     let birth = move || {
         yield_to_serving();
         let started = std::time::Instant::now();
-        let (path, mut file) = genesis_file;
+        let FirstSnapshot {
+            path,
+            header: mut file,
+            ..
+        } = first;
         // A failed move is retried, never skipped: until the child's rows are its own, it
         // cannot persist what it applies.
         let mut attempt = 0u32;
@@ -355,10 +373,10 @@ fn move_rows(
             .iter()
             .map(|(k, v)| (key(child, &k[8..]), Some(v.clone())));
         let tombstones = rows.iter().map(|(k, _)| (k.to_vec(), None));
-        let ordered: Vec<(Vec<u8>, Option<fjall::Slice>)> = if child < parent {
-            inserts.chain(tombstones).collect()
+        let ordered: Box<dyn Iterator<Item = (Vec<u8>, Option<fjall::Slice>)>> = if child < parent {
+            Box::new(inserts.chain(tombstones))
         } else {
-            tombstones.chain(inserts).collect()
+            Box::new(tombstones.chain(inserts))
         };
         for (k, v) in ordered {
             match v {
@@ -368,12 +386,13 @@ fn move_rows(
         }
         ingestion.finish().map_err(fail)?;
     }
-    let mut batch = store.db.batch();
-    let root_row = store
-        .tree
-        .get(key(child, root.as_bytes()))
-        .map_err(|e| io_err("reading a new child scope's root", e))?;
-    if moved == 0 && root_row.is_none() {
+    let moved_before = || {
+        store
+            .tree
+            .contains_key(key(child, root.as_bytes()))
+            .map_err(|e| io_err("reading a new child scope's root", e))
+    };
+    if moved == 0 && !moved_before()? {
         return Err(corrupt(
             "new child scope",
             &format!(
@@ -383,9 +402,9 @@ fn move_rows(
         ));
     }
     meta.genesis_from = None;
-    batch.insert(&store.sm_meta, meta_key, encode("applied position", &meta)?);
-    batch
-        .commit()
+    store
+        .sm_meta
+        .insert(meta_key, encode("applied position", &meta)?)
         .map_err(|e| io_err("moving a new child scope's rows", e))?;
     Ok(moved)
 }

@@ -240,6 +240,11 @@ fn next_record<T: serde::de::DeserializeOwned>(what: &str, rest: &mut &[u8]) -> 
     Ok(value)
 }
 
+/// Where a scope's snapshot files live on this node.
+pub fn scope_dir(store: &crate::storage::Store, scope: crate::storage::ScopeId) -> PathBuf {
+    store.dir().join("snapshots").join(scope.to_string())
+}
+
 /// `<index:020>-<leader>.snap`: names sort in log order.
 pub fn file_name(meta: &SnapshotMeta) -> String {
     match &meta.last_log_id {

@@ -109,6 +109,14 @@ pub struct ScopeState {
 }
 
 impl ScopeState {
+    /// The position a snapshot of this state stands at.
+    pub fn snapshot_meta(&self) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: self.last_applied,
+            last_membership: self.membership.clone(),
+        }
+    }
+
     /// The route to this scope, with its anchors from its current membership.
     pub fn route(&self) -> Route {
         Route {
@@ -160,9 +168,6 @@ pub enum ScopeEvent {
 }
 
 pub type ScopeEvents = tokio::sync::mpsc::UnboundedSender<ScopeEvent>;
-
-/// A new child's first snapshot file: its path, and its header before the znode records.
-type GenesisFile = (PathBuf, Vec<u8>);
 
 /// Shared, read-mostly access to a scope's state.
 #[derive(Clone)]
@@ -333,7 +338,7 @@ impl ScopeStateMachine {
         events: Option<ScopeEvents>,
         newborns: Newborns,
     ) -> io::Result<Self> {
-        let snapshot_dir = store.dir().join("snapshots").join(scope.to_string());
+        let snapshot_dir = snapshot::scope_dir(&store, scope);
         snapshot::remove_temporaries(&snapshot_dir)?;
         let mut meta: AppliedMeta = match store
             .sm_meta
@@ -346,11 +351,11 @@ impl ScopeStateMachine {
                 ..AppliedMeta::default()
             },
         };
-        let newborn = newborns.take(scope).filter(|n| {
-            n.state.last_applied == meta.last_applied && n.state.identity == meta.identity
-        });
-        let mut tree = match newborn {
-            Some(n) => n.state.tree,
+        let carved = newborns
+            .take(scope)
+            .filter(|c| c.last_applied == meta.last_applied && c.identity == meta.identity);
+        let mut tree = match carved {
+            Some(c) => c.tree,
             None => {
                 if let Some(parent) = meta.genesis_from {
                     genesis::finish_from_parent_rows(&store, scope, parent, &mut meta)?;
@@ -849,7 +854,7 @@ impl ScopeStateMachine {
         batch: &mut fjall::OwnedWriteBatch,
         (touched, changes): (&mut BTreeSet<String>, &mut Vec<(i64, crate::tree::Change)>),
         d: Delegation<'_>,
-        created: &mut Vec<(ScopeState, GenesisFile)>,
+        created: &mut Vec<(ScopeState, genesis::FirstSnapshot)>,
     ) -> io::Result<Result<Route, ApiError>> {
         if state.sealed.is_some() {
             return Ok(Err(ApiError::new(
@@ -968,21 +973,7 @@ impl ScopeStateMachine {
             absorbed: BTreeSet::new(),
         };
         self.write_child_meta(batch, &child)?;
-        let file = {
-            let meta = SnapshotMeta {
-                last_log_id: child.last_applied,
-                last_membership: child.membership.clone(),
-            };
-            let dir = self
-                .store
-                .dir()
-                .join("snapshots")
-                .join(child_id.to_string());
-            (
-                dir.join(snapshot::file_name(&meta)),
-                snapshot::header(&meta, &child)?,
-            )
-        };
+        let file = genesis::FirstSnapshot::of(&self.store, &child)?;
         let route = child.route();
         state.delegations.insert(d.path.to_string(), route.clone());
         state.identity.epoch += 1;
@@ -1008,13 +999,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
         &mut self,
     ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
         let started = std::time::Instant::now();
-        let meta = {
-            let state = self.view.read();
-            SnapshotMeta {
-                last_log_id: state.last_applied,
-                last_membership: state.membership.clone(),
-            }
-        };
+        let meta = self.view.read().snapshot_meta();
         if let Some(meta) = self
             .newborns
             .owed_first_snapshot(self.scope)
@@ -1034,10 +1019,7 @@ impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
         let synced_ms = started.elapsed().as_millis() as u64;
         let (meta, bytes) = {
             let state = self.view.read();
-            let meta = SnapshotMeta {
-                last_log_id: state.last_applied,
-                last_membership: state.membership.clone(),
-            };
+            let meta = state.snapshot_meta();
             let bytes = snapshot::encode(&meta, &state)?;
             (meta, bytes)
         };
@@ -1334,31 +1316,31 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
             }
             let mut unpersisted = self.unpersisted.lock().unwrap_or_else(|e| e.into_inner());
             if unborn {
+                // Nothing is written before the birth: the log holds these entries.
                 unpersisted.append(&mut touched);
             } else {
                 touched.append(&mut unpersisted);
-            }
-            drop(unpersisted);
-            for p in &touched {
-                let k = key(self.scope, p.as_bytes());
-                // A znode carved off by this batch keeps its row here, as the carve left it,
-                // until its new scope's birth moves it.
-                let carved = || created.iter().find_map(|(child, _)| child.tree.get(p));
-                match state.tree.get(p).or_else(carved) {
-                    Some(z) => batch.insert(&self.store.tree, k, encode("znode", &z.stored_ref())?),
-                    None => batch.remove(&self.store.tree, k),
+                drop(unpersisted);
+                for p in &touched {
+                    let k = key(self.scope, p.as_bytes());
+                    // A znode carved off by this batch keeps its row here, as the carve left
+                    // it, until its new scope's birth moves it.
+                    let carved = || created.iter().find_map(|(child, _)| child.tree.get(p));
+                    match state.tree.get(p).or_else(carved) {
+                        Some(z) => {
+                            batch.insert(&self.store.tree, k, encode("znode", &z.stored_ref())?)
+                        }
+                        None => batch.remove(&self.store.tree, k),
+                    }
                 }
+                self.record_applied(&mut batch, state)?;
             }
-            self.record_applied(&mut batch, state)?;
             last_zxid = state.tree.last_zxid();
         }
         let committing = std::time::Instant::now();
-        for (child, _) in &created {
-            let first = SnapshotMeta {
-                last_log_id: child.last_applied,
-                last_membership: child.membership.clone(),
-            };
-            self.newborns.expect(child.identity.id, self.scope, first);
+        for (child, first) in &created {
+            self.newborns
+                .expect(child.identity.id, self.scope, first.meta.clone());
         }
         if !unborn {
             batch
