@@ -3,12 +3,14 @@
 # node processes capped at 20% of a core each, Scopekeeper against ZooKeeper 3.8;
 # bench/scaling.py, needs root and the cgroup v1 cpu controller), then Scopekeeper,
 # ZooKeeper 3.8 and etcd 3.4 side by side (bench/side_by_side.py); writes docs/BENCHMARKS.md
-# and its plots (docs/bench/). Not part of CI; about 15 minutes with the defaults.
+# and its plots (docs/bench/). Not part of CI; about 30 minutes with the defaults.
 #   bash bench/benchmarks.sh [seconds per workload, default 10] [node counts, default 3,5,7,9]
+#                            [side-by-side rounds, default 3]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-10}
 counts=${2:-3,5,7,9}
+rounds=${3:-3}
 need=()
 [ -f /usr/share/java/zookeeper.jar ] || need+=(zookeeper)
 command -v etcd >/dev/null || need+=(etcd-server)
@@ -23,4 +25,4 @@ work=$(mktemp -d /tmp/sk-benchmarks.XXXXXX)
 # Nine-node clusters and ensembles leave gigabytes of logs and snapshots behind.
 trap 'rm -rf "$work"' EXIT
 python3 bench/scaling.py target/release/scopekeeper "$work" "$secs" docs "$counts"
-python3 bench/side_by_side.py target/release/scopekeeper "$work" "$secs" docs
+python3 bench/side_by_side.py target/release/scopekeeper "$work" "$secs" docs "$rounds"

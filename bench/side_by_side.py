@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Scopekeeper, ZooKeeper 3.8 and etcd 3.4 side by side, in one sitting, through one driver.
 
-    bench/side_by_side.py BIN WORKDIR SECONDS OUT_DIR
+    bench/side_by_side.py BIN WORKDIR SECONDS OUT_DIR [ROUNDS]
 
 BIN is a `scopekeeper` built with `--features etcd`. Starts `scopekeeper dev` (3 nodes), a
 3-server ZooKeeper ensemble (bench/zookeeper-ensemble.sh) and a 3-member etcd cluster
 (bench/etcd-cluster.sh) on loopback, runs every workload against each with
-`scopekeeper bench --target ...`, stops them, and writes OUT_DIR/BENCHMARKS.md with the
+`scopekeeper bench --target ...` in ROUNDS rounds (default 3; each round runs the systems in a
+rotated order, and each cell shows the median round), stops them, and writes OUT_DIR/BENCHMARKS.md with the
 figures as ratios within this run, plus SVG plots under OUT_DIR/bench/. Called by
 bench/benchmarks.sh, which builds BIN first.
 """
@@ -67,6 +68,21 @@ def run(binary, target, hosts, clients, mix, seconds):
         args += ["--etcd-endpoints", hosts]
     out = subprocess.run(args, check=True, capture_output=True, text=True).stdout
     return json.loads(out.strip().splitlines()[-1])
+
+
+def median_run(runs, clients):
+    """The round in the middle: by throughput for many clients, by p50 for one."""
+    key = (lambda r: r["p50_ms"]) if clients == 1 else (lambda r: r["ops_per_sec"])
+    return sorted(runs, key=key)[len(runs) // 2]
+
+
+def ratio_range(runs, clients, a, b):
+    """min-max over rounds of a's figure against b's in the same round (ops, or p50 for 1)."""
+    if clients == 1:
+        ratios = [y["p50_ms"] / x["p50_ms"] for x, y in zip(runs[a], runs[b])]
+    else:
+        ratios = [x["ops_per_sec"] / y["ops_per_sec"] for x, y in zip(runs[a], runs[b])]
+    return f"{min(ratios):.2f}-{max(ratios):.2f}"
 
 
 def svg_bars(results, path):
@@ -171,21 +187,27 @@ def versions(binary):
 
 def main():
     binary, work, seconds, out_dir = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+    rounds = int(sys.argv[5]) if len(sys.argv) > 5 else 3
     os.environ["SCOPEKEEPER_CONFIG"] = os.path.join(work, "client.toml")
     dev = None
-    results = {}
+    runs = {}
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     try:
         dev, zk_hosts, etcd_hosts = start_all(binary, work)
         hosts = {"scopekeeper": "", "zookeeper": zk_hosts, "etcd": etcd_hosts}
-        for clients, mix, label in WORKLOADS:
-            for system in SYSTEMS:
-                r = run(binary, system, hosts[system], clients, mix, seconds)
-                results[(clients, mix, system)] = r
-                print(f"{label:34} {system:12} {r['ops_per_sec']:9.0f}/s  p50 {r['p50_ms']:.2f} ms"
-                      f"  p99 {r['p99_ms']:.2f} ms  errors {r['errors']}", flush=True)
+        for round_ in range(rounds):
+            for clients, mix, label in WORKLOADS:
+                # This machine's speed drifts over minutes: no system always goes first.
+                for k in range(len(SYSTEMS)):
+                    system = SYSTEMS[(round_ + k) % len(SYSTEMS)]
+                    r = run(binary, system, hosts[system], clients, mix, seconds)
+                    runs.setdefault((clients, mix, system), []).append(r)
+                    print(f"round {round_} {label:34} {system:12} {r['ops_per_sec']:9.0f}/s"
+                          f"  p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms"
+                          f"  errors {r['errors']}", flush=True)
     finally:
         stop_all(dev, work)
+    results = {k: median_run(v, k[0]) for k, v in runs.items()}
 
     os.makedirs(os.path.join(out_dir, "bench"), exist_ok=True)
     svg_bars(results, os.path.join(out_dir, "bench", "throughput.svg"))
@@ -203,7 +225,11 @@ def main():
         "one run of it, and comparisons are ratios within that run: this machine is shared and",
         "noisy, so absolute figures drift between runs while ratios hold better.",
         "",
-        f"- Run: {started}, {seconds} s per workload, 100-byte values.",
+        f"- Run: {started}, {seconds} s per workload, 100-byte values, {rounds} rounds. Each"
+        " round runs every workload on each system in turn, the systems in a rotated order;"
+        " each cell is the median round of its system (by throughput at 64 clients, by p50 at"
+        " 1 client), and the last two columns give the range of the ratio over the rounds"
+        " (throughput SK/ZK at 64 clients; p50 ZK/SK at 1 client, so above 1 is SK faster).",
         f"- Machine: {machine()}.",
         f"- Systems, all on loopback on this one machine: {sk_version} (`scopekeeper dev`: 3 nodes"
         f" in one process, one scope); {zk_version}, a 3-server ensemble (bench/zookeeper-ensemble.sh,"
@@ -218,17 +244,20 @@ def main():
         "",
         "## Throughput and latency",
         "",
-        "| workload | Scopekeeper ops/s | ZooKeeper ops/s | etcd ops/s | SK/ZK | SK/etcd | p50 ms SK / ZK / etcd | p99 ms SK / ZK / etcd |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| workload | Scopekeeper ops/s | ZooKeeper ops/s | etcd ops/s | SK/ZK | SK/etcd | p50 ms SK / ZK / etcd | p99 ms SK / ZK / etcd | rounds vs ZK | rounds vs etcd |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for clients, mix, label in WORKLOADS:
         sk, zk, et = (results[(clients, mix, s)] for s in SYSTEMS)
+        by_system = {s: runs[(clients, mix, s)] for s in SYSTEMS}
         lines.append(
             f"| {label} | {cell(sk)} | {cell(zk)} | {cell(et)} "
             f"| {sk['ops_per_sec'] / zk['ops_per_sec']:.2f} | {sk['ops_per_sec'] / et['ops_per_sec']:.2f} "
             f"| {sk['p50_ms']:.2f} / {zk['p50_ms']:.2f} / {et['p50_ms']:.2f} "
-            f"| {sk['p99_ms']:.2f} / {zk['p99_ms']:.2f} / {et['p99_ms']:.2f} |")
-    errors = sum(r["errors"] for r in results.values())
+            f"| {sk['p99_ms']:.2f} / {zk['p99_ms']:.2f} / {et['p99_ms']:.2f} "
+            f"| {ratio_range(by_system, clients, 'scopekeeper', 'zookeeper')} "
+            f"| {ratio_range(by_system, clients, 'scopekeeper', 'etcd')} |")
+    errors = sum(r["errors"] for v in runs.values() for r in v)
     lines += [
         "",
         f"Errors over all runs: {errors}.",
@@ -241,7 +270,7 @@ def main():
         "## Reproduce",
         "",
         "```sh",
-        "bash bench/benchmarks.sh            # this file; 10 s per workload by default",
+        "bash bench/benchmarks.sh            # this file; 10 s per workload, 3 rounds by default",
         "bash bench/benchmarks.sh 30         # longer runs",
         "```",
         "",

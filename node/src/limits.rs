@@ -139,14 +139,21 @@ pub const POLICY_MEMORY_BYTES_MAX: usize = 32 * 1024 * 1024;
 /// pages); beyond it pages are returned with madvise.
 pub const POLICY_MEMORY_KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
 
+/// Used policy instances waiting to be dropped after their entries' responses; beyond this
+/// they are dropped at once.
+pub const POLICY_RETIRED_MAX: usize = 64;
 /// As [`POLICY_MEMORY_KEEP_RESIDENT_BYTES`], for tables.
 pub const POLICY_TABLE_KEEP_RESIDENT_BYTES: usize = 64 * 1024;
 
 /// Wasm stack a policy may use.
 pub const POLICY_STACK_BYTES_MAX: usize = 512 * 1024;
 
-/// Instances alive at once in a node's pool (one per entry being applied, per scope).
+/// Instances alive at once in a node's pool: one per entry being applied, per scope, and
+/// those made ahead or waiting to be dropped.
 pub const POLICY_INSTANCES_MAX: u32 = 256;
+/// Policies with an instance made ahead for their next entry.
+pub const POLICY_READY_MAX: usize = 64;
+const _: () = assert!(POLICY_READY_MAX + POLICY_RETIRED_MAX <= POLICY_INSTANCES_MAX as usize / 2);
 
 /// Compiling a component that takes longer than this is refused before commit.
 pub const POLICY_COMPILE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);

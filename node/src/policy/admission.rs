@@ -164,6 +164,14 @@ impl<'a> PolicyAdmission<'a> {
     }
 }
 
+impl Drop for PolicyAdmission<'_> {
+    fn drop(&mut self) {
+        if let Some(used) = self.eval.take() {
+            self.engine.retire(used);
+        }
+    }
+}
+
 impl PolicyAdmission<'_> {
     fn verdict(&mut self, mutation: wit::Mutation, view: OpView<'_>) -> Result<(), ApiError> {
         if let Some(fault) = &self.host_fault {

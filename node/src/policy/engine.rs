@@ -7,6 +7,7 @@ use wasmtime::component::{Component, Linker};
 use wasmtime::{Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::PolicyHash;
+use super::eval::EntryEvaluation;
 use super::wit::PolicyPre;
 use crate::limits;
 
@@ -95,10 +96,26 @@ impl std::fmt::Debug for Compiled {
 }
 
 /// Compiled components by hash. Apply finds the active policy here; only a cache miss compiles.
+///
+/// It also keeps instances out of an entry's way. Making an instance and returning its pool
+/// slot (which resets its memory) are most of a policy's cost per entry; both are done after
+/// the entry's responses are out rather than before: the next entry finds a fresh instance
+/// made ahead ([`PolicyEngine::make_ready`]), and a used one is dropped there
+/// ([`PolicyEngine::retire`]). An instance made ahead is as fresh as one made on the spot: it
+/// has run nothing, and its fuel is the full budget.
 #[derive(Clone)]
 pub struct PolicyEngine {
     engine: Engine,
     cache: Arc<Mutex<HashMap<PolicyHash, Arc<Compiled>>>>,
+    instances: Arc<Mutex<Instances>>,
+}
+
+#[derive(Default)]
+struct Instances {
+    /// At most one per policy, for at most [`limits::POLICY_READY_MAX`] policies, made with [`limits::POLICY_FUEL_PER_ENTRY`].
+    ready: HashMap<PolicyHash, EntryEvaluation>,
+    /// Used, to be dropped; at most [`limits::POLICY_RETIRED_MAX`].
+    retired: Vec<EntryEvaluation>,
 }
 
 impl PolicyEngine {
@@ -106,11 +123,62 @@ impl PolicyEngine {
         Ok(PolicyEngine {
             engine: deterministic_engine()?,
             cache: Arc::new(Mutex::new(HashMap::new())),
+            instances: Arc::new(Mutex::new(Instances::default())),
         })
     }
 
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    fn instances(&self) -> std::sync::MutexGuard<'_, Instances> {
+        self.instances.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The instance made ahead for `hash`, if there is one and it has `fuel`.
+    pub(super) fn take_ready(&self, hash: PolicyHash, fuel: u64) -> Option<EntryEvaluation> {
+        if fuel != limits::POLICY_FUEL_PER_ENTRY {
+            return None;
+        }
+        self.instances().ready.remove(&hash)
+    }
+
+    #[cfg(test)]
+    pub(super) fn has_ready(&self, hash: PolicyHash) -> bool {
+        self.instances().ready.contains_key(&hash)
+    }
+
+    /// Takes a used instance to drop later, in [`PolicyEngine::make_ready`].
+    pub(super) fn retire(&self, used: EntryEvaluation) {
+        let mut instances = self.instances();
+        if instances.retired.len() < limits::POLICY_RETIRED_MAX {
+            instances.retired.push(used);
+        }
+        // Else it is dropped here, after the lock: nobody is tidying up.
+    }
+
+    /// Off an entry's path (after its responses are out): drops used instances, and makes
+    /// one instance of the policy `hash` ahead for the next entry. A failure here is not an
+    /// error: the next entry makes its own instance and meets the failure there, where it is
+    /// handled.
+    pub fn make_ready(&self, hash: PolicyHash, component: &[u8]) {
+        let retired = std::mem::take(&mut self.instances().retired);
+        drop(retired);
+        {
+            let instances = self.instances();
+            if instances.ready.contains_key(&hash)
+                || instances.ready.len() >= limits::POLICY_READY_MAX
+            {
+                return;
+            }
+        }
+        let Ok(compiled) = self.compiled(hash, component) else {
+            return;
+        };
+        let fuel = limits::POLICY_FUEL_PER_ENTRY;
+        if let Ok(fresh) = EntryEvaluation::instantiate(self, &compiled, fuel) {
+            self.instances().ready.entry(hash).or_insert(fresh);
+        }
     }
 
     /// Validates, compiles and links a component; no parameter check. Cached by hash.

@@ -38,7 +38,20 @@ pub struct EntryEvaluation {
 }
 
 impl EntryEvaluation {
+    /// A fresh instance for one entry: the one made ahead for this policy if there is one.
     pub fn begin(engine: &PolicyEngine, compiled: &Compiled, fuel: u64) -> Result<Self, EvalError> {
+        match engine.take_ready(compiled.hash, fuel) {
+            Some(ready) => Ok(ready),
+            None => Self::instantiate(engine, compiled, fuel),
+        }
+    }
+
+    /// A fresh instance made now.
+    pub(super) fn instantiate(
+        engine: &PolicyEngine,
+        compiled: &Compiled,
+        fuel: u64,
+    ) -> Result<Self, EvalError> {
         let mut store = Store::new(engine.engine(), ());
         store
             .set_fuel(fuel)

@@ -305,3 +305,37 @@ fn broken_quorum_rules_are_refused_with_a_counter_example() {
     let err = policy_table(&engine, &critical, "", &five[..3]).expect_err("unsatisfiable");
     assert!(matches!(err, QuorumRuleError::Unsatisfiable(_)), "{err}");
 }
+
+#[test]
+fn an_instance_made_ahead_judges_as_one_made_on_the_spot() {
+    // Apply takes the instance `make_ready` made after the previous entry; it must be as fresh
+    // as one made for the entry: the same verdicts, the same fuel, whatever ran before.
+    let engine = engine();
+    let params = r#"{"max_data_bytes": 4}"#;
+    let bytes = component("limits");
+    let compiled = engine.compile(&bytes).expect("compiles");
+    let judge = |data: &[u8]| {
+        let mut eval =
+            EntryEvaluation::begin(&engine, &compiled, crate::limits::POLICY_FUEL_PER_ENTRY)
+                .expect("instance");
+        let verdict = eval.admit(params, &mutation(data), &principal(), &context());
+        let denied = matches!(verdict.expect("runs").decision, wit::Decision::Deny(_));
+        (denied, eval.fuel_used())
+    };
+    let on_the_spot = [judge(b"abcd"), judge(b"abcde")];
+    for _ in 0..50 {
+        engine.make_ready(compiled.hash, &bytes);
+        assert!(
+            engine.has_ready(compiled.hash),
+            "no instance was made ahead"
+        );
+        let ahead = judge(b"abcd");
+        assert!(
+            !engine.has_ready(compiled.hash),
+            "the entry did not take it"
+        );
+        engine.make_ready(compiled.hash, &bytes);
+        assert_eq!([ahead, judge(b"abcde")], on_the_spot);
+    }
+    assert_eq!(on_the_spot.map(|(denied, _)| denied), [false, true]);
+}

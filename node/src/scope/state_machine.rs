@@ -1385,6 +1385,11 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         for (responder, result) in responses {
             responder.send(result);
         }
+        let active =
+            (self.view.read().governance.active.as_ref()).map(|a| (a.hash, a.component.clone()));
+        if let Some((hash, component)) = active {
+            self.engine.make_ready(hash, &component);
+        }
         Ok(())
     }
 
