@@ -18,6 +18,9 @@ pub const BATCHES_IN_FLIGHT_MAX: usize = 4;
 
 /// Transactions in one entry.
 pub const BATCH_PROPOSALS_MAX: usize = 256;
+/// Linearizable reads of one scope on one node waiting for the next read-index call
+/// (`scope::read_rounds`); beyond this a read is refused as throttled.
+pub const READS_WAITING_MAX: usize = 4096;
 
 /// Approximate payload of one entry of batched transactions; a larger transaction goes alone.
 pub const BATCH_BYTES_MAX: usize = ENTRY_BYTES_MAX;

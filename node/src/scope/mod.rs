@@ -12,6 +12,7 @@ pub mod governance;
 pub mod load;
 pub mod log_store;
 pub mod network;
+pub mod read_rounds;
 pub mod snapshot;
 pub mod state_machine;
 #[cfg(test)]
@@ -62,6 +63,8 @@ pub struct Scope {
     last_activity: std::sync::Mutex<Instant>,
     /// What each apply changed, for watches.
     feed: state_machine::ChangeFeed,
+    /// Linearizable reads on this node share read-index calls.
+    pub reads: read_rounds::ReadRounds,
 }
 
 /// A transaction waiting for its batch.
@@ -335,6 +338,7 @@ impl Scope {
             quiescent: AtomicBool::new(false),
             last_activity: std::sync::Mutex::new(Instant::now()),
             feed,
+            reads: read_rounds::ReadRounds::default(),
         })
     }
 

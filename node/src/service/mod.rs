@@ -1034,28 +1034,15 @@ pub(crate) async fn propose_absorb(
 
 /// Makes this node's view of the scope at least as new as any write acknowledged before the
 /// call: the leader confirms its leadership with a quorum and names an index; we wait for it.
+/// Concurrent reads of the scope share the leader's answer (`scope::read_rounds`).
 async fn linearize(node: &Node, scope: &Scope) -> Result<(), ApiError> {
     let deadline = Instant::now() + limits::WRITE_TIMEOUT;
     loop {
-        let attempt = match scope.leader() {
-            Some((leader, _)) if leader == node.id() => scope.read_index().await,
-            Some((leader, addr)) => match node
-                .0
-                .peers
-                .call(leader, &addr, &PeerRequest::ReadIndex { scope: scope.id })
-                .await
-            {
-                Ok(PeerResponse::ReadIndex(r)) => r,
-                Ok(other) => Err(Refusal::Unknown(format!(
-                    "node {leader} answered a read index with {other:?}"
-                ))),
-                Err(e) => {
-                    tracing::debug!("read index from node {leader}: {e}");
-                    Err(Refusal::NotLeader { leader: None })
-                }
-            },
-            None => Err(Refusal::NotLeader { leader: None }),
-        };
+        let (asking, id) = (node.clone(), scope.id);
+        let attempt = scope
+            .reads
+            .read_index(move || leader_read_index(asking.clone(), id))
+            .await;
         match attempt {
             Ok(index) => {
                 let left = deadline
@@ -1075,5 +1062,31 @@ async fn linearize(node: &Node, scope: &Scope) -> Result<(), ApiError> {
                 )));
             }
         }
+    }
+}
+
+/// The index a linearizable read of `scope` must see, from its leader, here or by RPC.
+async fn leader_read_index(node: Node, scope: crate::storage::ScopeId) -> Result<u64, Refusal> {
+    let Some(scope) = node.scope(scope) else {
+        return Err(Refusal::NotLeader { leader: None });
+    };
+    match scope.leader() {
+        Some((leader, _)) if leader == node.id() => scope.read_index().await,
+        Some((leader, addr)) => match node
+            .0
+            .peers
+            .call(leader, &addr, &PeerRequest::ReadIndex { scope: scope.id })
+            .await
+        {
+            Ok(PeerResponse::ReadIndex(r)) => r,
+            Ok(other) => Err(Refusal::Unknown(format!(
+                "node {leader} answered a read index with {other:?}"
+            ))),
+            Err(e) => {
+                tracing::debug!("read index from node {leader}: {e}");
+                Err(Refusal::NotLeader { leader: None })
+            }
+        },
+        None => Err(Refusal::NotLeader { leader: None }),
     }
 }
