@@ -18,17 +18,21 @@ const CREATES_PER_MULTI: usize = 1000;
 const FILLERS: usize = 8;
 /// Writers per half, each setting its own znode as fast as it is answered.
 const WRITERS: usize = 4;
-/// How long the writers run before the split, which gives the baseline gap.
-const BEFORE: Duration = Duration::from_secs(2);
+/// How long the writers run before the split; the last `AFTER` of it gives the baseline gap,
+/// over a window as long as the one measured during the split (the longest gap grows with the
+/// window), after a second for the writers to settle.
+const BEFORE: Duration = Duration::from_secs(3);
 /// And after it: a half that is unavailable for longer than the split shows here.
 const AFTER: Duration = Duration::from_secs(2);
+const _: () = assert!(BEFORE.as_secs() > AFTER.as_secs());
 
 pub struct SplitReport {
     pub znodes: usize,
     pub moved: u64,
     pub fill: Duration,
     pub split: Duration,
-    /// (longest gap before the split, longest gap from the split's start to AFTER past its end)
+    /// (longest gap in the AFTER before the split, longest gap from the split's start to AFTER
+    /// past its end)
     pub split_half: (Duration, Duration),
     pub rest_half: (Duration, Duration),
     pub write_errors: u64,
@@ -51,12 +55,12 @@ pub async fn run(config: ClientConfig, znodes: usize, value_size: usize) -> anyh
     );
     println!("longest stretch without an acknowledged write ({WRITERS} writers per half):");
     println!(
-        "  in the split subtree:   {:>7.0} ms during the split, {:>5.0} ms before it",
+        "  in the split subtree:   {:>7.0} ms during the split, {:>5.0} ms in as long before it",
         ms(report.split_half.1),
         ms(report.split_half.0)
     );
     println!(
-        "  in the rest of the scope: {:>5.0} ms during the split, {:>5.0} ms before it",
+        "  in the rest of the scope: {:>5.0} ms during the split, {:>5.0} ms in as long before it",
         ms(report.rest_half.1),
         ms(report.rest_half.0)
     );
@@ -174,7 +178,7 @@ async fn measure(
     let moved = admin.scope(&format!("{ROOT}/big")).await?.znodes;
     let gaps = |acks: &mut Vec<Instant>| {
         acks.sort();
-        let before_start = split_start - BEFORE / 2;
+        let before_start = split_start - AFTER;
         (
             longest_gap(acks, before_start, split_start),
             longest_gap(acks, split_start, window_end),
