@@ -162,15 +162,16 @@ impl PolicyEngine {
     /// error: the next entry makes its own instance and meets the failure there, where it is
     /// handled.
     pub fn make_ready(&self, hash: PolicyHash, component: &[u8]) {
-        let retired = std::mem::take(&mut self.instances().retired);
+        let (retired, wanted) = {
+            let mut instances = self.instances();
+            let wanted = !instances.ready.contains_key(&hash)
+                && instances.ready.len() < limits::POLICY_READY_MAX;
+            (std::mem::take(&mut instances.retired), wanted)
+        };
+        // Dropped outside the lock: returning slots to the pool is the slow part.
         drop(retired);
-        {
-            let instances = self.instances();
-            if instances.ready.contains_key(&hash)
-                || instances.ready.len() >= limits::POLICY_READY_MAX
-            {
-                return;
-            }
+        if !wanted {
+            return;
         }
         let Ok(compiled) = self.compiled(hash, component) else {
             return;

@@ -32,7 +32,7 @@ struct Rounds {
 
 impl ReadRounds {
     /// The index a read that arrived now must see, from a call that `call` starts after now.
-    /// `call` asks the leader; it is cloned onto the calling task when none runs.
+    /// `call` asks the leader; it moves to a new calling task when none runs, else it is dropped.
     pub async fn read_index<F, Fut>(&self, call: F) -> Answer
     where
         F: Fn() -> Fut + Send + 'static,
