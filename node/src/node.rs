@@ -20,6 +20,7 @@ use crate::peer::{NodeStatus, PeerRequest, PeerResponse, Peers};
 use crate::policy::engine::PolicyEngine;
 use crate::scope::log_store::ScopeLog;
 use crate::scope::state_machine::{ScopeEvent, stored_scope_ids};
+use crate::scope::tenure::Tenure;
 use crate::scope::types::AnchorNode;
 use crate::scope::{Scope, ScopeHost};
 use crate::storage::{ROOT_SCOPE, ScopeId, Store};
@@ -351,7 +352,7 @@ impl Node {
             if open.replica == replica {
                 return Ok(open);
             }
-            let empty = !ScopeLog::new(self.0.store.clone(), id)
+            let empty = !ScopeLog::new(self.0.store.clone(), id, Tenure::begin())
                 .has_state()
                 .map_err(|e| fail(e.into()))?
                 && !open.is_initialized();
@@ -369,7 +370,7 @@ impl Node {
                 "empty replica takes the id its leader gave it"
             );
             self.close_scope(&open).await;
-            ScopeLog::new(self.0.store.clone(), id)
+            ScopeLog::new(self.0.store.clone(), id, Tenure::begin())
                 .set_replica(replica)
                 .map_err(|e| fail(e.into()))?;
         }
@@ -394,6 +395,9 @@ impl Node {
         if let Err(e) = scope.raft.shutdown().await {
             tracing::warn!(scope = scope.id, "raft shutdown: {e}");
         }
+        // Raft's state-machine worker may still run what was queued to it: after this it
+        // writes nothing, so the caller may delete the replica's rows.
+        scope.end_tenure();
     }
 
     /// The scope's leader says replica `replica` of `scope` was removed: retire it if this
@@ -464,6 +468,8 @@ impl Node {
         self.0.host.newborns.until_born(id).await;
         let _opening = self.0.opening.lock().await;
         self.close_scope(scope).await;
+        // An apply queued to raft before the close may have created a child since.
+        self.0.host.newborns.until_children_born(id).await;
         self.0
             .store
             .remove_scope(id)

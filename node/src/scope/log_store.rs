@@ -9,6 +9,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogStorage};
 use openraft::{LogState, OptionalSend, RaftLogReader};
 
+use super::tenure::Tenure;
 use super::types::{Entry, LogId, TypeConfig, Vote};
 use crate::storage::{ScopeId, Store, decode, encode, io_err, key};
 
@@ -22,11 +23,16 @@ const REPLICA: &[u8] = b"replica";
 pub struct ScopeLog {
     store: Store,
     scope: ScopeId,
+    tenure: Tenure,
 }
 
 impl ScopeLog {
-    pub fn new(store: Store, scope: ScopeId) -> Self {
-        ScopeLog { store, scope }
+    pub fn new(store: Store, scope: ScopeId, tenure: Tenure) -> Self {
+        ScopeLog {
+            store,
+            scope,
+            tenure,
+        }
     }
 
     fn entry_key(&self, index: u64) -> Vec<u8> {
@@ -43,10 +49,13 @@ impl ScopeLog {
     }
 
     fn put_meta<T: serde::Serialize>(&self, name: &[u8], value: &T) -> io::Result<()> {
-        self.store
-            .raft_meta
-            .insert(key(self.scope, name), encode("raft metadata", value)?)
-            .map_err(|e| io_err("writing raft metadata", e))
+        let value = encode("raft metadata", value)?;
+        self.tenure.write("writing raft metadata", || {
+            self.store
+                .raft_meta
+                .insert(key(self.scope, name), value)
+                .map_err(|e| io_err("writing raft metadata", e))
+        })
     }
 
     /// This node's raft id in the scope, once chosen.
@@ -189,9 +198,11 @@ impl RaftLogStorage<TypeConfig> for ScopeLog {
             let value = encode("raft log entry", &entry)?;
             batch.insert(&self.store.log, self.entry_key(entry.index()), value);
         }
-        batch
-            .commit()
-            .map_err(|e| io_err("appending to the raft log", e))?;
+        self.tenure.write("appending to the raft log", || {
+            batch
+                .commit()
+                .map_err(|e| io_err("appending to the raft log", e))
+        })?;
         self.store
             .sync_then(Box::new(move |result| callback.io_completed(result)));
         Ok(())
@@ -208,9 +219,11 @@ impl RaftLogStorage<TypeConfig> for ScopeLog {
             let k = guard.key().map_err(|e| io_err("reading the raft log", e))?;
             batch.remove(&self.store.log, k);
         }
-        batch
-            .commit()
-            .map_err(|e| io_err("truncating the raft log", e))
+        self.tenure.write("truncating the raft log", || {
+            batch
+                .commit()
+                .map_err(|e| io_err("truncating the raft log", e))
+        })
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
@@ -225,8 +238,10 @@ impl RaftLogStorage<TypeConfig> for ScopeLog {
             let k = guard.key().map_err(|e| io_err("reading the raft log", e))?;
             batch.remove(&self.store.log, k);
         }
-        batch
-            .commit()
-            .map_err(|e| io_err("purging the raft log", e))
+        self.tenure.write("purging the raft log", || {
+            batch
+                .commit()
+                .map_err(|e| io_err("purging the raft log", e))
+        })
     }
 }

@@ -17,6 +17,7 @@ pub mod snapshot;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_suite;
+pub mod tenure;
 pub mod types;
 
 use std::collections::BTreeMap;
@@ -65,6 +66,8 @@ pub struct Scope {
     feed: state_machine::ChangeFeed,
     /// Linearizable reads on this node share read-index calls.
     pub reads: read_rounds::ReadRounds,
+    /// Ends when the replica is closed: its storage writes nothing after that.
+    tenure: tenure::Tenure,
 }
 
 /// A transaction waiting for its batch.
@@ -291,7 +294,8 @@ impl Scope {
         .with_context(|| format!("loading scope {id} from {}", store.dir().display()))?;
         let view = sm.view();
         let feed = sm.feed();
-        let log = ScopeLog::new(store, id);
+        let tenure = sm.tenure();
+        let log = ScopeLog::new(store, id, tenure.clone());
         let stored = log
             .replica()
             .with_context(|| format!("reading this node's replica id in scope {id}"))?;
@@ -339,7 +343,14 @@ impl Scope {
             last_activity: std::sync::Mutex::new(Instant::now()),
             feed,
             reads: read_rounds::ReadRounds::default(),
+            tenure,
         })
+    }
+
+    /// Ends the replica's tenure (see `tenure`): call after `Raft::shutdown`, before its
+    /// rows may be deleted.
+    pub fn end_tenure(&self) {
+        self.tenure.end();
     }
 
     /// A client asked for something: the scope must be awake to serve it.

@@ -19,6 +19,7 @@ use super::genesis::{self, Newborns};
 use super::governance::{self, ActivePolicy, Governance, GovernanceMeta};
 use super::load::Load;
 use super::snapshot::{self, SnapshotFile};
+use super::tenure::Tenure;
 use super::types::{
     Body, CommandOutcome, CommandResult, LogId, Proposal, SetPolicy, SnapshotMeta,
     StoredMembership, TxnResult, TypeConfig, child_scope_id, genesis_log_id,
@@ -196,6 +197,8 @@ pub struct ScopeStateMachine {
     /// first batch after its birth to persist.
     unpersisted: Arc<std::sync::Mutex<BTreeSet<String>>>,
     feed: ChangeFeed,
+    /// Every write of this replica's rows and snapshot files goes through it.
+    tenure: Tenure,
 }
 
 /// What one apply changed, for watches: published after the changes are durable and
@@ -402,6 +405,7 @@ impl ScopeStateMachine {
             newborns,
             unpersisted: Default::default(),
             feed,
+            tenure: Tenure::begin(),
         };
         if let Some(path) = snapshot::newest(&sm.snapshot_dir)? {
             let header = snapshot::read_header(&path)?;
@@ -423,6 +427,11 @@ impl ScopeStateMachine {
 
     pub fn feed(&self) -> ChangeFeed {
         self.feed.clone()
+    }
+
+    /// The replica's tenure, for its log to share.
+    pub fn tenure(&self) -> Tenure {
+        self.tenure.clone()
     }
 
     /// Adds the applied position and governance to `batch`, so they commit with the data.
@@ -530,9 +539,11 @@ impl ScopeStateMachine {
             absorbed: header.absorbed,
         };
         self.record_applied(&mut batch, &state)?;
-        batch
-            .commit()
-            .map_err(|e| io_err("installing a snapshot", e))?;
+        self.tenure.write("installing a snapshot", || {
+            batch
+                .commit()
+                .map_err(|e| io_err("installing a snapshot", e))
+        })?;
         self.store.sync_now()?;
         let zxid = state.tree.last_zxid();
         *self.view.write() = state;
@@ -1027,9 +1038,12 @@ impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
         let path = self.snapshot_dir.join(snapshot::file_name(&meta));
         let dir = self.snapshot_dir.clone();
         let written = path.clone();
+        let tenure = self.tenure.clone();
         let write = move || -> io::Result<()> {
-            snapshot::write_atomically(&written, &bytes)?;
-            snapshot::remove_older(&dir, &written)
+            tenure.write("writing a snapshot", || {
+                snapshot::write_atomically(&written, &bytes)?;
+                snapshot::remove_older(&dir, &written)
+            })
         };
         if meta.last_log_id == Some(genesis_log_id()) {
             // A new scope's first snapshot, which raft builds before the scope starts: every
@@ -1338,15 +1352,19 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
             last_zxid = state.tree.last_zxid();
         }
         let committing = std::time::Instant::now();
-        for (child, first) in &created {
-            self.newborns
-                .expect(child.identity.id, self.scope, first.meta.clone());
-        }
-        if !unborn {
-            batch
-                .commit()
-                .map_err(|e| io_err("persisting applied entries", e))?;
-        }
+        // A child is expected only with its parent's batch: a closed replica does neither.
+        self.tenure.write("persisting applied entries", || {
+            for (child, first) in &created {
+                self.newborns
+                    .expect(child.identity.id, self.scope, first.meta.clone());
+            }
+            if !unborn {
+                batch
+                    .commit()
+                    .map_err(|e| io_err("persisting applied entries", e))?;
+            }
+            Ok(())
+        })?;
         if !created.is_empty() {
             tracing::info!(
                 scope = self.scope,
@@ -1418,7 +1436,9 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                     "its header disagrees with its meta",
                 ));
             }
-            snapshot::write_atomically(&target, &bytes)?;
+            self.tenure.write("writing a received snapshot", || {
+                snapshot::write_atomically(&target, &bytes)
+            })?;
         }
         self.load_snapshot_into_store(&target)?;
         snapshot::remove_older(&self.snapshot_dir, &target)?;
@@ -1493,6 +1513,47 @@ mod tests {
 
     fn engine() -> PolicyEngine {
         PolicyEngine::new().expect("policy engine")
+    }
+
+    /// Raft's state-machine worker outlives `Raft::shutdown`: an apply it runs after the
+    /// replica was closed and deleted must not bring the scope back as rows with no tree.
+    #[tokio::test]
+    async fn a_closed_replica_writes_nothing_after_its_rows_are_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let mut sm = ScopeStateMachine::open(
+            store.clone(),
+            7,
+            engine(),
+            Default::default(),
+            None,
+            Default::default(),
+        )
+        .expect("sm");
+        sm.apply(stream::iter(vec![create(1, "/a")]))
+            .await
+            .expect("apply");
+        let mut builder = sm.clone();
+        assert_eq!(stored_scope_ids(&store).expect("ids"), vec![7]);
+
+        sm.tenure().end();
+        store.remove_scope(7).expect("remove");
+        let late = sm.apply(stream::iter(vec![create(2, "/b")])).await;
+        assert!(late.is_err(), "an apply after the close was persisted");
+        assert!(builder.build_snapshot().await.is_err());
+        assert_eq!(
+            stored_scope_ids(&store).expect("ids"),
+            Vec::<ScopeId>::new()
+        );
+        assert!(!snapshot::scope_dir(&store, 7).exists());
+        drop(sm);
+        drop(builder);
+        drop(store);
+        let reopened = Store::open(dir.path()).expect("reopen");
+        assert_eq!(
+            stored_scope_ids(&reopened).expect("ids"),
+            Vec::<ScopeId>::new()
+        );
     }
 
     #[tokio::test]

@@ -36,7 +36,8 @@ impl StoreBuilder<TypeConfig, ScopeLog, ScopeStateMachine, TempDir> for FjallBui
             Default::default(),
         )
         .map_err(|e| StorageError::read(TypeConfig::err_from_error(&e)))?;
-        Ok((dir, ScopeLog::new(store, 7), sm))
+        let tenure = sm.tenure();
+        Ok((dir, ScopeLog::new(store, 7, tenure), sm))
     }
 }
 
