@@ -13,8 +13,8 @@ use scopekeeper_transport::{
 };
 
 use crate::proto::{
-    Acl, ApiError, CreateMode, ErrorCode, MultiSlot, Op, OpResult, Reply, Request, Response, Stat,
-    WatchKind,
+    Acl, ApiError, CreateMode, ErrorCode, MultiSlot, Op, OpResult, Reads, Reply, Request, Response,
+    Stat, WatchKind,
 };
 use crate::{limits, path};
 
@@ -74,6 +74,7 @@ pub struct Client {
     link: Arc<Link>,
     /// The highest zxid seen, sent with every write so zxids follow this client's order.
     last_zxid: std::sync::atomic::AtomicI64,
+    reads: Reads,
 }
 
 /// The connection to the cluster, shared with the session's keepalive task.
@@ -161,7 +162,25 @@ impl Client {
                 session,
             }),
             last_zxid: std::sync::atomic::AtomicI64::new(0),
+            reads: Reads::default(),
         })
+    }
+
+    /// The client with reads of `reads` consistency (linearizable unless told).
+    pub fn with_reads(mut self, reads: Reads) -> Client {
+        self.reads = reads;
+        self
+    }
+
+    /// A `GetData`, `Exists` or `GetChildren` as this client's read consistency asks.
+    fn read(&self, read: Request) -> Request {
+        match self.reads {
+            Reads::Linearizable => read,
+            Reads::Sequential => Request::Sequential {
+                seen: self.last_zxid(),
+                read: Box::new(read),
+            },
+        }
     }
 
     /// The session's id, once one was granted.
@@ -460,7 +479,7 @@ impl Client {
     pub async fn get(&self, path: &str) -> Result<(Vec<u8>, Stat), Error> {
         path::validate(path, false)?;
         match self
-            .request(&Request::GetData { path: path.into() })
+            .request(&self.read(Request::GetData { path: path.into() }))
             .await?
         {
             Reply::Data { data, stat } => {
@@ -473,7 +492,10 @@ impl Client {
 
     pub async fn exists(&self, path: &str) -> Result<Option<Stat>, Error> {
         path::validate(path, false)?;
-        match self.request(&Request::Exists { path: path.into() }).await? {
+        match self
+            .request(&self.read(Request::Exists { path: path.into() }))
+            .await?
+        {
             Reply::Exists(stat) => {
                 if let Some(s) = &stat {
                     self.saw_stat(s);
@@ -488,7 +510,7 @@ impl Client {
     pub async fn children(&self, path: &str) -> Result<(Vec<String>, Stat), Error> {
         path::validate(path, false)?;
         match self
-            .request(&Request::GetChildren { path: path.into() })
+            .request(&self.read(Request::GetChildren { path: path.into() }))
             .await?
         {
             Reply::Children { children, stat } => {

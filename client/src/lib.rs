@@ -19,6 +19,8 @@ mod session;
 pub mod watches;
 
 pub use client::{Client, ClientConfig, Error};
-pub use proto::{ApiError, CreateMode, ErrorCode, MultiSlot, Op, OpResult, Reply, Request, Stat};
+pub use proto::{
+    ApiError, CreateMode, ErrorCode, MultiSlot, Op, OpResult, Reads, Reply, Request, Stat,
+};
 pub use session::SessionState;
 pub use watches::{WatchStream, Watcher};

@@ -349,6 +349,33 @@ impl ApiError {
     }
 }
 
+/// How fresh a read must be.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reads {
+    /// A read sees every write acknowledged to anyone before it was sent.
+    #[default]
+    Linearizable,
+    /// ZooKeeper's guarantee: a read sees every write the client has seen (its own, and
+    /// those its reads revealed, in any scope) and never an older state than an earlier read;
+    /// it may miss other clients' newest writes (`sync` first to see them). The node the client
+    /// is connected to answers from its own replica without asking the scope's leader.
+    Sequential,
+}
+
+impl std::str::FromStr for Reads {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Reads, String> {
+        match s {
+            "linearizable" => Ok(Reads::Linearizable),
+            "sequential" => Ok(Reads::Sequential),
+            other => Err(format!(
+                "unknown read consistency {other:?}: use linearizable or sequential"
+            )),
+        }
+    }
+}
+
 /// What a native client asks.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
@@ -457,6 +484,14 @@ pub enum Request {
     /// Between nodes: the request, answered with `Reply::AtZxid`, the serving scope's last
     /// zxid when it was served.
     AtZxid(Box<Request>),
+    /// A `GetData`, `Exists` or `GetChildren` with ZooKeeper's consistency
+    /// ([`Reads::Sequential`]): a node that replicates the scope answers from its replica at
+    /// once if the replica has applied zxid `seen` (the highest the client has seen), else
+    /// after a linearizable read index. A node that must forward it sends the plain read.
+    Sequential {
+        seen: i64,
+        read: Box<Request>,
+    },
     /// Merges the scope rooted exactly at `path` back into its parent scope, whatever its
     /// policy says: it is sealed now and taken back by its parent a moment later. Requires the
     /// `admin` role, no child scopes, the parent's anchors, and a state small enough for one

@@ -41,6 +41,13 @@ pub struct NodeConfig {
     /// authenticates with that digest acts as the cluster's admin and passes every ACL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub zk_super_digest: Option<String>,
+    /// How fresh ZooKeeper clients' reads are: `linearizable` (default: every read sees every
+    /// write acknowledged before it) or `sequential` (ZooKeeper's own guarantee, and its speed:
+    /// a read sees what its session has seen, answered by this node's replica without asking
+    /// the scope's leader; `sync` first to see other clients' newest writes). Reads that leave
+    /// a watch are linearizable either way.
+    #[serde(default)]
+    pub zk_reads: scopekeeper_client::Reads,
     /// Where the node keeps its database and snapshots.
     pub data_dir: PathBuf,
     pub tls: TlsFiles,

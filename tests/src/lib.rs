@@ -89,7 +89,8 @@ pub struct Cluster {
     /// The ZooKeeper TLS listeners (`zk_tls_listen`), one per node.
     pub zk_tls_ports: Vec<u16>,
     children: Vec<Option<Child>>,
-    /// Extra TOML appended to every node's config (e.g. raft tuning).
+    /// Extra TOML in every node's config, after its top-level keys and before its tables:
+    /// top-level keys (`zk_reads = "sequential"`) or whole tables (`[raft]` tuning).
     pub extra_config: String,
     /// Nodes 1..=founders bootstrap the cluster; the others join it later.
     founders: usize,
@@ -222,17 +223,17 @@ impl Cluster {
             "id = {id}\ncluster = \"{CLUSTER}\"\nlisten = \"127.0.0.1:{}\"\nzk_listen = \"127.0.0.1:{}\"\n\
              zk_four_letter_words = [\"ruok\", \"srvr\", \"stat\", \"mntr\", \"isro\"]\n\
              zk_super_digest = \"{ZK_SUPER_DIGEST}\"\nzk_tls_listen = \"127.0.0.1:{}\"\n\
-             data_dir = {:?}\nlabels = {}\n\n\
-             [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n{peers}{}\n",
+             data_dir = {:?}\nlabels = {}\n{}\n\
+             [tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n\n{peers}\n",
             self.ports[id as usize - 1],
             self.zk_ports[id as usize - 1],
             self.zk_tls_ports[id as usize - 1],
             self.data_dir(id),
             self.labels(id),
+            self.extra_config,
             certs.join("ca.pem"),
             certs.join(format!("node-{id}.pem")),
             certs.join(format!("node-{id}.key")),
-            self.extra_config
         );
         std::fs::create_dir_all(self.node_dir(id))?;
         std::fs::write(self.config_file(id), text)?;

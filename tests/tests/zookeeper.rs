@@ -519,3 +519,70 @@ async fn zkcli_and_cli_mt_smoke() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+/// With `zk_reads = "sequential"` (ZooKeeper's own read guarantee), a read is answered by the
+/// connected node's replica, yet still sees everything its session has seen: its own writes,
+/// anything causally before what it read (across scopes), never an older state, and after
+/// `sync` the newest writes of others. The native client's `Reads::Sequential` likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sequential_reads_see_what_their_session_has_seen() -> anyhow::Result<()> {
+    const ROUNDS: u32 = 150;
+    let _serial = serial();
+    let cluster = Cluster::start_with(3, "zk_reads = \"sequential\"\n")?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin.create_scope("/other", None).await?;
+    let writer = connect(&cluster.zk_hosts(&[1]), Duration::from_secs(10)).await?;
+    let reader = connect(&cluster.zk_hosts(&[3]), Duration::from_secs(10)).await?;
+    let native = cluster
+        .client_of(2)
+        .await?
+        .with_reads(scopekeeper_client::Reads::Sequential);
+    for p in ["/x", "/other/y", "/z", "/mine", "/native"] {
+        writer.create(p, b"0", &open()).await?;
+    }
+    let value = |d: &[u8]| -> anyhow::Result<u32> { Ok(std::str::from_utf8(d)?.parse()?) };
+    let mut last_y = 0;
+    for i in 1..=ROUNDS {
+        // Another session writes /x, then /other/y in another scope.
+        writer
+            .set_data("/x", i.to_string().as_bytes(), None)
+            .await?;
+        writer
+            .set_data("/other/y", i.to_string().as_bytes(), None)
+            .await?;
+        // Never older than before; and /x was written before the /other/y the reader saw.
+        let y = value(&reader.get_data("/other/y").await?.0)?;
+        anyhow::ensure!(
+            y >= last_y,
+            "round {i}: /other/y went back from {last_y} to {y}"
+        );
+        last_y = y;
+        let x = value(&reader.get_data("/x").await?.0)?;
+        anyhow::ensure!(x >= y, "round {i}: saw /other/y = {y} but then /x = {x}");
+        // The session's own write, at once.
+        reader
+            .set_data("/mine", i.to_string().as_bytes(), None)
+            .await?;
+        let mine = value(&reader.get_data("/mine").await?.0)?;
+        anyhow::ensure!(
+            mine == i,
+            "round {i}: the reader's own write read back as {mine}"
+        );
+        // sync, then the newest write of another session.
+        writer
+            .set_data("/z", i.to_string().as_bytes(), None)
+            .await?;
+        reader.sync("/z").await?;
+        let z = value(&reader.get_data("/z").await?.0)?;
+        anyhow::ensure!(z == i, "round {i}: after sync, /z read {z}");
+        // The native client's sequential reads on node 2.
+        native.set("/native", i.to_string().as_bytes(), -1).await?;
+        let seen = value(&native.get("/native").await?.0)?;
+        anyhow::ensure!(
+            seen == i,
+            "round {i}: the native client's own write read {seen}"
+        );
+    }
+    Ok(())
+}

@@ -66,6 +66,10 @@ pub struct BenchArgs {
     /// The session timeout of --hold-sessions sessions, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub session_timeout: u64,
+    /// Scopekeeper's read consistency: `linearizable`, or `sequential` (ZooKeeper's: a read
+    /// sees what its client has seen, from the connected node's replica).
+    #[arg(long, default_value = "linearizable")]
+    pub reads: scopekeeper_client::Reads,
 }
 
 /// One connection to the system under test.
@@ -78,7 +82,7 @@ enum Conn {
 
 #[derive(Clone)]
 enum TargetSpec {
-    Scopekeeper(ClientConfig),
+    Scopekeeper(ClientConfig, scopekeeper_client::Reads),
     ZooKeeper(String),
     #[cfg(feature = "etcd")]
     Etcd(Vec<String>),
@@ -124,7 +128,7 @@ impl TargetSpec {
     /// As `connect`, with a session of `timeout` (ZooKeeper connections always have one).
     async fn connect_as(&self, i: usize, session: Option<Duration>) -> anyhow::Result<Conn> {
         match self {
-            TargetSpec::Scopekeeper(config) => {
+            TargetSpec::Scopekeeper(config, reads) => {
                 let mut config = config.clone();
                 let n = config.endpoints.len();
                 config.endpoints.rotate_left(i % n);
@@ -132,7 +136,7 @@ impl TargetSpec {
                     Some(timeout) => Client::connect_with_session(config, timeout).await?,
                     None => Client::connect(config).await?,
                 };
-                Ok(Conn::Scopekeeper(Box::new(client)))
+                Ok(Conn::Scopekeeper(Box::new(client.with_reads(*reads))))
             }
             TargetSpec::ZooKeeper(hosts) => {
                 let mut hosts: Vec<&str> = hosts.split(',').collect();
@@ -394,7 +398,7 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
         bail!("--clients must be at least 1");
     }
     let target = match args.target.as_str() {
-        "scopekeeper" => TargetSpec::Scopekeeper(connect.resolve()?),
+        "scopekeeper" => TargetSpec::Scopekeeper(connect.resolve()?, args.reads),
         "zookeeper" => TargetSpec::ZooKeeper(args.zk_hosts.clone()),
         #[cfg(feature = "etcd")]
         "etcd" => {
@@ -412,7 +416,7 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
         other => bail!("unknown --target {other:?}: scopekeeper, zookeeper or etcd"),
     };
     if let Some(n) = args.split_znodes {
-        let TargetSpec::Scopekeeper(config) = target else {
+        let TargetSpec::Scopekeeper(config, _) = target else {
             bail!("--split-znodes measures Scopekeeper's splits: use --target scopekeeper");
         };
         return super::bench_split::run(config, n, args.value_size).await;
@@ -679,7 +683,7 @@ async fn hold_sessions(
     hold: Duration,
     timeout: Duration,
 ) -> anyhow::Result<()> {
-    if !matches!(target, TargetSpec::Scopekeeper(_)) {
+    if !matches!(target, TargetSpec::Scopekeeper(..)) {
         bail!("--hold-sessions needs --target scopekeeper");
     }
     let root = format!("/hold-{}-{:x}", std::process::id(), rand::random::<u32>());

@@ -27,6 +27,10 @@ pub struct DevArgs {
     /// (TCP). 0: no ZooKeeper listener.
     #[arg(long, default_value_t = 2181)]
     pub zk_base_port: u16,
+    /// ZooKeeper clients' read consistency: `linearizable`, or `sequential` (ZooKeeper's own;
+    /// see `zk_reads` in a node's configuration).
+    #[arg(long, default_value = "linearizable")]
+    pub zk_reads: scopekeeper_client::Reads,
 }
 
 /// What `dev` remembers about the cluster it created.
@@ -51,7 +55,13 @@ fn dev_labels(id: u64) -> std::collections::BTreeMap<String, String> {
     std::collections::BTreeMap::from([("zone".to_string(), zone.to_string())])
 }
 
-fn node_config(dir: &Path, layout: &DevLayout, id: u64, zk_base_port: u16) -> NodeConfig {
+fn node_config(
+    dir: &Path,
+    layout: &DevLayout,
+    id: u64,
+    zk_base_port: u16,
+    zk_reads: scopekeeper_client::Reads,
+) -> NodeConfig {
     let addr = |i: u64| format!("127.0.0.1:{}", u64::from(layout.base_port) + i - 1);
     let certs = dir.join("certs");
     NodeConfig {
@@ -63,6 +73,7 @@ fn node_config(dir: &Path, layout: &DevLayout, id: u64, zk_base_port: u16) -> No
         // dev is for trying things: every four-letter word answers.
         zk_four_letter_words: vec!["*".into()],
         zk_super_digest: None,
+        zk_reads,
         zk_tls_listen: None,
         data_dir: dir.join(format!("node-{id}")),
         tls: TlsFiles {
@@ -99,7 +110,8 @@ fn create(dir: &Path, base_port: u16) -> anyhow::Result<DevLayout> {
         base_port,
     };
     for id in 1..=NODES {
-        node_config(dir, &layout, id, 0).write(&dir.join(format!("node-{id}.toml")))?;
+        node_config(dir, &layout, id, 0, Default::default())
+            .write(&dir.join(format!("node-{id}.toml")))?;
     }
     std::fs::write(dir.join("dev.toml"), toml::to_string(&layout)?)?;
     Ok(layout)
@@ -144,7 +156,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<()> {
             (true, _) => StartMode::Join,
         };
         // dev made every directory itself just now: there is nobody to ask.
-        let config = node_config(&dir, &layout, id, args.zk_base_port);
+        let config = node_config(&dir, &layout, id, args.zk_base_port, args.zk_reads);
         Node::start_checked(config, mode, PeerProbe::Skip)
     };
     let mut nodes: Vec<Node> = futures::future::try_join_all((2..=NODES).map(start)).await?;

@@ -205,6 +205,21 @@ fn routing_path(request: &Request) -> &str {
         Request::Watch { path, .. } | Request::RemoveWatches { path, .. } => path,
         Request::SetWatches { .. } => "/",
         Request::AtZxid(inner) => routing_path(inner),
+        Request::Sequential { read, .. } => routing_path(read),
+    }
+}
+
+/// `request` with any sequential read in it made linearizable: for another node, whose
+/// replica may be behind one this client read from (or synced) here.
+fn linearizable(request: &Request) -> std::borrow::Cow<'_, Request> {
+    use std::borrow::Cow;
+    match request {
+        Request::Sequential { read, .. } => Cow::Borrowed(&**read),
+        Request::AtZxid(inner) => match linearizable(inner) {
+            Cow::Borrowed(same) if std::ptr::eq(same, &**inner) => Cow::Borrowed(request),
+            changed => Cow::Owned(Request::AtZxid(Box::new(changed.into_owned()))),
+        },
+        other => Cow::Borrowed(other),
     }
 }
 
@@ -311,7 +326,10 @@ pub(super) async fn handle_routed(
                     None,
                 );
             }
-            None => forward(node, &route, principal, session, &request, hops - 1).await,
+            None => {
+                let request = linearizable(&request);
+                forward(node, &route, principal, session, &request, hops - 1).await
+            }
         };
         if !is_wrong_scope(&response) {
             if let Some(r) = &served_by {
@@ -493,6 +511,11 @@ async fn serve_local(
             linearize(node, scope).await?;
             read_tree(&scope.view().read().tree, request, principal.auth())
         }
+        Request::Sequential { seen, read } => {
+            tree_read(read)?;
+            catch_up(node, scope, *seen).await?;
+            read_tree(&scope.view().read().tree, read, principal.auth())
+        }
         Request::GetAcl { path } => {
             linearize(node, scope).await?;
             let (acl, stat) = scope.view().read().tree.get_acl(path, principal.auth())?;
@@ -658,8 +681,14 @@ async fn serve_at_zxid(
     session: i64,
     request: &Request,
 ) -> (Response, i64) {
-    match request {
-        Request::GetData { .. } | Request::Exists { .. } | Request::GetChildren { .. } => {}
+    let (read, seen) = match request {
+        Request::GetData { .. } | Request::Exists { .. } | Request::GetChildren { .. } => {
+            (request, None)
+        }
+        Request::Sequential { seen, read } => match tree_read(read) {
+            Ok(()) => (&**read, Some(*seen)),
+            Err(e) => return (Err(e), 0),
+        },
         Request::AtZxid(_) => {
             let nested = ApiError::new(ErrorCode::BadArguments, "AtZxid inside AtZxid");
             return (Err(nested), 0);
@@ -672,13 +701,39 @@ async fn serve_at_zxid(
             };
             return (response, zxid);
         }
-    }
-    if let Err(e) = linearize(node, scope).await {
+    };
+    let fresh = match seen {
+        Some(seen) => catch_up(node, scope, seen).await,
+        None => linearize(node, scope).await,
+    };
+    if let Err(e) = fresh {
         return (Err(e), 0);
     }
     let state = scope.view().read();
-    let response = read_tree(&state.tree, request, principal.auth());
+    let response = read_tree(&state.tree, read, principal.auth());
     (response, state.tree.last_zxid())
+}
+
+/// Makes this node's view of the scope hold every write a client that has seen zxid `seen`
+/// could know of (ZooKeeper's read guarantee): at once if the replica has applied that zxid,
+/// since zxids rise within a scope and a child scope's start above its parent's at the split;
+/// else through a linearizable read index, as a quiet scope's replica may never reach it.
+async fn catch_up(node: &Node, scope: &Scope, seen: i64) -> Result<(), ApiError> {
+    if scope.view().read().tree.last_zxid() >= seen {
+        return Ok(());
+    }
+    linearize(node, scope).await
+}
+
+/// Refuses anything but a getData, exists or getChildren, which `Sequential` carries.
+fn tree_read(read: &Request) -> Result<(), ApiError> {
+    match read {
+        Request::GetData { .. } | Request::Exists { .. } | Request::GetChildren { .. } => Ok(()),
+        other => Err(ApiError::new(
+            ErrorCode::BadArguments,
+            format!("a sequential read carries getData, exists or getChildren, not {other:?}"),
+        )),
+    }
 }
 
 /// A getData, exists or getChildren answered from `tree`, with ZooKeeper's READ check for
@@ -1088,5 +1143,39 @@ async fn leader_read_index(node: Node, scope: crate::storage::ScopeId) -> Result
             }
         },
         None => Err(Refusal::NotLeader { leader: None }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_forwarded_sequential_read_is_linearizable() {
+        let read = Request::GetData { path: "/a".into() };
+        let sequential = Request::Sequential {
+            seen: 7,
+            read: Box::new(read.clone()),
+        };
+        assert_eq!(*linearizable(&sequential), read);
+        let ordered = Request::AtZxid(Box::new(sequential));
+        assert_eq!(
+            *linearizable(&ordered),
+            Request::AtZxid(Box::new(read.clone()))
+        );
+        // Anything else goes as it is, unchanged and uncopied.
+        let plain = Request::AtZxid(Box::new(read));
+        assert!(
+            matches!(linearizable(&plain), std::borrow::Cow::Borrowed(r) if std::ptr::eq(r, &plain))
+        );
+        assert_eq!(routing_path(&ordered), "/a");
+    }
+
+    #[test]
+    fn a_sequential_read_carries_only_tree_reads() {
+        assert!(tree_read(&Request::Exists { path: "/a".into() }).is_ok());
+        let sync = Request::Sync { path: "/a".into() };
+        let refused = tree_read(&sync).err().map(|e| e.code);
+        assert_eq!(refused, Some(ErrorCode::BadArguments));
     }
 }

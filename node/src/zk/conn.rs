@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use scopekeeper_client::proto::{
-    ApiError, ErrorCode, Id, Op, Reply, Request, ServerFrame, SessionCredentials, WatchKind,
+    ApiError, ErrorCode, Id, Op, Reads, Reply, Request, ServerFrame, SessionCredentials, WatchKind,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -745,6 +745,13 @@ async fn read(
         ));
     };
     let Some(kind) = watch else {
+        let request = match node.0.config.zk_reads {
+            Reads::Linearizable => request,
+            Reads::Sequential => Request::Sequential {
+                seen: conn.last_zxid.load(Ordering::Acquire),
+                read: Box::new(request),
+            },
+        };
         return native(node, conn, request).await;
     };
     let watched = Request::Watch {
