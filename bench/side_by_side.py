@@ -206,7 +206,7 @@ def main():
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     try:
         dev, zk_hosts, etcd_hosts = start_all(binary, work)
-        hosts = {"scopekeeper": "", "zookeeper": zk_hosts, "etcd": etcd_hosts}
+        hosts = {"scopekeeper": "", SEQUENTIAL: "", "zookeeper": zk_hosts, "etcd": etcd_hosts}
         for round_ in range(rounds):
             for clients, mix, label in WORKLOADS:
                 # This machine's speed drifts over minutes: no system always goes first.
