@@ -30,7 +30,7 @@ use crate::peer::{PeerRequest, PeerResponse};
 use crate::scope::Scope;
 
 /// When each peer node last answered a heartbeat.
-#[derive(Default)]
+#[derive(Clone, Default)]
 pub struct PeerLiveness {
     last_heard: BTreeMap<u64, Instant>,
 }
@@ -43,6 +43,13 @@ impl PeerLiveness {
             Some(at) => now.duration_since(*at) < limits::NODE_DEAD_AFTER,
             None => now.duration_since(since) < limits::NODE_DEAD_AFTER,
         }
+    }
+
+    /// Whether `node` answered within `NODE_DEAD_AFTER` of `now`; never heard from is no.
+    pub fn heard_lately(&self, node: u64, now: Instant) -> bool {
+        self.last_heard
+            .get(&node)
+            .is_some_and(|at| now.duration_since(*at) < limits::NODE_DEAD_AFTER)
     }
 
     fn heard(&mut self, node: u64, at: Instant) {
@@ -74,6 +81,7 @@ pub async fn run(node: Node) {
     loop {
         tick.tick().await;
         heartbeat_peers(&node, &mut liveness).await;
+        *node.0.heard.write().unwrap_or_else(|e| e.into_inner()) = liveness.clone();
         let now = Instant::now();
         for scope in node.scopes() {
             if scope.is_quiescent() {

@@ -66,6 +66,8 @@ pub struct NodeInner {
     pub sessions: crate::sessions::Sessions,
     /// Watches of the sessions connected here, and the scope feeds they hear from.
     pub watches: crate::watches::Watches,
+    /// When each peer node last answered the liveness loop's heartbeat, as of its last tick.
+    pub heard: RwLock<crate::liveness::PeerLiveness>,
 }
 
 #[derive(Clone)]
@@ -159,6 +161,7 @@ impl Node {
             opening: tokio::sync::Mutex::new(()),
             sessions: crate::sessions::Sessions::new(config.id, secret),
             watches: Default::default(),
+            heard: Default::default(),
         }));
         tokio::spawn(crate::service::accept_loop(node.clone()));
         if let Some(addr) = config.zk_listen {

@@ -586,3 +586,35 @@ async fn sequential_reads_see_what_their_session_has_seen() -> anyhow::Result<()
     }
     Ok(())
 }
+
+/// ZooKeeper's timeliness: a server without a leader stops serving. A node whose scope's
+/// leader is gone answers no sequential read from its own replica, though that replica has
+/// everything its client saw; it waits for a leader and fails when none comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_its_leader_answers_no_sequential_read() -> anyhow::Result<()> {
+    let _serial = serial();
+    let mut cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    let admin = cluster.admin_client().await?;
+    admin
+        .create("/t", b"1", scopekeeper_client::CreateMode::Persistent)
+        .await?;
+    let leader = cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    let alone = if leader == 3 { 2 } else { 3 };
+    let reader = cluster
+        .client_of(alone)
+        .await?
+        .with_reads(scopekeeper_client::Reads::Sequential);
+    assert_eq!(reader.get("/t").await?.0, b"1");
+    for id in (1..=3).filter(|id| *id != alone) {
+        cluster.kill9(id);
+    }
+    // Past the time after which a silent leader counts as gone.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let read = tokio::time::timeout(Duration::from_secs(90), reader.get("/t")).await?;
+    anyhow::ensure!(
+        read.is_err(),
+        "node {alone} answered a sequential read with no leader: {read:?}"
+    );
+    Ok(())
+}

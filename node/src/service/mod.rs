@@ -718,11 +718,36 @@ async fn serve_at_zxid(
 /// could know of (ZooKeeper's read guarantee): at once if the replica has applied that zxid,
 /// since zxids rise within a scope and a child scope's start above its parent's at the split;
 /// else through a linearizable read index, as a quiet scope's replica may never reach it.
+/// A replica cut off from its leader answers nothing from itself (ZooKeeper's timeliness: a
+/// server without a leader stops serving), so how stale a read can be stays bounded.
 async fn catch_up(node: &Node, scope: &Scope, seen: i64) -> Result<(), ApiError> {
-    if scope.view().read().tree.last_zxid() >= seen {
+    if scope.view().read().tree.last_zxid() >= seen && follows_live_leader(node, scope) {
         return Ok(());
     }
     linearize(node, scope).await
+}
+
+/// Whether the replica's leader was heard from within `NODE_DEAD_AFTER`: this node's, by a
+/// quorum's acknowledgement; another's, by the liveness loop's heartbeat.
+fn follows_live_leader(node: &Node, scope: &Scope) -> bool {
+    use openraft::Instant as _;
+    let metrics = scope.raft.metrics();
+    let m = metrics.borrow_watched();
+    let Some(leader) = m.current_leader else {
+        return false;
+    };
+    if leader == m.id {
+        let acked = m.last_quorum_acked.as_ref();
+        return acked.is_some_and(|at| at.elapsed() < limits::NODE_DEAD_AFTER);
+    }
+    let Some(leader_node) = m.membership_config.membership().get_node(&leader) else {
+        return false;
+    };
+    node.0
+        .heard
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .heard_lately(leader_node.node, Instant::now())
 }
 
 /// Refuses anything but a getData, exists or getChildren, which `Sequential` carries.
