@@ -172,14 +172,22 @@ impl Client {
         self
     }
 
-    /// A `GetData`, `Exists` or `GetChildren` as this client's read consistency asks.
-    fn read(&self, read: Request) -> Request {
-        match self.reads {
+    /// Sends a `GetData`, `Exists` or `GetChildren` as this client's read consistency asks.
+    async fn read(&self, read: Request) -> Result<Reply, Error> {
+        let request = match self.reads {
             Reads::Linearizable => read,
             Reads::Sequential => Request::Sequential {
                 seen: self.last_zxid(),
                 read: Box::new(read),
             },
+        };
+        match self.request(&request).await? {
+            Reply::AtZxid { reply, zxid } => {
+                // The state it was read at is seen, whatever the read found there.
+                self.saw_zxid(zxid);
+                Ok((*reply)?)
+            }
+            other => Ok(other),
         }
     }
 
@@ -343,6 +351,13 @@ impl Client {
                 }
             };
             match link.call(&conn, request).await {
+                // A sequential read's failure comes inside the zxid it was (not) read at.
+                Ok(Ok(Reply::AtZxid { reply, .. })) if matches!(&*reply, Err(e) if e.code == ErrorCode::ConnectionLoss) =>
+                {
+                    last = format!("{reply:?}");
+                    link.fail_over(i).await;
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(e)) if e.code == ErrorCode::ConnectionLoss && idempotent => {
                     last = e.to_string();
@@ -478,10 +493,7 @@ impl Client {
 
     pub async fn get(&self, path: &str) -> Result<(Vec<u8>, Stat), Error> {
         path::validate(path, false)?;
-        match self
-            .request(&self.read(Request::GetData { path: path.into() }))
-            .await?
-        {
+        match self.read(Request::GetData { path: path.into() }).await? {
             Reply::Data { data, stat } => {
                 self.saw_stat(&stat);
                 Ok((data, stat))
@@ -492,10 +504,7 @@ impl Client {
 
     pub async fn exists(&self, path: &str) -> Result<Option<Stat>, Error> {
         path::validate(path, false)?;
-        match self
-            .request(&self.read(Request::Exists { path: path.into() }))
-            .await?
-        {
+        match self.read(Request::Exists { path: path.into() }).await? {
             Reply::Exists(stat) => {
                 if let Some(s) = &stat {
                     self.saw_stat(s);
@@ -510,7 +519,7 @@ impl Client {
     pub async fn children(&self, path: &str) -> Result<(Vec<String>, Stat), Error> {
         path::validate(path, false)?;
         match self
-            .request(&self.read(Request::GetChildren { path: path.into() }))
+            .read(Request::GetChildren { path: path.into() })
             .await?
         {
             Reply::Children { children, stat } => {

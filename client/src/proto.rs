@@ -487,7 +487,10 @@ pub enum Request {
     /// A `GetData`, `Exists` or `GetChildren` with ZooKeeper's consistency
     /// ([`Reads::Sequential`]): a node that replicates the scope answers from its replica at
     /// once if the replica has applied zxid `seen` (the highest the client has seen), else
-    /// after a linearizable read index. A node that must forward it sends the plain read.
+    /// after a linearizable read index. A node that must forward it sends it linearizable.
+    /// Answered with `Reply::AtZxid`: the read's response and the zxid of the state it was
+    /// read at, which the client has seen from then on (a `NoNode` reveals no Stat, but a
+    /// later read elsewhere must not show the node again).
     Sequential {
         seen: i64,
         read: Box<Request>,

@@ -584,6 +584,17 @@ async fn sequential_reads_see_what_their_session_has_seen() -> anyhow::Result<()
             "round {i}: the native client's own write read {seen}"
         );
     }
+    // A read that finds nothing still reveals the state it was read at, so that a later
+    // read elsewhere is not older.
+    let fresh = cluster
+        .client_of(3)
+        .await?
+        .with_reads(scopekeeper_client::Reads::Sequential);
+    assert_eq!(fresh.exists("/missing").await?, None);
+    anyhow::ensure!(
+        fresh.last_zxid() > 0,
+        "a sequential exists that found nothing revealed no zxid"
+    );
     Ok(())
 }
 

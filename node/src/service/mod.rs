@@ -209,15 +209,16 @@ fn routing_path(request: &Request) -> &str {
     }
 }
 
-/// `request` with any sequential read in it made linearizable: for another node, whose
-/// replica may be behind one this client read from (or synced) here.
+/// `request` with a sequential read in it made linearizable (still answered with the zxid it
+/// was read at): for another node, whose replica may be behind one this client read from (or
+/// synced) here.
 fn linearizable(request: &Request) -> std::borrow::Cow<'_, Request> {
     use std::borrow::Cow;
     match request {
-        Request::Sequential { read, .. } => Cow::Borrowed(&**read),
-        Request::AtZxid(inner) => match linearizable(inner) {
-            Cow::Borrowed(same) if std::ptr::eq(same, &**inner) => Cow::Borrowed(request),
-            changed => Cow::Owned(Request::AtZxid(Box::new(changed.into_owned()))),
+        Request::Sequential { read, .. } => Cow::Owned(Request::AtZxid(read.clone())),
+        Request::AtZxid(inner) => match &**inner {
+            Request::Sequential { read, .. } => Cow::Owned(Request::AtZxid(read.clone())),
+            _ => Cow::Borrowed(request),
         },
         other => Cow::Borrowed(other),
     }
@@ -511,10 +512,12 @@ async fn serve_local(
             linearize(node, scope).await?;
             read_tree(&scope.view().read().tree, request, principal.auth())
         }
-        Request::Sequential { seen, read } => {
-            tree_read(read)?;
-            catch_up(node, scope, *seen).await?;
-            read_tree(&scope.view().read().tree, read, principal.auth())
+        Request::Sequential { .. } => {
+            let (response, zxid) = serve_at_zxid(node, scope, principal, session, request).await;
+            Ok(Reply::AtZxid {
+                reply: Box::new(response),
+                zxid,
+            })
         }
         Request::GetAcl { path } => {
             linearize(node, scope).await?;
@@ -1182,12 +1185,10 @@ mod tests {
             seen: 7,
             read: Box::new(read.clone()),
         };
-        assert_eq!(*linearizable(&sequential), read);
+        let at_zxid = Request::AtZxid(Box::new(read.clone()));
+        assert_eq!(*linearizable(&sequential), at_zxid);
         let ordered = Request::AtZxid(Box::new(sequential));
-        assert_eq!(
-            *linearizable(&ordered),
-            Request::AtZxid(Box::new(read.clone()))
-        );
+        assert_eq!(*linearizable(&ordered), at_zxid);
         // Anything else goes as it is, unchanged and uncopied.
         let plain = Request::AtZxid(Box::new(read));
         assert!(

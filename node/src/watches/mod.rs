@@ -155,6 +155,7 @@ pub async fn ordered(
     session: i64,
     request: Request,
 ) -> Response {
+    let sequential = matches!(request, Request::Sequential { .. });
     let (response, served_by) = Box::pin(crate::service::handle_routed(
         node,
         principal,
@@ -163,14 +164,19 @@ pub async fn ordered(
         crate::limits::FORWARD_HOPS_MAX,
     ))
     .await;
-    match (response?, served_by) {
+    let (reply, zxid) = match (response?, served_by) {
         (Reply::AtZxid { reply, zxid }, Some(route)) => {
             wait_delivered(node, route.scope, zxid).await;
-            *reply
+            (reply, zxid)
         }
-        (Reply::AtZxid { reply, .. }, None) => *reply,
-        (other, _) => Ok(other),
+        (Reply::AtZxid { reply, zxid }, None) => (reply, zxid),
+        (other, _) => return Ok(other),
+    };
+    if sequential {
+        // A sequential read is answered with the zxid it was read at, here too.
+        return Ok(Reply::AtZxid { reply, zxid });
     }
+    *reply
 }
 
 /// Re-arms a resumed session's watches here: each fires at once if its node changed after it

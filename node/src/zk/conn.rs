@@ -476,11 +476,16 @@ async fn native(node: &Node, conn: &Connection, request: Request) -> Result<Repl
             request.clone(),
         )
         .await;
+        // A sequential read's failure comes inside the zxid it was (not) read at.
+        let failed = match &answer {
+            Err(e) => Some(e.code),
+            Ok(Reply::AtZxid { reply, .. }) => (**reply).as_ref().err().map(|e| e.code),
+            Ok(_) => None,
+        };
         match answer {
-            Err(e)
-                if e.code == ErrorCode::ConnectionLoss
-                    && !request.is_write()
-                    && attempt < limits::ZK_READ_ATTEMPTS =>
+            _ if failed == Some(ErrorCode::ConnectionLoss)
+                && !request.is_write()
+                && attempt < limits::ZK_READ_ATTEMPTS =>
             {
                 tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt))).await;
             }
@@ -752,7 +757,11 @@ async fn read(
                 read: Box::new(request),
             },
         };
-        return native(node, conn, request).await;
+        return match native(node, conn, request).await? {
+            // Counted as seen by `native`, failures included.
+            Reply::AtZxid { reply, .. } => *reply,
+            other => Ok(other),
+        };
     };
     let watched = Request::Watch {
         path: path.clone(),

@@ -155,6 +155,7 @@ pub fn zxid_of(reply: &Reply) -> i64 {
         Reply::Data { stat, .. } | Reply::Children { stat, .. } => stat_zxid(stat),
         Reply::Exists(Some(stat)) => stat_zxid(stat),
         Reply::Watched { reply, zxid } => zxid_of(reply).max(*zxid),
+        Reply::AtZxid { reply, zxid } => (**reply).as_ref().map_or(0, zxid_of).max(*zxid),
         _ => 0,
     }
 }
