@@ -724,7 +724,8 @@ async fn serve_at_zxid(
 /// A replica cut off from its leader answers nothing from itself (ZooKeeper's timeliness: a
 /// server without a leader stops serving), so how stale a read can be stays bounded.
 async fn catch_up(node: &Node, scope: &Scope, seen: i64) -> Result<(), ApiError> {
-    if scope.view().read().tree.last_zxid() >= seen && follows_live_leader(node, scope) {
+    let applied = scope.view().read().tree.last_zxid();
+    if applied >= seen && follows_live_leader(node, scope) {
         return Ok(());
     }
     linearize(node, scope).await
