@@ -1,6 +1,7 @@
 //! The native client: one QUIC connection to one node at a time, failing over to the next
 //! endpoint when a node is unreachable. Reads are linearizable (the server confirms with the
-//! scope's leader); writes are retried on another node only when they surely were not sent.
+//! scope's leader) unless the client asks for ZooKeeper's sequential ones ([`Client::with_reads`]);
+//! writes are retried on another node only when they surely were not sent.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -174,13 +175,7 @@ impl Client {
 
     /// Sends a `GetData`, `Exists` or `GetChildren` as this client's read consistency asks.
     async fn read(&self, read: Request) -> Result<Reply, Error> {
-        let request = match self.reads {
-            Reads::Linearizable => read,
-            Reads::Sequential => Request::Sequential {
-                seen: self.last_zxid(),
-                read: Box::new(read),
-            },
-        };
+        let request = self.reads.request(read, self.last_zxid());
         match self.request(&request).await? {
             Reply::AtZxid { reply, zxid } => {
                 // The state it was read at is seen, whatever the read found there.
@@ -351,13 +346,6 @@ impl Client {
                 }
             };
             match link.call(&conn, request).await {
-                // A sequential read's failure comes inside the zxid it was (not) read at.
-                Ok(Ok(Reply::AtZxid { reply, .. })) if matches!(&*reply, Err(e) if e.code == ErrorCode::ConnectionLoss) =>
-                {
-                    last = format!("{reply:?}");
-                    link.fail_over(i).await;
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
                 Ok(Ok(reply)) => return Ok(reply),
                 Ok(Err(e)) if e.code == ErrorCode::ConnectionLoss && idempotent => {
                     last = e.to_string();

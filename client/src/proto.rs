@@ -363,6 +363,20 @@ pub enum Reads {
     Sequential,
 }
 
+impl Reads {
+    /// `read` (a `GetData`, `Exists` or `GetChildren`) as this consistency asks it, from a
+    /// client that has seen zxid `seen`.
+    pub fn request(self, read: Request, seen: i64) -> Request {
+        match self {
+            Reads::Linearizable => read,
+            Reads::Sequential => Request::Sequential {
+                seen,
+                read: Box::new(read),
+            },
+        }
+    }
+}
+
 impl std::str::FromStr for Reads {
     type Err = String;
     fn from_str(s: &str) -> Result<Reads, String> {
@@ -490,7 +504,8 @@ pub enum Request {
     /// after a linearizable read index. A node that must forward it sends it linearizable.
     /// Answered with `Reply::AtZxid`: the read's response and the zxid of the state it was
     /// read at, which the client has seen from then on (a `NoNode` reveals no Stat, but a
-    /// later read elsewhere must not show the node again).
+    /// later read elsewhere must not show the node again); a read that could not be made (no
+    /// leader to catch up from) fails outright.
     Sequential {
         seen: i64,
         read: Box<Request>,

@@ -512,13 +512,7 @@ async fn serve_local(
             linearize(node, scope).await?;
             read_tree(&scope.view().read().tree, request, principal.auth())
         }
-        Request::Sequential { .. } => {
-            let (response, zxid) = serve_at_zxid(node, scope, principal, session, request).await;
-            Ok(Reply::AtZxid {
-                reply: Box::new(response),
-                zxid,
-            })
-        }
+        Request::Sequential { .. } => serve_at_zxid(node, scope, principal, session, request).await,
         Request::GetAcl { path } => {
             linearize(node, scope).await?;
             let (acl, stat) = scope.view().read().tree.get_acl(path, principal.auth())?;
@@ -626,13 +620,7 @@ async fn serve_local(
             "sessions and watches are served by the node the client is connected to, on a \
              connection with a session",
         )),
-        Request::AtZxid(inner) => {
-            let (response, zxid) = serve_at_zxid(node, scope, principal, session, inner).await;
-            Ok(Reply::AtZxid {
-                reply: Box::new(response),
-                zxid,
-            })
-        }
+        Request::AtZxid(inner) => serve_at_zxid(node, scope, principal, session, inner).await,
         Request::Session(request) => {
             if !principal.has_role(crate::policy::NODE_ROLE) {
                 return Err(ApiError::new(
@@ -676,25 +664,29 @@ async fn serve_local(
     }
 }
 
-/// Serves `request` and tells the zxid it saw: a read's, taken with the read; a write's own.
+/// Serves `request` and answers `Reply::AtZxid` with the zxid it saw: a read's, taken with
+/// the read (whatever the read found); a write's own. A read that could not be made (no
+/// leader, a malformed request) fails outright, with no zxid.
 async fn serve_at_zxid(
     node: &Node,
     scope: &Scope,
     principal: &crate::policy::admission::Principal,
     session: i64,
     request: &Request,
-) -> (Response, i64) {
+) -> Response {
     let (read, seen) = match request {
         Request::GetData { .. } | Request::Exists { .. } | Request::GetChildren { .. } => {
             (request, None)
         }
-        Request::Sequential { seen, read } => match tree_read(read) {
-            Ok(()) => (&**read, Some(*seen)),
-            Err(e) => return (Err(e), 0),
-        },
+        Request::Sequential { seen, read } => {
+            tree_read(read)?;
+            (&**read, Some(*seen))
+        }
         Request::AtZxid(_) => {
-            let nested = ApiError::new(ErrorCode::BadArguments, "AtZxid inside AtZxid");
-            return (Err(nested), 0);
+            return Err(ApiError::new(
+                ErrorCode::BadArguments,
+                "AtZxid inside AtZxid",
+            ));
         }
         other => {
             let response = Box::pin(serve_local(node, scope, principal, session, other)).await;
@@ -702,19 +694,21 @@ async fn serve_at_zxid(
                 Ok(Reply::Write { zxid, .. } | Reply::Multi { zxid, .. }) => *zxid,
                 _ => scope.view().read().tree.last_zxid(),
             };
-            return (response, zxid);
+            return Ok(Reply::AtZxid {
+                reply: Box::new(response),
+                zxid,
+            });
         }
     };
-    let fresh = match seen {
-        Some(seen) => catch_up(node, scope, seen).await,
-        None => linearize(node, scope).await,
-    };
-    if let Err(e) = fresh {
-        return (Err(e), 0);
+    match seen {
+        Some(seen) => catch_up(node, scope, seen).await?,
+        None => linearize(node, scope).await?,
     }
     let state = scope.view().read();
-    let response = read_tree(&state.tree, read, principal.auth());
-    (response, state.tree.last_zxid())
+    Ok(Reply::AtZxid {
+        reply: Box::new(read_tree(&state.tree, read, principal.auth())),
+        zxid: state.tree.last_zxid(),
+    })
 }
 
 /// Makes this node's view of the scope hold every write a client that has seen zxid `seen`

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 
 use scopekeeper_client::proto::{
-    ApiError, ErrorCode, Id, Op, Reads, Reply, Request, ServerFrame, SessionCredentials, WatchKind,
+    ApiError, ErrorCode, Id, Op, Reply, Request, ServerFrame, SessionCredentials, WatchKind,
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::sync::mpsc;
@@ -476,16 +476,11 @@ async fn native(node: &Node, conn: &Connection, request: Request) -> Result<Repl
             request.clone(),
         )
         .await;
-        // A sequential read's failure comes inside the zxid it was (not) read at.
-        let failed = match &answer {
-            Err(e) => Some(e.code),
-            Ok(Reply::AtZxid { reply, .. }) => (**reply).as_ref().err().map(|e| e.code),
-            Ok(_) => None,
-        };
         match answer {
-            _ if failed == Some(ErrorCode::ConnectionLoss)
-                && !request.is_write()
-                && attempt < limits::ZK_READ_ATTEMPTS =>
+            Err(e)
+                if e.code == ErrorCode::ConnectionLoss
+                    && !request.is_write()
+                    && attempt < limits::ZK_READ_ATTEMPTS =>
             {
                 tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt))).await;
             }
@@ -750,13 +745,8 @@ async fn read(
         ));
     };
     let Some(kind) = watch else {
-        let request = match node.0.config.zk_reads {
-            Reads::Linearizable => request,
-            Reads::Sequential => Request::Sequential {
-                seen: conn.last_zxid.load(Ordering::Acquire),
-                read: Box::new(request),
-            },
-        };
+        let seen = conn.last_zxid.load(Ordering::Acquire);
+        let request = node.0.config.zk_reads.request(request, seen);
         return match native(node, conn, request).await? {
             // Counted as seen by `native`, failures included.
             Reply::AtZxid { reply, .. } => *reply,
