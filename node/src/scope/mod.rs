@@ -14,6 +14,7 @@ pub mod log_store;
 pub mod network;
 pub mod read_rounds;
 pub mod snapshot;
+pub mod snapshot_builder;
 pub mod state_machine;
 #[cfg(test)]
 mod storage_suite;

@@ -12,13 +12,14 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftStateMachine};
-use openraft::{EntryPayload, OptionalSend, RaftSnapshotBuilder};
+use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
 use super::genesis::{self, Newborns};
 use super::governance::{self, ActivePolicy, Governance, GovernanceMeta};
 use super::load::Load;
 use super::snapshot::{self, SnapshotFile};
+use super::snapshot_builder::{Frozen, SnapshotBuilder};
 use super::tenure::Tenure;
 use super::types::{
     Body, CommandOutcome, CommandResult, LogId, Proposal, SetPolicy, SnapshotMeta,
@@ -432,6 +433,32 @@ impl ScopeStateMachine {
     /// The replica's tenure, for its log to share.
     pub fn tenure(&self) -> Tenure {
         self.tenure.clone()
+    }
+
+    /// The scope as it is now, for a snapshot read from its rows rather than from memory
+    /// (see `snapshot_builder`); `None` if its rows do not hold all of it yet. Called between
+    /// two applies, when every applied change is in the rows.
+    fn freeze(&self) -> Option<Frozen> {
+        let unpersisted = !self
+            .unpersisted
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        if unpersisted || self.newborns.is_pending(self.scope) {
+            return None;
+        }
+        let state = self.view.read();
+        let meta = state.snapshot_meta();
+        let header = snapshot::header(&meta, &state)
+            .inspect_err(|e| tracing::warn!(scope = self.scope, "encoding a snapshot header: {e}"))
+            .ok()?;
+        Some(Frozen {
+            meta,
+            header,
+            rows: self.store.db.snapshot(),
+            delegated: state.tree.delegated().clone(),
+            znodes: state.tree.len() as u64,
+        })
     }
 
     /// Adds the applied position and governance to `batch`, so they commit with the data.
@@ -1003,83 +1030,9 @@ impl ScopeStateMachine {
     }
 }
 
-impl RaftSnapshotBuilder<TypeConfig> for ScopeStateMachine {
-    type SnapshotData = SnapshotFile;
-
-    async fn build_snapshot(
-        &mut self,
-    ) -> Result<openraft::alias::SnapshotOf<TypeConfig, SnapshotFile>, io::Error> {
-        let started = std::time::Instant::now();
-        let meta = self.view.read().snapshot_meta();
-        if let Some(meta) = self
-            .newborns
-            .owed_first_snapshot(self.scope)
-            .filter(|owed| *owed == meta)
-        {
-            // A new child's first snapshot, which raft builds before its group starts: its
-            // birth writes the file from the rows it moves (`genesis`).
-            let path = self.snapshot_dir.join(snapshot::file_name(&meta));
-            return Ok(openraft::Snapshot {
-                meta,
-                snapshot: SnapshotFile { path },
-            });
-        }
-        // Everything applied so far becomes durable first: the log behind this snapshot may be
-        // purged as soon as it exists.
-        self.store.sync_now()?;
-        let synced_ms = started.elapsed().as_millis() as u64;
-        let (meta, bytes) = {
-            let state = self.view.read();
-            let meta = state.snapshot_meta();
-            let bytes = snapshot::encode(&meta, &state)?;
-            (meta, bytes)
-        };
-        let encoded_ms = started.elapsed().as_millis() as u64;
-        let path = self.snapshot_dir.join(snapshot::file_name(&meta));
-        let dir = self.snapshot_dir.clone();
-        let written = path.clone();
-        let tenure = self.tenure.clone();
-        let write = move || -> io::Result<()> {
-            tenure.write("writing a snapshot", || {
-                snapshot::write_atomically(&written, &bytes)?;
-                snapshot::remove_older(&dir, &written)
-            })
-        };
-        if meta.last_log_id == Some(genesis_log_id()) {
-            // A new scope's first snapshot, which raft builds before the scope starts: every
-            // first member holds the same state from the creation, so only a later member
-            // needs the file, and a send that finds it missing is retried. Written behind the
-            // scope's start, which a split's child would otherwise wait for; lost in a crash,
-            // it is built again at the next start.
-            let scope = self.scope;
-            tokio::task::spawn_blocking(move || {
-                if let Err(e) = write() {
-                    tracing::warn!(scope, "writing the scope's first snapshot: {e}");
-                }
-            });
-        } else {
-            tokio::task::spawn_blocking(write)
-                .await
-                .map_err(|e| io::Error::other(format!("snapshot writer panicked: {e}")))??;
-        }
-        tracing::info!(
-            scope = self.scope,
-            ms = started.elapsed().as_millis() as u64,
-            synced_ms,
-            encoded_ms,
-            "built snapshot {}",
-            path.display()
-        );
-        Ok(openraft::Snapshot {
-            meta,
-            snapshot: SnapshotFile { path },
-        })
-    }
-}
-
 impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
     type SnapshotData = SnapshotFile;
-    type SnapshotBuilder = Self;
+    type SnapshotBuilder = SnapshotBuilder;
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let state = self.view.read();
@@ -1412,7 +1365,15 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        self.clone()
+        SnapshotBuilder {
+            scope: self.scope,
+            store: self.store.clone(),
+            snapshot_dir: self.snapshot_dir.clone(),
+            tenure: self.tenure.clone(),
+            newborns: self.newborns.clone(),
+            view: self.view.clone(),
+            frozen: self.freeze(),
+        }
     }
 
     async fn install_snapshot(
@@ -1533,7 +1494,7 @@ mod tests {
         sm.apply(stream::iter(vec![create(1, "/a")]))
             .await
             .expect("apply");
-        let mut builder = sm.clone();
+        let mut builder = sm.get_snapshot_builder().await;
         assert_eq!(stored_scope_ids(&store).expect("ids"), vec![7]);
 
         sm.tenure().end();
@@ -1571,7 +1532,12 @@ mod tests {
         .expect("sm");
         let entries = vec![create(1, "/a"), create(2, "/a/b"), create(3, "/c")];
         leader.apply(stream::iter(entries)).await.expect("apply");
-        let snapshot = leader.build_snapshot().await.expect("snapshot");
+        let snapshot = leader
+            .get_snapshot_builder()
+            .await
+            .build_snapshot()
+            .await
+            .expect("snapshot");
 
         // The follower crashed after placing the file and before the fjall batch.
         let follower_dir = tempfile::tempdir().expect("tempdir");
@@ -1684,5 +1650,67 @@ mod tests {
         assert_eq!(reopen(7).expect("parent").view().read().tree, parent_tree);
         let leftover = store.tree.prefix(key(7, b"/a/")).count();
         assert_eq!(leftover, 0, "the parent's rows of the child are gone");
+    }
+
+    /// A snapshot is read from the rows as they were when its builder was made, while applies
+    /// go on; the rows of a subtree carved off to a child that is not born yet are skipped.
+    #[tokio::test]
+    async fn a_snapshot_is_the_scope_as_it_was_when_its_builder_was_made() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let newborns = Newborns::default();
+        newborns.crash_before_births();
+        let mut sm = ScopeStateMachine::open(
+            store.clone(),
+            7,
+            engine(),
+            Default::default(),
+            None,
+            newborns,
+        )
+        .expect("sm");
+        let split = Command {
+            stamp: Stamp {
+                zxid_hint: 5,
+                time_ms: 0,
+            },
+            body: Body::Split { path: "/a".into() },
+        };
+        let entries = vec![
+            create(1, "/a"),
+            create(2, "/a/b"),
+            create(3, "/ab"),
+            create(4, "/c"),
+            Ok((
+                Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, 5), split),
+                None,
+            )),
+        ];
+        sm.apply(stream::iter(entries)).await.expect("apply");
+        assert!(store.tree.contains_key(key(7, b"/a/b")).expect("read"));
+
+        let mut builder = sm.get_snapshot_builder().await;
+        assert!(builder.frozen.is_some(), "read from the rows");
+        let expected = {
+            let view = sm.view();
+            let state = view.read();
+            snapshot::encode(&state.snapshot_meta(), &state).expect("encode")
+        };
+        sm.apply(stream::iter(vec![create(6, "/d")]))
+            .await
+            .expect("apply");
+        let built = builder.build_snapshot().await.expect("snapshot");
+        let bytes = std::fs::read(&built.snapshot.path).expect("read the file");
+        assert!(
+            bytes == expected,
+            "the snapshot differs from the state it was made at"
+        );
+        let paths: Vec<String> = snapshot::decode(&built.snapshot.path)
+            .expect("decode")
+            .znodes
+            .into_iter()
+            .map(|(p, _)| p)
+            .collect();
+        assert_eq!(paths, vec!["/", "/ab", "/c"]);
     }
 }
