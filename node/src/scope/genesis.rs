@@ -189,7 +189,6 @@ pub fn spawn(
     let runtime = tokio::runtime::Handle::current();
     let nursery = newborns.clone();
     let birth = move || {
-        yield_to_serving();
         let started = std::time::Instant::now();
         let FirstSnapshot {
             path,
@@ -240,7 +239,8 @@ pub fn spawn(
             if opened.is_err() {
                 tracing::warn!(scope = id, "the new scope has not opened yet");
             }
-            let written = snapshot::finish(file).and_then(|bytes| {
+            let written = at_low_priority(|| {
+                let bytes = snapshot::finish(file)?;
                 snapshot::write_atomically(&path, &bytes)?;
                 snapshot::remove_older(path.parent().unwrap_or(&path), &path)
             });
@@ -270,13 +270,33 @@ pub fn spawn(
     }
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10). A birth moves every row of the
-/// new scope on each of its anchors at once; at normal priority, on a machine with few cores,
-/// it takes the CPU from the writes it is there to keep flowing. The new scope serves from
-/// memory meanwhile, so its birth can wait. (bench/split.sh, 500k znodes moved on the 2-core
-/// dev cluster: the longest write gap was 609 ms with the move in one batch at normal
-/// priority, 224-425 ms in batches at nice 10.)
-fn yield_to_serving() {
+/// Runs `work` on a thread of its own at a lower scheduling priority (nice 10) and returns its
+/// result. A birth moves every row of the new scope on each of its anchors at once; at normal
+/// priority, on a machine with few cores, it takes the CPU from the writes it is there to keep
+/// flowing, and the new scope serves from memory meanwhile, so its birth can wait.
+/// (bench/split.sh, 500k znodes moved on the 2-core dev cluster: the longest write gap was
+/// 609 ms with the move in one batch at normal priority, 224-425 ms in batches at nice 10.)
+///
+/// Only steps that hold no lock the node's writers wait for are lowered: a lowered thread
+/// holding the journal lock on a busy machine is preempted by the very writers waiting for
+/// it. Without privilege a thread cannot raise its priority again, hence a thread per step
+/// rather than lowering the birth's own.
+fn at_low_priority<T: Send>(work: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
+    std::thread::scope(|s| {
+        let handle = std::thread::Builder::new()
+            .name("scope-birth-io".into())
+            .spawn_scoped(s, || {
+                lower_priority();
+                work()
+            })
+            .map_err(|e| fs_err("starting a thread to move a new scope's rows", e))?;
+        handle
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+fn lower_priority() {
     // SAFETY: gettid and setpriority take plain integers and touch no memory of ours. On Linux
     // a nice value belongs to the thread, so this thread alone is lowered.
     let lowered = unsafe {
@@ -285,7 +305,7 @@ fn yield_to_serving() {
     };
     if lowered != 0 {
         tracing::debug!(
-            "could not lower the birth thread's priority: {}",
+            "could not lower a scope birth's priority: {}",
             std::io::Error::last_os_error()
         );
     }
@@ -331,7 +351,7 @@ fn move_rows(
     store: &Store,
     child: ScopeId,
     parent: ScopeId,
-    mut records: Option<&mut Vec<u8>>,
+    records: Option<&mut Vec<u8>>,
 ) -> io::Result<usize> {
     let meta_key = key(child, super::state_machine::APPLIED);
     let mut meta: AppliedMeta = match store
@@ -347,43 +367,25 @@ fn move_rows(
         return Ok(0);
     }
     let root = meta.identity.root.clone();
-    let mut rows = Vec::new();
-    for guard in store.tree.prefix(key(parent, root.as_bytes())) {
-        let (k, v) = guard
-            .into_inner()
-            .map_err(|e| io_err("reading a parent's rows", e))?;
-        let path =
-            std::str::from_utf8(&k[8..]).map_err(|_| corrupt("znode key", "path is not UTF-8"))?;
-        // The prefix `/a` also finds `/ab`.
-        if !scopekeeper_client::path::is_within(path, &root) {
-            continue;
-        }
-        if let Some(records) = records.as_deref_mut() {
-            snapshot::push_raw_record(records, path, crate::storage::unseal("znode", &v)?)?;
-        }
-        rows.push((k, v));
-    }
+    let rows = at_low_priority(|| read_rows(store, parent, &root, records))?;
     let moved = rows.len();
     if moved > 0 {
         let fail = |e| io_err("moving a new child scope's rows", e);
+        let tables = NewTables::since_now(&store.tree)?;
         let mut ingestion = store.tree.start_ingestion().map_err(fail)?;
-        // Keys go in ascending order: the child's rows and the parent's tombstones are two
-        // runs, in the order of the two ids.
-        let inserts = rows
-            .iter()
-            .map(|(k, v)| (key(child, &k[8..]), Some(v.clone())));
-        let tombstones = rows.iter().map(|(k, _)| (k.to_vec(), None));
-        let ordered: Box<dyn Iterator<Item = (Vec<u8>, Option<fjall::Slice>)>> = if child < parent {
-            Box::new(inserts.chain(tombstones))
-        } else {
-            Box::new(tombstones.chain(inserts))
+        let mut put = |k: Vec<u8>, v: Option<fjall::Slice>| match v {
+            Some(v) => ingestion.write(k, v),
+            None => ingestion.write_tombstone(k),
         };
-        for (k, v) in ordered {
-            match v {
-                Some(v) => ingestion.write(k, v).map_err(fail)?,
-                None => ingestion.write_tombstone(k).map_err(fail)?,
-            }
-        }
+        // At normal priority: fjall's ingestion cannot move between threads, and `finish` holds the node's journal lock, which every write of every scope here
+        // waits for. It also flushes the keyspace's memtable and fsyncs the last table, so both
+        // are done without the lock first. (bench/split.sh, 500k znodes: written and finished
+        // at nice 10, the lock was held for 240-580 ms.)
+        write_rows(&mut put, &tables, child, parent, &rows)?;
+        store
+            .tree
+            .rotate_memtable_and_wait()
+            .map_err(|e| io_err("flushing the znode rows' memtable", e))?;
         ingestion.finish().map_err(fail)?;
     }
     let moved_before = || {
@@ -407,4 +409,117 @@ fn move_rows(
         .insert(meta_key, encode("applied position", &meta)?)
         .map_err(|e| io_err("moving a new child scope's rows", e))?;
     Ok(moved)
+}
+
+/// The parent's rows below `root`, each appended to `records` as a snapshot record if given.
+fn read_rows(
+    store: &Store,
+    parent: ScopeId,
+    root: &str,
+    mut records: Option<&mut Vec<u8>>,
+) -> io::Result<Vec<(fjall::Slice, fjall::Slice)>> {
+    let mut rows = Vec::new();
+    for guard in store.tree.prefix(key(parent, root.as_bytes())) {
+        let (k, v) = guard
+            .into_inner()
+            .map_err(|e| io_err("reading a parent's rows", e))?;
+        let path =
+            std::str::from_utf8(&k[8..]).map_err(|_| corrupt("znode key", "path is not UTF-8"))?;
+        // The prefix `/a` also finds `/ab`.
+        if !scopekeeper_client::path::is_within(path, root) {
+            continue;
+        }
+        if let Some(records) = records.as_deref_mut() {
+            snapshot::push_raw_record(records, path, crate::storage::unseal("znode", &v)?)?;
+        }
+        rows.push((k, v));
+    }
+    Ok(rows)
+}
+
+/// Writes `rows` under `child`'s keys, and the parent's tombstones, with `put` (an
+/// ingestion's write: nothing is visible before its `finish`). Its tables are on disk when
+/// this returns.
+fn write_rows(
+    put: &mut impl FnMut(Vec<u8>, Option<fjall::Slice>) -> fjall::Result<()>,
+    tables: &NewTables,
+    child: ScopeId,
+    parent: ScopeId,
+    rows: &[(fjall::Slice, fjall::Slice)],
+) -> io::Result<()> {
+    let fail = |e| io_err("moving a new child scope's rows", e);
+    let mut unsynced = 0usize;
+    // Keys go in ascending order: the child's rows and the parent's tombstones are two runs,
+    // in the order of the two ids.
+    let inserts = rows
+        .iter()
+        .map(|(k, v)| (key(child, &k[8..]), Some(v.clone())));
+    let tombstones = rows.iter().map(|(k, _)| (k.to_vec(), None));
+    let ordered: Box<dyn Iterator<Item = (Vec<u8>, Option<fjall::Slice>)>> = if child < parent {
+        Box::new(inserts.chain(tombstones))
+    } else {
+        Box::new(tombstones.chain(inserts))
+    };
+    for (k, v) in ordered {
+        unsynced += k.len() + v.as_ref().map_or(0, |v| v.len());
+        put(k, v).map_err(fail)?;
+        // A little at a time, so that the journal's fsyncs never queue behind a large
+        // write-back, and none is left for `finish`.
+        if unsynced >= crate::limits::GENESIS_SYNC_BYTES {
+            tables.sync()?;
+            unsynced = 0;
+        }
+    }
+    tables.sync()
+}
+
+/// The table files an ingestion writes, found as the files of the keyspace's tables folder that
+/// were not there when it started (a flush or compaction that finishes meanwhile adds some
+/// too; syncing those is harmless). fjall's ingestion has no hook to sync its tables as it
+/// writes them, so [`NewTables::sync`] does it from outside, through the page cache they share.
+struct NewTables {
+    folder: PathBuf,
+    before: std::collections::BTreeSet<std::ffi::OsString>,
+}
+
+impl NewTables {
+    fn since_now(keyspace: &fjall::Keyspace) -> io::Result<NewTables> {
+        let folder = keyspace.path().join("tables");
+        let before = Self::names(&folder)?;
+        Ok(NewTables { folder, before })
+    }
+
+    fn names(
+        folder: &std::path::Path,
+    ) -> io::Result<std::collections::BTreeSet<std::ffi::OsString>> {
+        let listing = match std::fs::read_dir(folder) {
+            Ok(listing) => listing,
+            // No table yet: the ingestion makes the folder.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Default::default()),
+            Err(e) => return Err(fs_err("listing the znode rows' tables", e)),
+        };
+        listing
+            .map(|entry| entry.map(|e| e.file_name()))
+            .collect::<io::Result<_>>()
+            .map_err(|e| fs_err("listing the znode rows' tables", e))
+    }
+
+    /// Writes the new tables' data written so far to disk.
+    fn sync(&self) -> io::Result<()> {
+        for name in Self::names(&self.folder)?.difference(&self.before) {
+            match std::fs::File::open(self.folder.join(name)) {
+                Ok(file) => file
+                    .sync_data()
+                    .map_err(|e| fs_err("writing a new child scope's tables to disk", e))?,
+                // Compacted away already: on disk in its successor, or not needed.
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(fs_err("opening a new child scope's table", e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+fn fs_err(what: &str, e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
 }
