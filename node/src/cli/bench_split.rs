@@ -37,8 +37,8 @@ pub struct SplitReport {
     pub split: Duration,
     /// (longest gap in the AFTER before the split, longest gap from the split's start to AFTER
     /// past its end)
-    pub split_half: (Duration, Duration),
-    pub rest_half: (Duration, Duration),
+    pub split_half: (Gap, Gap),
+    pub rest_half: (Gap, Gap),
     pub write_errors: u64,
     /// The first error a writer saw, if any.
     pub first_error: Option<String>,
@@ -59,14 +59,16 @@ pub async fn run(config: ClientConfig, znodes: usize, value_size: usize) -> anyh
     );
     println!("longest stretch without an acknowledged write ({WRITERS} writers per half):");
     println!(
-        "  in the split subtree:   {:>7.0} ms during the split, {:>5.0} ms in as long before it",
-        ms(report.split_half.1),
-        ms(report.split_half.0)
+        "  in the split subtree:   {:>7.0} ms during the split (from +{:.0} ms), {:>5.0} ms in as long before it",
+        ms(report.split_half.1.length),
+        ms(report.split_half.1.from),
+        ms(report.split_half.0.length)
     );
     println!(
-        "  in the rest of the scope: {:>5.0} ms during the split, {:>5.0} ms in as long before it",
-        ms(report.rest_half.1),
-        ms(report.rest_half.0)
+        "  in the rest of the scope: {:>5.0} ms during the split (from +{:.0} ms), {:>5.0} ms in as long before it",
+        ms(report.rest_half.1.length),
+        ms(report.rest_half.1.from),
+        ms(report.rest_half.0.length)
     );
     match &report.first_error {
         Some(first) => println!("write errors: {} (the first: {first})", report.write_errors),
@@ -205,15 +207,32 @@ async fn measure(
     })
 }
 
+/// A stretch with no acknowledged write: how long, and where it began after its window's start.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Gap {
+    pub length: Duration,
+    pub from: Duration,
+}
+
 /// The longest time in [from, to] with no acknowledgement in `acks` (sorted).
-fn longest_gap(acks: &[Instant], from: Instant, to: Instant) -> Duration {
+fn longest_gap(acks: &[Instant], from: Instant, to: Instant) -> Gap {
     let mut last = from;
-    let mut longest = Duration::ZERO;
-    for &t in acks.iter().filter(|t| **t > from && **t <= to) {
-        longest = longest.max(t - last);
+    let mut longest = Gap::default();
+    for t in acks
+        .iter()
+        .copied()
+        .filter(|t| *t > from && *t <= to)
+        .chain(std::iter::once(to))
+    {
+        if t - last > longest.length {
+            longest = Gap {
+                length: t - last,
+                from: last - from,
+            };
+        }
         last = t;
     }
-    longest.max(to - last)
+    longest
 }
 
 fn create(path: &str, data: &[u8]) -> Op {
@@ -241,12 +260,14 @@ mod tests {
     fn gaps_count_the_edges_of_the_window() {
         let t0 = Instant::now();
         let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let ms = Duration::from_millis;
         let acks = [at(10), at(20), at(70), at(80)];
-        assert_eq!(longest_gap(&acks, t0, at(100)), Duration::from_millis(50));
-        assert_eq!(
-            longest_gap(&acks, at(75), at(200)),
-            Duration::from_millis(120)
-        );
-        assert_eq!(longest_gap(&[], t0, at(30)), Duration::from_millis(30));
+        let gap = |length, from| Gap {
+            length: ms(length),
+            from: ms(from),
+        };
+        assert_eq!(longest_gap(&acks, t0, at(100)), gap(50, 20));
+        assert_eq!(longest_gap(&acks, at(75), at(200)), gap(120, 5));
+        assert_eq!(longest_gap(&[], t0, at(30)), gap(30, 0));
     }
 }
