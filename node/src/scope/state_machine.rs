@@ -1582,10 +1582,10 @@ mod tests {
         assert_eq!(again.view().read().tree, leader.view().read().tree);
     }
 
-    #[tokio::test]
-    async fn a_split_interrupted_before_its_child_is_born_is_finished_by_the_childs_opening() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let store = Store::open(dir.path()).expect("store");
+    /// Scope 7 with /a, /a/b, /ab and /c, then /a split off at log index 5 into a child that
+    /// is never born here (as if the node crashed right after the carve): the child's rows are
+    /// still the parent's.
+    async fn split_with_an_unborn_child(store: &Store) -> ScopeStateMachine {
         let newborns = Newborns::default();
         newborns.crash_before_births();
         let mut parent = ScopeStateMachine::open(
@@ -1615,6 +1615,14 @@ mod tests {
             )),
         ];
         parent.apply(stream::iter(entries)).await.expect("apply");
+        parent
+    }
+
+    #[tokio::test]
+    async fn a_split_interrupted_before_its_child_is_born_is_finished_by_the_childs_opening() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let parent = split_with_an_unborn_child(&store).await;
         let child = crate::scope::types::child_scope_id(7, 5);
         let parent_tree = parent.view().read().tree.clone();
         assert!(parent_tree.get("/a/b").is_none() && parent_tree.get("/ab").is_some());
@@ -1658,35 +1666,7 @@ mod tests {
     async fn a_snapshot_is_the_scope_as_it_was_when_its_builder_was_made() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path()).expect("store");
-        let newborns = Newborns::default();
-        newborns.crash_before_births();
-        let mut sm = ScopeStateMachine::open(
-            store.clone(),
-            7,
-            engine(),
-            Default::default(),
-            None,
-            newborns,
-        )
-        .expect("sm");
-        let split = Command {
-            stamp: Stamp {
-                zxid_hint: 5,
-                time_ms: 0,
-            },
-            body: Body::Split { path: "/a".into() },
-        };
-        let entries = vec![
-            create(1, "/a"),
-            create(2, "/a/b"),
-            create(3, "/ab"),
-            create(4, "/c"),
-            Ok((
-                Entry::new_normal(openraft::testing::log_id::<TypeConfig>(1, 1, 5), split),
-                None,
-            )),
-        ];
-        sm.apply(stream::iter(entries)).await.expect("apply");
+        let mut sm = split_with_an_unborn_child(&store).await;
         assert!(store.tree.contains_key(key(7, b"/a/b")).expect("read"));
 
         let mut builder = sm.get_snapshot_builder().await;
