@@ -33,7 +33,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 class Capped:
     """Processes, each in a cgroup of its own with a CPU quota; all killed and removed at the end."""
 
-    def __init__(self, tag):
+    def __init__(self, tag, quota_us=QUOTA_US):
+        self.quota_us = quota_us
         self.root = os.path.join(CPU_CGROUPS, f"sk-scaling-{tag}-{os.getpid()}")
         os.makedirs(self.root, exist_ok=True)
         self.procs = []
@@ -45,7 +46,7 @@ class Capped:
         with open(os.path.join(group, "cpu.cfs_period_us"), "w") as f:
             f.write(str(PERIOD_US))
         with open(os.path.join(group, "cpu.cfs_quota_us"), "w") as f:
-            f.write(str(QUOTA_US))
+            f.write(str(self.quota_us))
         self.groups.append(group)
         # Into the cgroup before exec, so every thread the process starts is capped.
         wrapped = ["sh", "-c", f'echo $$ > {group}/cgroup.procs && exec "$@"', "sh"] + args
@@ -85,8 +86,9 @@ def quiet(args, env=None):
     return subprocess.run(args, capture_output=True, text=True, env=env)
 
 
-def scopekeeper_run(binary, work, n, seconds, spread):
-    d = os.path.join(work, f"sk-{n}")
+def scopekeeper_cluster(binary, d, n, capped):
+    """Starts N `scopekeeper serve` processes under `capped` (3 founders, the rest joined and
+    registered), with certificates and configs under D; returns the environment for the CLI."""
     certs = os.path.join(d, "certs")
     os.makedirs(certs)
     quiet([binary, "certs", "ca", "--dir", certs, "--cluster", "scale"]).check_returncode()
@@ -109,20 +111,25 @@ def scopekeeper_run(binary, work, n, seconds, spread):
                SCOPEKEEPER_KEY=f"{certs}/client-bench.key",
                SCOPEKEEPER_CONFIG=os.path.join(d, "client.toml"),
                SCOPEKEEPER_ENDPOINTS=",".join(addr(i) for i in range(1, FOUNDERS + 1)))
+    for i in range(1, n + 1):
+        mode = "--bootstrap" if i == 1 else "--join"
+        capped.spawn(f"node-{i}", [binary, "serve", "--config",
+                                   os.path.join(d, f"node-{i}", "node.toml"), mode],
+                     os.path.join(d, f"node-{i}", "node.log"))
+    wait_for("the founders' root scope",
+             lambda: quiet([binary, "ls", "/zookeeper/sessions"], env).stdout.count("\n") >= 4, 180)
+    for i in range(FOUNDERS + 1, n + 1):
+        wait_for(f"registering node {i}",
+                 lambda: quiet([binary, "node", "join", str(i), addr(i), "--label", f"zone=z{i}"],
+                               env).returncode == 0, 120)
+    env["SCOPEKEEPER_ENDPOINTS"] = ",".join(addr(i) for i in range(1, n + 1))
+    return env
+
+
+def scopekeeper_run(binary, work, n, seconds, spread):
     capped = Capped(f"sk{n}")
     try:
-        for i in range(1, n + 1):
-            mode = "--bootstrap" if i == 1 else "--join"
-            capped.spawn(f"node-{i}", [binary, "serve", "--config",
-                                       os.path.join(d, f"node-{i}", "node.toml"), mode],
-                         os.path.join(d, f"node-{i}", "node.log"))
-        wait_for("the founders' root scope",
-                 lambda: quiet([binary, "ls", "/zookeeper/sessions"], env).stdout.count("\n") >= 4, 180)
-        for i in range(FOUNDERS + 1, n + 1):
-            wait_for(f"registering node {i}",
-                     lambda: quiet([binary, "node", "join", str(i), addr(i), "--label", f"zone=z{i}"],
-                                   env).returncode == 0, 120)
-        env["SCOPEKEEPER_ENDPOINTS"] = ",".join(addr(i) for i in range(1, n + 1))
+        env = scopekeeper_cluster(binary, os.path.join(work, f"sk-{n}"), n, capped)
         out = quiet([binary, "bench", "--clients", str(CLIENTS_PER_NODE * n), "--mix", "create=1",
                      "--duration", str(seconds), "--value-size", "100", "--scopes", str(n),
                      "--scope-policy", spread, "--scope-params", '{"offset": {i}}', "--json"], env)
