@@ -149,7 +149,7 @@ impl PolicyEngine {
     }
 
     /// Takes a used instance to drop later, in [`PolicyEngine::make_ready`].
-    pub(super) fn retire(&self, used: EntryEvaluation) {
+    pub fn retire(&self, used: EntryEvaluation) {
         let mut instances = self.instances();
         if instances.retired.len() < limits::POLICY_RETIRED_MAX {
             instances.retired.push(used);
