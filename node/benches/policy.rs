@@ -85,7 +85,13 @@ fn main() -> anyhow::Result<()> {
         "\n{:<8} {:>26} {:>12}",
         "policy", "as apply runs it", "us/entry"
     );
-    for (name, params) in [("open", "")] {
+    for (name, params) in [
+        ("open", ""),
+        (
+            "limits",
+            r#"{"max_data_bytes": 1024, "max_children": 100000, "max_depth": 8}"#,
+        ),
+    ] {
         let bytes = repository_component(name)?;
         let compiled = engine.compile(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
         let entries = 20_000;
