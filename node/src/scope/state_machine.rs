@@ -185,7 +185,6 @@ impl ScopeView {
     }
 }
 
-#[derive(Clone)]
 pub struct ScopeStateMachine {
     scope: ScopeId,
     store: Store,
