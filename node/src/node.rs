@@ -686,6 +686,17 @@ impl Node {
             .clone()
     }
 
+    /// The routes of several paths, resolved against one state of the directory: another
+    /// task may learn a route at any moment, and paths resolved one lock at a time could
+    /// then land on both sides of a split that did not move any of them apart.
+    pub fn routes<'p>(&self, paths: impl IntoIterator<Item = &'p str>) -> Vec<Route> {
+        let directory = self.0.directory.read().unwrap_or_else(|e| e.into_inner());
+        paths
+            .into_iter()
+            .map(|p| directory.resolve(p).clone())
+            .collect()
+    }
+
     pub fn learn_route(&self, route: Route) {
         self.0
             .directory

@@ -378,27 +378,24 @@ async fn local_scope(node: &Node, route: &Route) -> Option<std::sync::Arc<Scope>
 
 /// A multi must stay within one scope until cross-scope commit exists.
 fn check_one_scope(node: &Node, ops: &[Op]) -> Result<(), ApiError> {
-    let Some(first) = ops.first() else {
+    let routes = node.routes(ops.iter().map(crate::tree::governing_path));
+    let Some(home) = routes.first() else {
         return Ok(());
     };
-    let home = node.route(crate::tree::governing_path(first));
-    for op in &ops[1..] {
-        let other = node.route(crate::tree::governing_path(op));
-        if other.scope != home.scope {
-            return Err(ApiError::new(
-                ErrorCode::Unimplemented,
-                format!(
-                    "a multi must stay within one scope: {} is in the scope rooted at {}, {} in the \
-                     one rooted at {}; split it into one multi per scope",
-                    first.path(),
-                    home.root,
-                    op.path(),
-                    other.root
-                ),
-            ));
-        }
+    match ops.iter().zip(&routes).find(|(_, r)| r.scope != home.scope) {
+        None => Ok(()),
+        Some((op, other)) => Err(ApiError::new(
+            ErrorCode::Unimplemented,
+            format!(
+                "a multi must stay within one scope: {} is in the scope rooted at {}, {} in the \
+                 one rooted at {}; split it into one multi per scope",
+                ops[0].path(),
+                home.root,
+                op.path(),
+                other.root
+            ),
+        )),
     }
-    Ok(())
 }
 
 /// Sends a request to an anchor of `route`'s scope, trying the next anchor only when the
