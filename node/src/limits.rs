@@ -158,8 +158,10 @@ pub const POLICY_STACK_BYTES_MAX: usize = 512 * 1024;
 /// Instances alive at once in a node's pool: one per entry being applied, per scope, and
 /// those made ahead or waiting to be dropped.
 pub const POLICY_INSTANCES_MAX: u32 = 256;
-/// Policies with an instance made ahead for their next entry.
+/// Instances made ahead for the next entries, of all policies together.
 pub const POLICY_READY_MAX: usize = 64;
+/// Instances made ahead for the next entries of one policy.
+pub const POLICY_READY_PER_POLICY: usize = 4;
 const _: () = assert!(POLICY_READY_MAX + POLICY_RETIRED_MAX <= POLICY_INSTANCES_MAX as usize / 2);
 
 /// Compiling a component that takes longer than this is refused before commit.

@@ -230,6 +230,54 @@ pub struct Placement {
     pub leader: Option<u64>,
 }
 
+/// The policy's parameters parsed by `parse`, once per instance rather than once per op.
+///
+/// The host judges all the ops of a log entry on one fresh instance, always with the same
+/// parameters, so a policy that parses JSON parameters in `admit` can parse them once here
+/// and keep the result for the entry's other ops (natively, for as long as `params` stays the
+/// same). Deterministic: whether a call parses depends only on the calls before it in the
+/// instance, which are the same on every anchor.
+///
+/// ```
+/// use scopekeeper_policy_sdk::parse_params_once;
+///
+/// fn max_len(params: &str) -> Result<usize, String> {
+///     params.trim().parse().map_err(|e| format!("max_len: {e}"))
+/// }
+/// let parses = std::cell::Cell::new(0);
+/// let parse = |p: &str| {
+///     parses.set(parses.get() + 1);
+///     max_len(p)
+/// };
+/// assert_eq!(*parse_params_once("12", parse), Ok(12));
+/// assert_eq!(*parse_params_once("12", parse), Ok(12));
+/// assert_eq!(parses.get(), 1, "the second call found the first one's result");
+/// assert_eq!(*parse_params_once("7", parse), Ok(7));
+/// assert_eq!(parses.get(), 2, "other parameters are parsed again");
+/// ```
+pub fn parse_params_once<T: 'static>(
+    params: &str,
+    parse: impl FnOnce(&str) -> T,
+) -> std::rc::Rc<T> {
+    use std::any::Any;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    thread_local! {
+        // One slot: a policy has one parameter type and, per instance, one parameter string.
+        static PARSED: RefCell<Option<(String, Rc<dyn Any>)>> = const { RefCell::new(None) };
+    }
+    let hit = PARSED.with_borrow(|slot| match slot {
+        Some((seen, parsed)) if seen == params => parsed.clone().downcast::<T>().ok(),
+        _ => None,
+    });
+    if let Some(parsed) = hit {
+        return parsed;
+    }
+    let parsed = Rc::new(parse(params));
+    PARSED.set(Some((params.to_string(), parsed.clone() as Rc<dyn Any>)));
+    parsed
+}
+
 /// A scope's rules. Only `admit` is required; the rest default to: any parameters are fine,
 /// a Raft majority suffices, anchors stay where they are, never split.
 pub trait Policy {

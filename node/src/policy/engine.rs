@@ -112,8 +112,12 @@ pub struct PolicyEngine {
 
 #[derive(Default)]
 struct Instances {
-    /// At most one per policy, for at most [`limits::POLICY_READY_MAX`] policies, made with [`limits::POLICY_FUEL_PER_ENTRY`].
-    ready: HashMap<PolicyHash, EntryEvaluation>,
+    /// Made with [`limits::POLICY_FUEL_PER_ENTRY`]: at most
+    /// [`limits::POLICY_READY_PER_POLICY`] per policy, [`limits::POLICY_READY_MAX`] in all. More
+    /// than one per policy because several scopes of a node (or the three anchors of
+    /// `scopekeeper dev`, in one process) may run the same policy: with one, they took it from
+    /// each other and most entries made their own instance after all.
+    ready: HashMap<PolicyHash, Vec<EntryEvaluation>>,
     /// Used, to be dropped; at most [`limits::POLICY_RETIRED_MAX`].
     retired: Vec<EntryEvaluation>,
 }
@@ -140,12 +144,12 @@ impl PolicyEngine {
         if fuel != limits::POLICY_FUEL_PER_ENTRY {
             return None;
         }
-        self.instances().ready.remove(&hash)
+        self.instances().ready.get_mut(&hash)?.pop()
     }
 
     #[cfg(test)]
-    pub(super) fn has_ready(&self, hash: PolicyHash) -> bool {
-        self.instances().ready.contains_key(&hash)
+    pub(super) fn ready_count(&self, hash: PolicyHash) -> usize {
+        self.instances().ready.get(&hash).map_or(0, Vec::len)
     }
 
     /// Takes a used instance to drop later, in [`PolicyEngine::make_ready`].
@@ -164,8 +168,10 @@ impl PolicyEngine {
     pub fn make_ready(&self, hash: PolicyHash, component: &[u8]) {
         let (retired, wanted) = {
             let mut instances = self.instances();
-            let wanted = !instances.ready.contains_key(&hash)
-                && instances.ready.len() < limits::POLICY_READY_MAX;
+            let total: usize = instances.ready.values().map(Vec::len).sum();
+            let wanted = instances.ready.get(&hash).map_or(0, Vec::len)
+                < limits::POLICY_READY_PER_POLICY
+                && total < limits::POLICY_READY_MAX;
             (std::mem::take(&mut instances.retired), wanted)
         };
         // Dropped outside the lock: returning slots to the pool is the slow part.
@@ -178,7 +184,7 @@ impl PolicyEngine {
         };
         let fuel = limits::POLICY_FUEL_PER_ENTRY;
         if let Ok(fresh) = EntryEvaluation::instantiate(self, &compiled, fuel) {
-            self.instances().ready.entry(hash).or_insert(fresh);
+            self.instances().ready.entry(hash).or_default().push(fresh);
         }
     }
 

@@ -102,6 +102,42 @@ fn limits_allows_and_denies_with_the_same_fuel_every_time() {
 }
 
 #[test]
+fn an_entry_parses_its_parameters_once() {
+    // The ops of one entry share an instance: `limits` parses its parameters for the first
+    // and finds them parsed for the rest, so later ops burn less fuel, the same on every run.
+    let engine = engine();
+    let params = r#"{"max_data_bytes": 4, "max_depth": 8}"#;
+    let compiled = engine.compile(&component("limits")).expect("compiles");
+    let entry = || {
+        let mut eval =
+            EntryEvaluation::begin(&engine, &compiled, crate::limits::POLICY_FUEL_PER_ENTRY)
+                .expect("instance");
+        let mut burnt = Vec::new();
+        let mut denied = Vec::new();
+        for data in [&b"ab"[..], b"abcdef", b"abc"] {
+            let before = eval.fuel_used();
+            let verdict = eval.admit(params, &mutation(data), &principal(), &context());
+            denied.push(matches!(
+                verdict.expect("runs").decision,
+                wit::Decision::Deny(_)
+            ));
+            burnt.push(eval.fuel_used() - before);
+        }
+        (denied, burnt)
+    };
+    let (denied, burnt) = entry();
+    assert_eq!(denied, [false, true, false]);
+    // Parsing is about a third of the first op (6.6k of fuel against 4.3k for the third).
+    assert!(
+        burnt[2] * 4 < burnt[0] * 3,
+        "the third op parsed again: {burnt:?}"
+    );
+    for _ in 0..3 {
+        assert_eq!(entry(), (denied.clone(), burnt.clone()));
+    }
+}
+
+#[test]
 fn an_infinite_loop_runs_out_of_fuel_and_traps() {
     let (result, fuel) = verdict(&engine(), "hostile", "loop", b"");
     match result {
@@ -325,14 +361,14 @@ fn an_instance_made_ahead_judges_as_one_made_on_the_spot() {
     let on_the_spot = [judge(b"abcd"), judge(b"abcde")];
     for _ in 0..50 {
         engine.make_ready(compiled.hash, &bytes);
-        assert!(
-            engine.has_ready(compiled.hash),
-            "no instance was made ahead"
-        );
+        let ready = engine.ready_count(compiled.hash);
+        assert!(ready > 0, "no instance was made ahead");
+        assert!(ready <= crate::limits::POLICY_READY_PER_POLICY);
         let ahead = judge(b"abcd");
-        assert!(
-            !engine.has_ready(compiled.hash),
-            "the entry did not take it"
+        assert_eq!(
+            engine.ready_count(compiled.hash),
+            ready - 1,
+            "the entry did not take one"
         );
         engine.make_ready(compiled.hash, &bytes);
         assert_eq!([ahead, judge(b"abcde")], on_the_spot);

@@ -6,7 +6,7 @@
 //! ```
 
 use scopekeeper_policy_sdk::{
-    Context, Mutation, OpKind, Policy, Principal, Verdict, export_policy,
+    Context, Mutation, OpKind, Policy, Principal, Verdict, export_policy, parse_params_once,
 };
 use serde::Deserialize;
 
@@ -55,9 +55,10 @@ impl Policy for LimitsPolicy {
     }
 
     fn admit(params: &str, m: &Mutation, _who: &Principal, ctx: &Context) -> Verdict {
-        let limits = match Limits::parse(params) {
-            Ok(l) => l,
-            Err(e) => return Verdict::deny("bad-params", e),
+        let parsed = parse_params_once(params, Limits::parse);
+        let limits = match &*parsed {
+            Ok(limits) => limits,
+            Err(e) => return Verdict::deny("bad-params", e.clone()),
         };
         if matches!(m.op, OpKind::Create | OpKind::SetData)
             && let Some(max) = limits.max_data_bytes

@@ -5,7 +5,7 @@
 //! identity a ZooKeeper client last authenticated as (`digest:<user>`).
 
 use scopekeeper_policy_sdk::{
-    Context, Mutation, OpKind, Policy, Principal, Verdict, export_policy,
+    Context, Mutation, OpKind, Policy, Principal, Verdict, export_policy, parse_params_once,
 };
 use serde::Deserialize;
 
@@ -86,9 +86,10 @@ impl Policy for RolesPolicy {
     }
 
     fn admit(params: &str, m: &Mutation, who: &Principal, _ctx: &Context) -> Verdict {
-        let rules = match Rules::parse(params) {
-            Ok(r) => r,
-            Err(e) => return Verdict::deny("bad-params", e),
+        let parsed = parse_params_once(params, Rules::parse);
+        let rules = match &*parsed {
+            Ok(rules) => rules,
+            Err(e) => return Verdict::deny("bad-params", e.clone()),
         };
         if m.op == OpKind::Check {
             return Verdict::allow();

@@ -3,7 +3,7 @@
 //! `allow_empty` (default true) lets empty nodes through, so parents can be created.
 
 use scopekeeper_policy_sdk::{
-    Context, Mutation, OpKind, Policy, Principal, Verdict, export_policy,
+    Context, Mutation, OpKind, Policy, Principal, Verdict, export_policy, parse_params_once,
 };
 use serde::Deserialize;
 
@@ -49,9 +49,10 @@ impl Policy for SchemaPolicy {
     }
 
     fn admit(params: &str, m: &Mutation, _who: &Principal, _ctx: &Context) -> Verdict {
-        let schema = match Schema::parse(params) {
-            Ok(s) => s,
-            Err(e) => return Verdict::deny("bad-params", e),
+        let parsed = parse_params_once(params, Schema::parse);
+        let schema = match &*parsed {
+            Ok(schema) => schema,
+            Err(e) => return Verdict::deny("bad-params", e.clone()),
         };
         if !matches!(m.op, OpKind::Create | OpKind::SetData) || !schema.covers(&m.path) {
             return Verdict::allow();
