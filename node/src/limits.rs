@@ -90,6 +90,12 @@ pub const GENESIS_SYNC_BYTES: usize = 4 * 1024 * 1024;
 /// scope: once to an anchor, once more if that node's route was stale too.
 pub const FORWARD_HOPS_MAX: u8 = 2;
 
+/// Entries of plain transactions whose rows may wait to be written together (a row changed
+/// by several of them is written once). A restart applies them again from the log.
+pub const ROWS_DEFERRED_ENTRIES_MAX: usize = 64;
+/// Changed paths whose rows may wait so.
+pub const ROWS_DEFERRED_PATHS_MAX: usize = 16 * 1024;
+
 /// Snapshot chunk on the wire.
 pub const SNAPSHOT_CHUNK_BYTES: usize = 1024 * 1024;
 

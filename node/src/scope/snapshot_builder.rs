@@ -6,13 +6,13 @@
 //! write gaps in a 1M-znode scope, one per snapshot). So the builder freezes what it needs when
 //! it is made and reads nothing from memory afterwards: the small state (the header) is encoded
 //! at once, and the znodes are read from a fjall snapshot of the scope's rows, taken at the
-//! same moment. Between two applies the rows are exactly the applied tree (every apply commits
-//! its batch before it returns), except the rows of subtrees carved off to new child scopes,
-//! which stay until the children's births move them and are skipped here.
+//! same moment. Making the builder first writes the rows applies deferred (see
+//! `ScopeStateMachine::apply`), so the rows are then exactly the applied tree, except the rows
+//! of subtrees carved off to new child scopes, which stay until the children's births move
+//! them and are skipped here.
 //!
-//! A scope whose changes are not all in its rows yet (one being born, which applies in memory,
-//! or one just born whose next apply persists what it applied meanwhile) is encoded from
-//! memory, under the lock, as before.
+//! A scope whose changes cannot all be in its rows yet (one being born, which applies in
+//! memory while its rows are still its parent's) is encoded from memory, under the lock.
 
 use std::collections::BTreeSet;
 use std::io;

@@ -193,16 +193,19 @@ pub struct ScopeStateMachine {
     snapshot_dir: PathBuf,
     events: Option<ScopeEvents>,
     newborns: Newborns,
-    /// Paths applied while the scope's rows were still its parent's (see `genesis`), for the
-    /// first batch after its birth to persist.
+    /// Paths changed in memory whose rows are not written yet: while the scope's rows were
+    /// still its parent's (see `genesis`), and, after its birth, by the batches of plain
+    /// transactions whose rows are written together (see `apply`).
     unpersisted: Arc<std::sync::Mutex<BTreeSet<String>>>,
+    /// Entries applied since the rows and the applied position were last written.
+    deferred_entries: usize,
     feed: ChangeFeed,
     /// Every write of this replica's rows and snapshot files goes through it.
     tenure: Tenure,
 }
 
-/// What one apply changed, for watches: published after the changes are durable and
-/// visible, in apply order.
+/// What one apply changed, for watches: published once the changes are visible (and
+/// committed in the log), in apply order.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FeedItem {
     /// The scope's last zxid after it: every change up to here has been published.
@@ -404,6 +407,7 @@ impl ScopeStateMachine {
             events,
             newborns,
             unpersisted: Default::default(),
+            deferred_entries: 0,
             feed,
             tenure: Tenure::begin(),
         };
@@ -472,6 +476,62 @@ impl ScopeStateMachine {
             key(self.scope, APPLIED),
             encode("applied position", &meta)?,
         );
+        Ok(())
+    }
+
+    /// Adds the rows of `paths` as `state` has them to `batch` (a removal for a path gone).
+    /// A znode carved off by this batch (`created`) keeps its row here, as the carve left it,
+    /// until its new scope's birth moves it.
+    fn write_rows(
+        &self,
+        batch: &mut fjall::OwnedWriteBatch,
+        state: &ScopeState,
+        paths: &BTreeSet<String>,
+        created: &[(ScopeState, genesis::FirstSnapshot)],
+    ) -> io::Result<()> {
+        for p in paths {
+            let k = key(self.scope, p.as_bytes());
+            let carved = || created.iter().find_map(|(child, _)| child.tree.get(p));
+            match state.tree.get(p).or_else(carved) {
+                Some(z) => batch.insert(&self.store.tree, k, encode("znode", &z.stored_ref())?),
+                None => batch.remove(&self.store.tree, k),
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes what earlier applies left unwritten (see `apply`), so that the rows and the
+    /// applied position hold exactly the applied state. A scope not born yet has nothing of
+    /// its own to write.
+    fn persist_deferred(&mut self) -> io::Result<()> {
+        if self.newborns.is_pending(self.scope) {
+            return Ok(());
+        }
+        let touched =
+            std::mem::take(&mut *self.unpersisted.lock().unwrap_or_else(|e| e.into_inner()));
+        if touched.is_empty() && self.deferred_entries == 0 {
+            return Ok(());
+        }
+        let mut batch = self.store.db.batch();
+        {
+            let state = self.view.read();
+            self.write_rows(&mut batch, &state, &touched, &[])?;
+            self.record_applied(&mut batch, &state)?;
+        }
+        let written = self.tenure.write("persisting deferred rows", || {
+            batch
+                .commit()
+                .map_err(|e| io_err("persisting deferred rows", e))
+        });
+        if let Err(e) = written {
+            // Not written: keep them for the next try.
+            self.unpersisted
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(touched);
+            return Err(e);
+        }
+        self.deferred_entries = 0;
         Ok(())
     }
 
@@ -1063,6 +1123,8 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
             self.newborns.until_born(self.scope).await;
         }
         let unborn = self.newborns.is_pending(self.scope);
+        let applied = entries.len();
+        let persist;
         let mut responses = Vec::with_capacity(entries.len());
         let mut batch = self.store.db.batch();
         let mut created = Vec::new();
@@ -1281,26 +1343,26 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                 }
             }
             let mut unpersisted = self.unpersisted.lock().unwrap_or_else(|e| e.into_inner());
-            if unborn {
-                // Nothing is written before the birth: the log holds these entries.
+            self.deferred_entries += applied;
+            // Rows are written for several batches of plain transactions at once: a row
+            // changed by each of them is written once, and the log holds the entries in
+            // between (a restart applies them again from the persisted applied position).
+            // Anything else, and every so often, writes at once. Before the birth nothing is
+            // written: the rows are still the parent's.
+            let defer = unborn
+                || (only_txns
+                    && self.deferred_entries < crate::limits::ROWS_DEFERRED_ENTRIES_MAX
+                    && unpersisted.len() + touched.len() < crate::limits::ROWS_DEFERRED_PATHS_MAX);
+            if defer {
                 unpersisted.append(&mut touched);
             } else {
                 touched.append(&mut unpersisted);
                 drop(unpersisted);
-                for p in &touched {
-                    let k = key(self.scope, p.as_bytes());
-                    // A znode carved off by this batch keeps its row here, as the carve left
-                    // it, until its new scope's birth moves it.
-                    let carved = || created.iter().find_map(|(child, _)| child.tree.get(p));
-                    match state.tree.get(p).or_else(carved) {
-                        Some(z) => {
-                            batch.insert(&self.store.tree, k, encode("znode", &z.stored_ref())?)
-                        }
-                        None => batch.remove(&self.store.tree, k),
-                    }
-                }
+                self.write_rows(&mut batch, state, &touched, &created)?;
                 self.record_applied(&mut batch, state)?;
+                self.deferred_entries = 0;
             }
+            persist = !defer;
             last_zxid = state.tree.last_zxid();
         }
         let committing = std::time::Instant::now();
@@ -1310,7 +1372,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                 self.newborns
                     .expect(child.identity.id, self.scope, first.meta.clone());
             }
-            if !unborn {
+            if persist {
                 batch
                     .commit()
                     .map_err(|e| io_err("persisting applied entries", e))?;
@@ -1364,6 +1426,13 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // The builder reads the rows; without them it encodes from memory, under the lock.
+        if let Err(e) = self.persist_deferred() {
+            tracing::warn!(
+                scope = self.scope,
+                "writing deferred rows before a snapshot: {e}"
+            );
+        }
         SnapshotBuilder {
             scope: self.scope,
             store: self.store.clone(),
@@ -1691,5 +1760,74 @@ mod tests {
             .map(|(p, _)| p)
             .collect();
         assert_eq!(paths, vec!["/", "/ab", "/c"]);
+    }
+
+    /// Rows of plain transactions are written together, every so often and before a
+    /// snapshot; whenever a restart finds them, they and the applied position agree, and the
+    /// log holds the rest.
+    #[tokio::test]
+    async fn deferred_rows_always_agree_with_the_applied_position() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path()).expect("store");
+        let open = || {
+            ScopeStateMachine::open(
+                store.clone(),
+                7,
+                engine(),
+                Default::default(),
+                None,
+                Default::default(),
+            )
+            .expect("sm")
+        };
+        let restarted = || {
+            let sm = open();
+            let view = sm.view();
+            let state = view.read();
+            let paths: Vec<String> = state.tree.iter().map(|(p, _)| p.clone()).collect();
+            (state.last_applied.map(|l| l.index()), paths)
+        };
+        let mut sm = open();
+        sm.apply(stream::iter(vec![create(1, "/a")]))
+            .await
+            .expect("apply");
+        sm.apply(stream::iter(vec![create(2, "/b"), create(3, "/a/c")]))
+            .await
+            .expect("apply");
+        assert_eq!(
+            restarted(),
+            (None, vec!["/".to_string()]),
+            "nothing written yet"
+        );
+
+        let _builder = sm.get_snapshot_builder().await;
+        assert_eq!(
+            restarted(),
+            (
+                Some(3),
+                ["/", "/a", "/a/c", "/b"].map(String::from).to_vec()
+            ),
+            "a snapshot's builder writes them first"
+        );
+
+        let last = 3 + crate::limits::ROWS_DEFERRED_ENTRIES_MAX as u64;
+        for index in 4..=last {
+            sm.apply(stream::iter(vec![create(index, &format!("/n{index}"))]))
+                .await
+                .expect("apply");
+            let (applied, paths) = restarted();
+            let applied = applied.expect("written before");
+            assert!(applied == 3 || applied == last, "written at {applied}");
+            assert_eq!(
+                paths.len() as u64,
+                4 + applied - 3,
+                "rows of entries up to {applied}"
+            );
+        }
+        assert_eq!(
+            restarted().0,
+            Some(last),
+            "written once enough entries waited"
+        );
     }
 }
