@@ -35,6 +35,13 @@ pub const SPLIT_TICK: std::time::Duration = std::time::Duration::from_secs(2);
 /// Subtrees offered to a policy's `split` as candidates, largest first.
 pub const SPLIT_CANDIDATES_MAX: usize = 64;
 
+/// Subtrees below a scope's root whose write rates a scope keeps (`scope::load`). Rates are
+/// part of the applied state, written with every persisted position: without a bound, a scope
+/// whose writes each create a new child of its root kept one window per child written in the
+/// last ten seconds (tens of thousands under load), and cloned and wrote them all each time.
+/// Twice the split candidates, so a hot subtree survives a stream of one-off names.
+pub const LOAD_SUBTREES_MAX: usize = 2 * SPLIT_CANDIDATES_MAX;
+
 /// A child scope merges back only if its state travels in one log entry of its parent: at
 /// most this many znodes and bytes of data (paths and ACLs counted too).
 pub const MERGE_ZNODES_MAX: usize = 10_000;
