@@ -312,6 +312,10 @@ def main():
     else:
         lines += ["", "## Scaling with the cluster", "",
                   "Not in this run: `bench/scaling.py` did not write docs/bench/scaling.md."]
+    # bench/benchmarks.sh's supplementary run at a lower cap, in the same sitting.
+    supplementary = os.path.join(out_dir, "bench", "scaling-10pct.md")
+    if os.path.exists(supplementary):
+        lines += ["", open(supplementary).read().rstrip()]
     with open(os.path.join(out_dir, "BENCHMARKS.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     print(f"wrote {os.path.join(out_dir, 'BENCHMARKS.md')}")

@@ -24,6 +24,7 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
+use super::background::at_low_priority;
 use super::snapshot;
 use super::state_machine::{AppliedMeta, ScopeEvent, ScopeEvents, ScopeState};
 use super::types::SnapshotMeta;
@@ -239,7 +240,7 @@ pub fn spawn(
             if opened.is_err() {
                 tracing::warn!(scope = id, "the new scope has not opened yet");
             }
-            let written = at_low_priority(|| {
+            let written = at_low_priority("writing a new scope's first snapshot", || {
                 let bytes = snapshot::finish(file)?;
                 snapshot::write_atomically(&path, &bytes)?;
                 snapshot::remove_older(path.parent().unwrap_or(&path), &path)
@@ -267,47 +268,6 @@ pub fn spawn(
             "starting a new scope's birth failed; it stays in memory until this node restarts: {e}"
         );
         nursery.first_snapshot_written(id);
-    }
-}
-
-/// Runs `work` on a thread of its own at a lower scheduling priority (nice 10) and returns its
-/// result. A birth moves every row of the new scope on each of its anchors at once; at normal
-/// priority, on a machine with few cores, it takes the CPU from the writes it is there to keep
-/// flowing, and the new scope serves from memory meanwhile, so its birth can wait.
-/// (bench/split.sh, 500k znodes moved on the 2-core dev cluster: the longest write gap was
-/// 609 ms with the move in one batch at normal priority, 224-425 ms in batches at nice 10.)
-///
-/// Only steps that hold no lock the node's writers wait for are lowered: a lowered thread
-/// holding the journal lock on a busy machine is preempted by the very writers waiting for
-/// it. Without privilege a thread cannot raise its priority again, hence a thread per step
-/// rather than lowering the birth's own.
-fn at_low_priority<T: Send>(work: impl FnOnce() -> io::Result<T> + Send) -> io::Result<T> {
-    std::thread::scope(|s| {
-        let handle = std::thread::Builder::new()
-            .name("scope-birth-io".into())
-            .spawn_scoped(s, || {
-                lower_priority();
-                work()
-            })
-            .map_err(|e| fs_err("starting a thread to move a new scope's rows", e))?;
-        handle
-            .join()
-            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-    })
-}
-
-fn lower_priority() {
-    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours. On Linux
-    // a nice value belongs to the thread, so this thread alone is lowered.
-    let lowered = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid);
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
-    };
-    if lowered != 0 {
-        tracing::debug!(
-            "could not lower a scope birth's priority: {}",
-            std::io::Error::last_os_error()
-        );
     }
 }
 
@@ -367,7 +327,9 @@ fn move_rows(
         return Ok(0);
     }
     let root = meta.identity.root.clone();
-    let rows = at_low_priority(|| read_rows(store, parent, &root, records))?;
+    let rows = at_low_priority("reading a new scope's rows", || {
+        read_rows(store, parent, &root, records)
+    })?;
     let moved = rows.len();
     if moved > 0 {
         let fail = |e| io_err("moving a new child scope's rows", e);

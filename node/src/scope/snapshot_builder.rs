@@ -132,7 +132,12 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
             let from_rows = match frozen {
                 Some(frozen) => {
                     let meta = frozen.meta.clone();
-                    Self::encode_rows(&store, scope, frozen)?.map(|bytes| (meta, bytes))
+                    // Reading and encoding every row takes seconds of CPU for a big scope;
+                    // the applies going on meanwhile come first.
+                    super::background::at_low_priority("encoding a snapshot", || {
+                        Self::encode_rows(&store, scope, frozen)
+                    })?
+                    .map(|bytes| (meta, bytes))
                 }
                 None => None,
             };
