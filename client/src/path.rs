@@ -111,9 +111,32 @@ pub fn ancestors_and_self(path: &str) -> impl Iterator<Item = &str> {
     std::iter::successors(Some(path), |p| parent(p))
 }
 
+/// The name of the child of `root` that `path` is in: `/a/b/c` under `/` is `a`; `None` for
+/// the root itself or a path outside it.
+pub fn child_below<'p>(root: &str, path: &'p str) -> Option<&'p str> {
+    if path == root || !is_within(path, root) {
+        return None;
+    }
+    let rest = if root == "/" {
+        &path[1..]
+    } else {
+        &path[root.len() + 1..]
+    };
+    rest.split('/').next().filter(|c| !c.is_empty())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn children_below_a_root_are_named() {
+        assert_eq!(child_below("/", "/a/b"), Some("a"));
+        assert_eq!(child_below("/app", "/app/x/y"), Some("x"));
+        assert_eq!(child_below("/app", "/app"), None);
+        assert_eq!(child_below("/app", "/apple"), None);
+        assert_eq!(child_below("/", "/"), None);
+    }
 
     #[test]
     fn accepts_what_zookeeper_accepts() {

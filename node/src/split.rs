@@ -24,7 +24,7 @@ pub fn stats(scope: &Scope) -> SplitStats {
         .subtrees()
         .into_iter()
         .map(|(p, znodes, bytes)| {
-            let rate = crate::scope::load::child_below(&state.identity.root, &p)
+            let rate = scopekeeper_client::path::child_below(&state.identity.root, &p)
                 .map_or(0, |c| state.load.subtree_per_sec(c));
             (p, znodes, bytes, rate)
         })

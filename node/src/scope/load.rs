@@ -92,7 +92,7 @@ impl Load {
         }
         self.scope.record(sec);
         self.writes += 1;
-        let Some(child) = child_below(root, p) else {
+        let Some(child) = path::child_below(root, p) else {
             return;
         };
         let window = match self.subtrees.get_mut(child) {
@@ -134,20 +134,6 @@ impl Load {
     }
 }
 
-/// The name of the child of `root` that `p` is in: `/a/b/c` under `/` is `a`; `None` for the
-/// root itself or a path outside it.
-pub fn child_below<'p>(root: &str, p: &'p str) -> Option<&'p str> {
-    if !path::is_within(p, root) || p == root {
-        return None;
-    }
-    let rest = if root == "/" {
-        &p[1..]
-    } else {
-        &p[root.len() + 1..]
-    };
-    rest.split('/').next().filter(|c| !c.is_empty())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -171,14 +157,6 @@ mod tests {
         assert_eq!(load.subtree_per_sec("a"), 0);
         assert!(!load.subtrees.contains_key("a"));
         assert_eq!(load.scope_per_sec(), 0);
-    }
-
-    #[test]
-    fn subtrees_are_named_below_the_scope_root() {
-        assert_eq!(child_below("/", "/a/b"), Some("a"));
-        assert_eq!(child_below("/app", "/app/x/y"), Some("x"));
-        assert_eq!(child_below("/app", "/app"), None);
-        assert_eq!(child_below("/app", "/apple"), None);
     }
 
     #[test]

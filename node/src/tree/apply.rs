@@ -279,10 +279,10 @@ impl Tree {
                         .nodes
                         .get_mut(&p)
                         .expect("undo refers to a node the transaction saw");
-                    let (old, new) = (data.len() as u64, z.data.len() as u64);
+                    let (restored, undone) = (data.len(), z.data.len());
                     z.data = data;
                     z.stat = stat;
-                    self.data_bytes = self.data_bytes - new + old;
+                    self.data_changed(&p, undone, restored);
                 }
                 Undo::RestoreAcl(p, acl, stat) => {
                     let z = self.node_mut(&p);
@@ -577,7 +577,7 @@ impl Tree {
         acl::check(&z.acl, perms::WRITE, txc.auth, p)?;
         check_version(p, z.stat.version, version)?;
         let old_data = std::mem::replace(&mut z.data, data.to_vec());
-        self.data_bytes = self.data_bytes - old_data.len() as u64 + data.len() as u64;
+        let old_len = old_data.len();
         txc.undo
             .push(Undo::RestoreData(p.to_string(), old_data, z.stat));
         z.stat.version = z.stat.version.wrapping_add(1);
@@ -585,6 +585,7 @@ impl Tree {
         z.stat.mtime = time_ms;
         z.stat.data_length = data.len() as i32;
         let stat = z.stat;
+        self.data_changed(p, old_len, data.len());
         txc.touched.push(p.to_string());
         txc.changes.push(Change::DataChanged(p.to_string()));
         Ok(OpResult::Set { stat })

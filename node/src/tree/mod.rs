@@ -204,12 +204,22 @@ pub struct Tree {
     last_zxid: i64,
     /// Sum of every znode's data length, kept as the tree changes.
     data_bytes: u64,
+    /// The extent of the subtree under each child of the root (by its name), kept as the tree
+    /// changes: a split's candidates without a pass over the tree.
+    tops: BTreeMap<String, Extent>,
     /// Ephemeral nodes by owning session; follows from the Stats.
     ephemerals: BTreeMap<i64, BTreeSet<String>>,
     /// Container and TTL nodes, which the leader reaps; follows from the Stats.
     reapable: BTreeSet<String>,
     /// Killed sessions and carved ephemerals; persisted beside the znodes.
     book: SessionBook,
+}
+
+/// How much a subtree holds: its znodes (its root included) and their data bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extent {
+    pub znodes: u64,
+    pub bytes: u64,
 }
 
 /// A subtree taken out of a tree by [`Tree::carve`], to seed a child scope.
@@ -227,6 +237,8 @@ pub struct Carved {
     pub book: SessionBook,
     /// The carved znodes' data bytes, counted by the carve's own pass.
     pub data_bytes: u64,
+    /// The extents below the carved root, counted by the same pass.
+    pub tops: BTreeMap<String, Extent>,
     /// Carved znodes that are not persistent, with their owner: the child indexes them.
     pub indexed: Vec<(String, i64)>,
 }
@@ -288,6 +300,7 @@ impl Tree {
             delegated: BTreeSet::new(),
             last_zxid: 0,
             data_bytes: 0,
+            tops: BTreeMap::new(),
             ephemerals: BTreeMap::new(),
             reapable: BTreeSet::new(),
             book: SessionBook::default(),
@@ -351,12 +364,14 @@ impl Tree {
             parent_node.children.insert(path::name(&p).to_string());
         }
         let data_bytes = nodes.values().map(|z| z.data.len() as u64).sum();
+        let tops = extents_below(root, &nodes);
         let mut tree = Tree {
             root: root.to_string(),
             nodes,
             delegated,
             last_zxid,
             data_bytes,
+            tops,
             ephemerals: BTreeMap::new(),
             reapable: BTreeSet::new(),
             book: SessionBook::default(),
@@ -377,6 +392,7 @@ impl Tree {
     pub fn from_carved(carved: Carved) -> Result<Self, String> {
         let mut tree = Tree {
             data_bytes: carved.data_bytes,
+            tops: carved.tops,
             root: carved.root,
             nodes: carved.nodes,
             delegated: carved.delegated.into_iter().collect(),
@@ -458,6 +474,7 @@ impl Tree {
     /// Inserts a znode that is not there, keeping the byte count and indexes.
     fn insert_node(&mut self, p: String, z: Znode) {
         self.data_bytes += z.data.len() as u64;
+        self.tally_in(&p, 1, z.data.len() as u64);
         self.index(&p, z.stat.ephemeral_owner);
         let replaced = self.nodes.insert(p, z);
         assert!(replaced.is_none(), "insert_node over an existing znode");
@@ -467,8 +484,46 @@ impl Tree {
     fn remove_node(&mut self, p: &str) -> Option<Znode> {
         let z = self.nodes.remove(p)?;
         self.data_bytes -= z.data.len() as u64;
+        self.tally_out(p, 1, z.data.len() as u64);
         self.unindex(p, z.stat.ephemeral_owner);
         Some(z)
+    }
+
+    /// Keeps the data bytes when a znode's data changes from `old` to `new` bytes.
+    fn data_changed(&mut self, p: &str, old: usize, new: usize) {
+        self.data_bytes = self.data_bytes - old as u64 + new as u64;
+        self.tally_out(p, 0, old as u64);
+        self.tally_in(p, 0, new as u64);
+    }
+
+    /// Adds to the extent of the child of the root that `p` falls under (the root itself
+    /// falls under none).
+    fn tally_in(&mut self, p: &str, znodes: u64, bytes: u64) {
+        let Some(top) = path::child_below(&self.root, p) else {
+            return;
+        };
+        let extent = match self.tops.get_mut(top) {
+            Some(extent) => extent,
+            None => self.tops.entry(top.to_string()).or_default(),
+        };
+        extent.znodes += znodes;
+        extent.bytes += bytes;
+    }
+
+    /// Takes from that extent; one left with no znode is forgotten.
+    fn tally_out(&mut self, p: &str, znodes: u64, bytes: u64) {
+        let Some(top) = path::child_below(&self.root, p) else {
+            return;
+        };
+        let extent = self
+            .tops
+            .get_mut(top)
+            .expect("a znode below the root is counted in its extent");
+        extent.znodes -= znodes;
+        extent.bytes -= bytes;
+        if extent.znodes == 0 {
+            self.tops.remove(top);
+        }
     }
 
     /// The path of the scope's root znode.
@@ -509,25 +564,15 @@ impl Tree {
     /// data bytes, in path order. One pass over the tree.
     pub fn subtrees(&self) -> Vec<(String, u64, u64)> {
         let root = self.nodes.get(&self.root).expect("the root exists");
-        let mut out = Vec::with_capacity(root.children.len());
-        for name in &root.children {
-            let top = path::join(&self.root, name);
-            if self.delegated.contains(&top) {
-                continue;
-            }
-            let (mut znodes, mut bytes) = (0u64, 0u64);
-            for (_, z) in self
-                .nodes
-                .range(top.clone()..)
-                .take_while(|(p, _)| p.starts_with(top.as_str()))
-                .filter(|(p, _)| path::is_within(p, &top))
-            {
-                znodes += 1;
-                bytes += z.data.len() as u64;
-            }
-            out.push((top, znodes, bytes));
-        }
-        out
+        root.children
+            .iter()
+            .map(|name| (path::join(&self.root, name), name))
+            .filter(|(top, _)| !self.delegated.contains(top))
+            .map(|(top, name)| {
+                let extent = self.tops.get(name.as_str()).copied().unwrap_or_default();
+                (top, extent.znodes, extent.bytes)
+            })
+            .collect()
     }
 
     /// The delegated path that `p` falls in, if any.
@@ -568,8 +613,35 @@ impl Tree {
         below.insert(at.to_string(), root_node);
         let mut owners = BTreeSet::new();
         let (mut data_bytes, mut indexed) = (0u64, Vec::new());
+        let mut tops: BTreeMap<String, Extent> = BTreeMap::new();
+        // The child's extents: its znodes come in path order, so those of one extent are
+        // consecutive and the map is looked up once per extent.
+        let mut current: Option<(&str, Extent)> = None;
         for (p, z) in &below {
             data_bytes += z.data.len() as u64;
+            // Every carved path is `at` or below it (`at` is never the root `/`).
+            if let Some(rest) = p.get(at.len() + 1..) {
+                match &mut current {
+                    Some((name, extent))
+                        if rest.starts_with(*name)
+                            && rest.as_bytes().get(name.len()).is_none_or(|b| *b == b'/') =>
+                    {
+                        extent.znodes += 1;
+                        extent.bytes += z.data.len() as u64;
+                    }
+                    _ => {
+                        if let Some((name, extent)) = current.take() {
+                            add_extent(&mut tops, name, extent);
+                        }
+                        let top = rest.split_once('/').map_or(rest, |(top, _)| top);
+                        let extent = Extent {
+                            znodes: 1,
+                            bytes: z.data.len() as u64,
+                        };
+                        current = Some((top, extent));
+                    }
+                }
+            }
             let owner = z.stat.ephemeral_owner;
             if let NodeKind::Ephemeral { session } = NodeKind::of(owner) {
                 owners.insert(session);
@@ -579,7 +651,11 @@ impl Tree {
                 indexed.push((p.clone(), owner));
             }
         }
+        if let Some((name, extent)) = current {
+            add_extent(&mut tops, name, extent);
+        }
         self.data_bytes -= data_bytes;
+        self.tally_out(at, below.len() as u64, data_bytes);
         let delegated: Vec<String> = self
             .delegated
             .iter()
@@ -607,6 +683,7 @@ impl Tree {
             last_zxid: self.last_zxid,
             book,
             data_bytes,
+            tops,
             indexed,
         })
     }
@@ -669,6 +746,7 @@ impl Tree {
         let mut touched = Vec::with_capacity(nodes.len());
         for (p, z) in nodes {
             self.data_bytes += z.data.len() as u64;
+            self.tally_in(&p, 1, z.data.len() as u64);
             self.index(&p, z.stat.ephemeral_owner);
             touched.push(p.clone());
             self.nodes.insert(p, z);
@@ -797,6 +875,13 @@ impl Tree {
         if data_bytes != self.data_bytes {
             return Err(format!("data_bytes {} != {data_bytes}", self.data_bytes));
         }
+        let tops = extents_below(&self.root, &self.nodes);
+        if tops != self.tops {
+            return Err(format!(
+                "the extents kept below the root differ from those counted: {:?} != {tops:?}",
+                self.tops
+            ));
+        }
         if !self.nodes.contains_key(&self.root) {
             return Err(format!("root {} is missing", self.root));
         }
@@ -896,6 +981,33 @@ pub(crate) fn check_path_len(p: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// The extent of the subtree under each child of `root`, counted over `nodes`.
+fn extents_below(root: &str, nodes: &BTreeMap<String, Znode>) -> BTreeMap<String, Extent> {
+    let mut tops: BTreeMap<String, Extent> = BTreeMap::new();
+    for (p, z) in nodes {
+        if let Some(top) = path::child_below(root, p) {
+            add_extent(
+                &mut tops,
+                top,
+                Extent {
+                    znodes: 1,
+                    bytes: z.data.len() as u64,
+                },
+            );
+        }
+    }
+    tops
+}
+
+fn add_extent(tops: &mut BTreeMap<String, Extent>, name: &str, add: Extent) {
+    let extent = match tops.get_mut(name) {
+        Some(extent) => extent,
+        None => tops.entry(name.to_string()).or_default(),
+    };
+    extent.znodes += add.znodes;
+    extent.bytes += add.bytes;
 }
 
 /// Puts `other`'s entries into `map` (their keys do not overlap). `BTreeMap::append` rebuilds

@@ -285,3 +285,48 @@ fn a_borrowed_stored_znode_encodes_as_the_owned_one() {
         postcard::to_stdvec(&z.stored_ref()).expect("borrowed")
     );
 }
+
+#[test]
+fn split_candidates_are_sized_as_the_tree_changes() {
+    let mut t = Tree::new();
+    single(&mut t, 1, create("/a", "12")).expect("created");
+    single(&mut t, 2, create("/a/x", "345")).expect("created");
+    single(&mut t, 3, create("/a/x/deep", "6")).expect("created");
+    single(&mut t, 4, create("/b", "")).expect("created");
+    let set = Op::SetData {
+        path: "/a/x".into(),
+        data: b"34567".to_vec(),
+        version: ANY_VERSION,
+    };
+    single(&mut t, 5, set).expect("set");
+    let sizes = |t: &Tree| t.subtrees();
+    assert_eq!(
+        sizes(&t),
+        vec![("/a".to_string(), 3, 8), ("/b".to_string(), 1, 0)]
+    );
+    // A failed multi changes nothing, its undone create and set included.
+    let failed = Txn::Multi(vec![
+        create("/a/y", "abc"),
+        Op::SetData {
+            path: "/b".into(),
+            data: b"zz".to_vec(),
+            version: ANY_VERSION,
+        },
+        create("/missing/z", ""),
+    ]);
+    t.apply(stamp(6), &failed);
+    t.check_invariants().expect("invariants hold");
+    assert_eq!(
+        sizes(&t),
+        vec![("/a".to_string(), 3, 8), ("/b".to_string(), 1, 0)]
+    );
+    // Carving /a/x takes its two znodes out of /a; delegating /b takes /b out of the list.
+    let carved = t.carve("/a/x").expect("carved");
+    assert_eq!(
+        carved.tops.get("deep").map(|e| (e.znodes, e.bytes)),
+        Some((1, 1))
+    );
+    t.carve("/b").expect("carved");
+    t.check_invariants().expect("invariants hold");
+    assert_eq!(sizes(&t), vec![("/a".to_string(), 1, 2)]);
+}
