@@ -28,5 +28,6 @@ python3 bench/scaling.py target/release/scopekeeper "$work" "$secs" docs "$count
 # Nine nodes at 20% ask for 1.8 of this machine's cores beside the load generator, so that point
 # can be bound by the machine rather than by the caps: the same experiment at 10%, 3 and 9
 # nodes, shows the scaling where the machine has room (docs/bench/scaling-10pct.md).
-SK_SCALING_QUOTA_PCT=10 python3 bench/scaling.py target/release/scopekeeper "$work" "$secs" docs 3,9
+mkdir "$work/cap10"
+SK_SCALING_QUOTA_PCT=10 python3 bench/scaling.py target/release/scopekeeper "$work/cap10" "$secs" docs 3,9
 python3 bench/side_by_side.py target/release/scopekeeper "$work" "$secs" docs "$rounds"
