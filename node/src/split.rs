@@ -19,18 +19,22 @@ use crate::scope::Scope;
 /// `SPLIT_CANDIDATES_MAX` of them.
 pub fn stats(scope: &Scope) -> SplitStats {
     let state = scope.view().read();
-    let mut subtrees: Vec<(String, u64, u64, u64)> = state
-        .tree
-        .subtrees()
-        .into_iter()
-        .map(|(p, znodes, bytes)| {
-            let rate = scopekeeper_client::path::child_below(&state.identity.root, &p)
-                .map_or(0, |c| state.load.subtree_per_sec(c));
-            (p, znodes, bytes, rate)
-        })
-        .collect();
-    subtrees.sort_by(|a, b| (b.1, b.3, &a.0).cmp(&(a.1, a.3, &b.0)));
-    subtrees.truncate(limits::SPLIT_CANDIDATES_MAX);
+    let root = &state.identity.root;
+    // Largest first, then hottest, then by name; a scope can have a great many children (one
+    // per znode created under its root), so the candidates are selected before any path is
+    // built.
+    let subtrees = largest_first(
+        root,
+        state
+            .tree
+            .subtrees()
+            .map(|(name, extent)| {
+                let rate = state.load.subtree_per_sec(name);
+                (name, extent.znodes, extent.bytes, rate)
+            })
+            .collect(),
+        limits::SPLIT_CANDIDATES_MAX,
+    );
     // Asked by the leader, not at apply: its own clock (the one that stamps the scope's entries)
     // says how long the scope has been quiet, which no entry records.
     let now_ms = crate::scope::wall_clock_ms();
@@ -43,6 +47,27 @@ pub fn stats(scope: &Scope) -> SplitStats {
             .unwrap_or(0),
         subtrees,
     }
+}
+
+/// The `max` first of `subtrees` (name, znodes, bytes, writes per second) by size, then rate,
+/// then name, with their paths below `root`.
+fn largest_first(
+    root: &str,
+    mut subtrees: Vec<(&str, u64, u64, u64)>,
+    max: usize,
+) -> Vec<(String, u64, u64, u64)> {
+    let order = |a: &(&str, u64, u64, u64), b: &(&str, u64, u64, u64)| {
+        (b.1, b.3, a.0).cmp(&(a.1, a.3, b.0))
+    };
+    if subtrees.len() > max {
+        subtrees.select_nth_unstable_by(max, order);
+        subtrees.truncate(max);
+    }
+    subtrees.sort_by(order);
+    subtrees
+        .into_iter()
+        .map(|(name, znodes, bytes, rate)| (path::join(root, name), znodes, bytes, rate))
+        .collect()
 }
 
 /// Whether `at` may be split off: below the scope's root, governed by it, an existing znode.
@@ -127,5 +152,32 @@ async fn decide(node: &Node, scope: &Arc<Scope>) -> Option<String> {
             tracing::warn!(scope = scope.id, "asking the policy to split: {e}");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::largest_first;
+
+    #[test]
+    fn candidates_are_the_largest_then_hottest_then_first_by_name() {
+        let names: Vec<String> = (0..1000).map(|i| format!("n{i:04}")).collect();
+        let subtrees: Vec<(&str, u64, u64, u64)> = names
+            .iter()
+            .enumerate()
+            .map(|(i, n)| (n.as_str(), (i % 7) as u64, i as u64, (i % 5) as u64))
+            .collect();
+        let mut expected: Vec<(String, u64, u64, u64)> = subtrees
+            .iter()
+            .map(|(n, z, b, r)| (format!("/app/{n}"), *z, *b, *r))
+            .collect();
+        expected.sort_by(|a, b| (b.1, b.3, &a.0).cmp(&(a.1, a.3, &b.0)));
+        expected.truncate(64);
+        assert_eq!(largest_first("/app", subtrees.clone(), 64), expected);
+        assert_eq!(largest_first("/", subtrees[..3].to_vec(), 64).len(), 3);
+        assert_eq!(
+            largest_first("/", subtrees[..3].to_vec(), 64)[0].0,
+            "/n0002"
+        );
     }
 }

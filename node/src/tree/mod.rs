@@ -560,19 +560,13 @@ impl Tree {
         }
     }
 
-    /// Each subtree directly below the root that this scope governs: its path, znode count and
-    /// data bytes, in path order. One pass over the tree.
-    pub fn subtrees(&self) -> Vec<(String, u64, u64)> {
-        let root = self.nodes.get(&self.root).expect("the root exists");
-        root.children
+    /// The subtrees under the root's children that this scope governs, by child name, in
+    /// name order, with their extents: a split's candidates. Delegated children are not among
+    /// them (their whole extent left with the carve).
+    pub fn subtrees(&self) -> impl Iterator<Item = (&str, Extent)> {
+        self.tops
             .iter()
-            .map(|name| (path::join(&self.root, name), name))
-            .filter(|(top, _)| !self.delegated.contains(top))
-            .map(|(top, name)| {
-                let extent = self.tops.get(name.as_str()).copied().unwrap_or_default();
-                (top, extent.znodes, extent.bytes)
-            })
-            .collect()
+            .map(|(name, extent)| (name.as_str(), *extent))
     }
 
     /// The delegated path that `p` falls in, if any.

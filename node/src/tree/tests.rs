@@ -299,7 +299,11 @@ fn split_candidates_are_sized_as_the_tree_changes() {
         version: ANY_VERSION,
     };
     single(&mut t, 5, set).expect("set");
-    let sizes = |t: &Tree| t.subtrees();
+    let sizes = |t: &Tree| -> Vec<(String, u64, u64)> {
+        t.subtrees()
+            .map(|(name, e)| (format!("/{name}"), e.znodes, e.bytes))
+            .collect()
+    };
     assert_eq!(
         sizes(&t),
         vec![("/a".to_string(), 3, 8), ("/b".to_string(), 1, 0)]
