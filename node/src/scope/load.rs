@@ -23,15 +23,12 @@ pub const LOAD_WINDOW_SECS: i64 = 10;
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WriteWindow {
     buckets: Vec<(i64, u32)>,
-    /// The sum of `buckets`: what eviction compares.
-    writes: u32,
     /// The scope's write count (`Load::writes`) at this window's latest write.
     last_write: u64,
 }
 
 impl WriteWindow {
     fn record(&mut self, sec: i64) {
-        self.writes = self.writes.saturating_add(1);
         match self.buckets.last_mut() {
             Some((s, n)) if *s == sec => *n = n.saturating_add(1),
             // Leader clocks may step back after a failover; late writes join the newest bucket.
@@ -43,10 +40,11 @@ impl WriteWindow {
     fn prune(&mut self, now_sec: i64) {
         self.buckets
             .retain(|(s, _)| *s > now_sec - LOAD_WINDOW_SECS);
-        self.writes = self
-            .buckets
-            .iter()
-            .fold(0u32, |sum, (_, n)| sum.saturating_add(*n));
+    }
+
+    /// Writes in the buckets kept (pruned to the window at each new second).
+    fn writes(&self) -> u64 {
+        self.buckets.iter().map(|(_, n)| u64::from(*n)).sum()
     }
 
     /// Writes per second over the last `LOAD_WINDOW_SECS` before `now_sec`.
@@ -115,7 +113,7 @@ impl Load {
         let victim = self
             .subtrees
             .iter()
-            .min_by_key(|(_, w)| (w.writes, w.last_write))
+            .min_by_key(|(_, w)| (w.writes(), w.last_write))
             .map(|(name, _)| name.clone());
         if let Some(victim) = victim {
             self.subtrees.remove(&victim);

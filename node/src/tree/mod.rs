@@ -499,15 +499,9 @@ impl Tree {
     /// Adds to the extent of the child of the root that `p` falls under (the root itself
     /// falls under none).
     fn tally_in(&mut self, p: &str, znodes: u64, bytes: u64) {
-        let Some(top) = path::child_below(&self.root, p) else {
-            return;
-        };
-        let extent = match self.tops.get_mut(top) {
-            Some(extent) => extent,
-            None => self.tops.entry(top.to_string()).or_default(),
-        };
-        extent.znodes += znodes;
-        extent.bytes += bytes;
+        if let Some(top) = path::child_below(&self.root, p) {
+            add_extent(&mut self.tops, top, Extent { znodes, bytes });
+        }
     }
 
     /// Takes from that extent; one left with no znode is forgotten.
