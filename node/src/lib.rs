@@ -12,6 +12,7 @@ pub mod node;
 pub mod peer;
 pub mod placement;
 pub mod policy;
+pub mod priority;
 pub mod reaper;
 pub mod scope;
 pub mod service;

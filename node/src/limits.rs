@@ -162,6 +162,9 @@ pub const POLICY_MEMORY_KEEP_RESIDENT_BYTES: usize = 2 * 1024 * 1024;
 /// Used policy instances waiting to be dropped after their entries' responses; beyond this
 /// they are dropped at once.
 pub const POLICY_RETIRED_MAX: usize = 64;
+/// Requests to make an instance ahead that wait for the engine's preparer thread; beyond this
+/// they are dropped (the preparer is behind, and entries make their own instances).
+pub const POLICY_PREPARE_REQUESTS_MAX: usize = 16;
 /// As [`POLICY_MEMORY_KEEP_RESIDENT_BYTES`], for tables.
 pub const POLICY_TABLE_KEEP_RESIDENT_BYTES: usize = 64 * 1024;
 

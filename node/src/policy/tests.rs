@@ -375,3 +375,43 @@ fn an_instance_made_ahead_judges_as_one_made_on_the_spot() {
     }
     assert_eq!(on_the_spot.map(|(denied, _)| denied), [false, true]);
 }
+
+#[test]
+fn the_preparer_thread_makes_instances_ahead() {
+    let engine = engine();
+    let bytes = Arc::new(component("open"));
+    let compiled = engine.compile(&bytes).expect("compiles");
+    engine.prepare_ahead(compiled.hash, bytes.clone());
+    // Not a timing assertion: the thread runs at idle priority and gets there eventually.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while engine.ready_count(compiled.hash) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the preparer never made an instance"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn apply_never_waits_for_the_instances_held_elsewhere() {
+    // The preparer holds the instances at idle priority and may be preempted for long: an
+    // entry then makes and drops its own instead of waiting.
+    let engine = engine();
+    let bytes = component("open");
+    let compiled = engine.compile(&bytes).expect("compiles");
+    engine.make_ready(compiled.hash, &bytes);
+    assert_eq!(engine.ready_count(compiled.hash), 1);
+    let fuel = crate::limits::POLICY_FUEL_PER_ENTRY;
+    let held = engine.hold_instances();
+    assert!(engine.take_ready(compiled.hash, fuel).is_none());
+    let own = EntryEvaluation::begin(&engine, &compiled, fuel).expect("makes its own");
+    engine.retire(own);
+    drop(held);
+    assert_eq!(
+        engine.ready_count(compiled.hash),
+        1,
+        "the one made ahead is still there"
+    );
+    assert!(engine.take_ready(compiled.hash, fuel).is_some());
+}

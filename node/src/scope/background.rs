@@ -23,7 +23,7 @@ pub fn at_low_priority<T: Send>(
         let handle = std::thread::Builder::new()
             .name("scope-background".into())
             .spawn_scoped(s, || {
-                lower_priority(what);
+                crate::priority::lower(what);
                 work()
             })
             .map_err(|e| io::Error::new(e.kind(), format!("starting a thread for {what}: {e}")))?;
@@ -31,19 +31,4 @@ pub fn at_low_priority<T: Send>(
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
-}
-
-fn lower_priority(what: &str) {
-    // SAFETY: gettid and setpriority take plain integers and touch no memory of ours. On Linux
-    // a nice value belongs to the thread, so this thread alone is lowered.
-    let lowered = unsafe {
-        let tid = libc::syscall(libc::SYS_gettid);
-        libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, 10)
-    };
-    if lowered != 0 {
-        tracing::debug!(
-            "could not lower the priority of {what}: {}",
-            std::io::Error::last_os_error()
-        );
-    }
 }

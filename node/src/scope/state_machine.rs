@@ -1089,6 +1089,13 @@ impl ScopeStateMachine {
     }
 }
 
+/// How many times a follower's apply steps behind the runnable tasks before it starts. Each
+/// yield lets one more hop of a leader's answer run first (its apply, the waiting request, the
+/// connection's driver). Measured on the 2-core dev cluster, 1-client creates, p50 over 4-5
+/// alternating rounds: 0.67 ms without yields, 0.62 ms with 3, 0.60 ms with 6; with the `open`
+/// policy 0.74, 0.64 and 0.64 ms. 64-client throughput was no lower with 4 than without.
+const FOLLOWER_APPLY_YIELDS: usize = 4;
+
 impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
     type SnapshotData = SnapshotFile;
     type SnapshotBuilder = SnapshotBuilder;
@@ -1103,6 +1110,16 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
+        if entries.iter().all(|(_, responder)| responder.is_none()) {
+            // Nobody waits for these entries here: this replica is a follower (or they are
+            // the leader's own blanks). Tasks already runnable on this node go first, most
+            // often a leader's answer to a client, in this scope's process or another scope
+            // this node leads. A follower learns of a commit as its leader answers the client,
+            // so its apply otherwise takes the cores that answer needs.
+            for _ in 0..FOLLOWER_APPLY_YIELDS {
+                tokio::task::yield_now().await;
+            }
+        }
         // Taking a child back writes rows under this scope's keys where a child still being
         // born here has its rows: its birth goes first.
         for (entry, _) in &entries {
@@ -1420,7 +1437,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         let active =
             (self.view.read().governance.active.as_ref()).map(|a| (a.hash, a.component.clone()));
         if let Some((hash, component)) = active {
-            self.engine.make_ready(hash, &component);
+            self.engine.prepare_ahead(hash, component);
         }
         Ok(())
     }
