@@ -78,9 +78,9 @@ fn main() -> anyhow::Result<()> {
             );
         }
     }
-    // As apply does it: the entry takes the instance made ahead, its responses go out, the
-    // used instance is retired and the next one made ahead (`make_ready`, off the entry's path
-    // but on the same thread).
+    // The whole work per entry as a node does it: the entry takes the instance made ahead, the
+    // used instance is retired and the next one made ahead (`make_ready`, which a node leaves
+    // to its preparer thread; here on the same thread).
     println!(
         "\n{:<8} {:>26} {:>12}",
         "policy", "as apply runs it", "us/entry"

@@ -31,6 +31,11 @@ extern crate self as scopekeeper_policy_sdk;
 pub use wit_bindgen as __wit_bindgen;
 
 #[cfg(target_arch = "wasm32")]
+mod allocator;
+#[cfg(all(target_arch = "wasm32", feature = "allocator"))]
+#[global_allocator]
+static ALLOCATOR: allocator::SizeClasses = allocator::SizeClasses::new();
+#[cfg(target_arch = "wasm32")]
 mod glue;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]
