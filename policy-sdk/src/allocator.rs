@@ -127,10 +127,8 @@ unsafe impl GlobalAlloc for SizeClasses {
         // SAFETY: the caller's contract for `realloc` is `Layout::from_size_align(new_size,
         // layout.align())` being valid.
         let new_layout = unsafe { Layout::from_size_align_unchecked(new_size, layout.align()) };
-        if layout.align() <= BLOCK_ALIGN
-            && class(layout).is_some()
-            && class(layout) == class(new_layout)
-        {
+        // The block already holds its whole class: a resize within the class stays in place.
+        if layout.align() <= BLOCK_ALIGN && class(new_layout) == class(layout) {
             return ptr;
         }
         // SAFETY: as GlobalAlloc's default realloc.

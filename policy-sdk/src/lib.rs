@@ -24,6 +24,11 @@
 //! imports: no clock (use `Context::time_ms`), no randomness, no I/O. The host runs a fresh
 //! instance for each log entry, with a fuel budget and a memory cap; running out of either, or
 //! panicking, denies the entry on every anchor alike.
+//!
+//! Because an instance lives for one entry, the SDK gives policies a simpler allocator than
+//! Rust's default (free lists by size class, no memory returned; see `allocator.rs`), which
+//! costs less fuel per call. A policy crate that brings its own `#[global_allocator]` depends
+//! on the SDK with `default-features = false`.
 
 extern crate self as scopekeeper_policy_sdk;
 

@@ -105,9 +105,9 @@ impl std::fmt::Debug for Compiled {
 /// the spot: it has run nothing, and its fuel is the full budget.
 ///
 /// Why a thread and not the apply task after the responses: with every anchor's apply doing
-/// it, the work landed on the cores the next write needed (bench/policy-overhead.sh, 1 client,
-/// 5 alternating rounds: p50 +155 us over no policy when apply made the instances, +97 us when
-/// a low-priority thread did). On a busy machine that thread may not run at all; entries then
+/// it, the work landed on the cores the next write needed (1-client creates on the dev cluster
+/// with `open`, 5 alternating rounds: p50 +155 us over no policy when apply made the
+/// instances, +97 us when a low-priority thread did). On a busy machine that thread may not run at all; entries then
 /// make and drop their own instances, as they would without it.
 #[derive(Clone)]
 pub struct PolicyEngine {
@@ -122,7 +122,7 @@ struct Shared {
     instances: Mutex<Instances>,
     /// Requests to the preparer thread, started on the first request. The thread holds only a
     /// weak reference, so it ends when the engine is dropped.
-    preparer: std::sync::OnceLock<Mutex<std::sync::mpsc::SyncSender<PrepareRequest>>>,
+    preparer: std::sync::OnceLock<std::sync::mpsc::SyncSender<PrepareRequest>>,
 }
 
 /// A policy to make an instance of ahead: its hash and component.
@@ -216,13 +216,10 @@ impl PolicyEngine {
                 // Requests then pile up unanswered and are refused: entries make their own.
                 tracing::warn!("cannot start the policy preparer thread: {e}");
             }
-            Mutex::new(sender)
+            sender
         });
         // Full: the preparer is behind, and the entries make their own instances meanwhile.
-        let _ = sender
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .try_send((hash, component));
+        let _ = sender.try_send((hash, component));
     }
 
     /// Drops used instances, and makes one instance of the policy `hash` ahead for the next
