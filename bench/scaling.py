@@ -335,16 +335,16 @@ def main():
         "",
         "Where the CPU went, over each run's timed phase (less a second at each end): a node's"
         " CPU as a share of its cap (mean over the nodes), the share of the 100 ms periods in"
-        " which nodes were throttled, the load generator's cores, and the machine's idle share."
-        " Nodes that get their whole cap are bound by it; below it, with the machine idle near"
-        " 0%, they are bound by the machine.",
+        " which nodes were throttled, the CPU all nodes together spent per write, the load"
+        " generator's cores, and the machine's idle share. Nodes that get their whole cap are"
+        " bound by it; below it, with the machine idle near 0%, they are bound by the machine.",
         "",
-        "| nodes | SK node CPU / cap | SK throttled | SK generator cores | SK machine idle "
-        "| ZK node CPU / cap | ZK throttled | ZK generator cores | ZK machine idle |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| nodes | SK node CPU / cap | SK throttled | SK CPU us/write | SK generator cores | SK machine idle "
+        "| ZK node CPU / cap | ZK throttled | ZK CPU us/write | ZK generator cores | ZK machine idle |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for n, _, ru, _, zu in rows:
-        lines.append(f"| {n} | {usage_cells(ru)} | {usage_cells(zu)} |")
+    for n, r, ru, z, zu in rows:
+        lines.append(f"| {n} | {usage_cells(ru, n, r)} | {usage_cells(zu, n, z)} |")
     lines += ["", f"![writes against nodes](bench/{name}.svg)", "",
               f"Where the scopes' anchors and leaders were ({counts[-1]} nodes):", "", "```"]
     lines += placements[counts[-1]]
@@ -361,10 +361,11 @@ def describe(usage):
             f" generator {usage['generator_cores']:.2f} cores, machine idle {usage['machine_idle'] * 100:.0f}%")
 
 
-def usage_cells(usage):
+def usage_cells(usage, nodes, result):
     if usage is None:
-        return "- | - | - | -"
-    return (f"{usage['of_cap'] * 100:.0f}% | {usage['throttled'] * 100:.0f}% "
+        return "- | - | - | - | -"
+    per_write = usage["node_cores"] * nodes / max(result["ops_per_sec"], 1) * 1e6
+    return (f"{usage['of_cap'] * 100:.0f}% | {usage['throttled'] * 100:.0f}% | {per_write:.0f} "
             f"| {usage['generator_cores']:.2f} | {usage['machine_idle'] * 100:.0f}%")
 
 
