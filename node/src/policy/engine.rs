@@ -248,6 +248,31 @@ impl PolicyEngine {
         }
     }
 
+    /// Compiles, on a blocking thread, a policy that apply is about to need, so that apply
+    /// finds it cached. A compile takes a few hundred milliseconds of CPU, ten times that on a
+    /// node capped to a tenth of a core; done inside apply, it held an async worker and the
+    /// scope's state lock all that time. A node with one worker (what a capped node gets)
+    /// fell silent, its peers' QUIC idle timeout dropped every connection to it, and its
+    /// scopes lost their leaders. A failure is not reported here: apply meets it again and
+    /// handles it there.
+    pub async fn compile_ahead(&self, hash: PolicyHash, component: Arc<Vec<u8>>) {
+        if self.cached(hash).is_some() {
+            return;
+        }
+        let this = self.clone();
+        let _ = tokio::task::spawn_blocking(move || this.compiled(hash, &component)).await;
+    }
+
+    /// The compiled policy `hash`, if it was compiled here before.
+    pub fn cached(&self, hash: PolicyHash) -> Option<Arc<Compiled>> {
+        self.shared
+            .cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&hash)
+            .cloned()
+    }
+
     /// Validates, compiles and links a component; no parameter check. Cached by hash.
     pub fn compile(&self, bytes: &[u8]) -> Result<Arc<Compiled>, Refused> {
         self.compiled(PolicyHash::of(bytes), bytes)
@@ -257,14 +282,8 @@ impl PolicyEngine {
     /// active policy of a scope), so the hot path is one map lookup rather than a sha256 of
     /// the component per entry.
     pub fn compiled(&self, hash: PolicyHash, bytes: &[u8]) -> Result<Arc<Compiled>, Refused> {
-        if let Some(hit) = self
-            .shared
-            .cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&hash)
-        {
-            return Ok(hit.clone());
+        if let Some(hit) = self.cached(hash) {
+            return Ok(hit);
         }
         if bytes.len() > limits::POLICY_BYTES_MAX {
             return Err(Refused::TooLarge {

@@ -416,3 +416,48 @@ fn apply_never_waits_for_the_instances_held_elsewhere() {
     );
     assert!(engine.take_ready(compiled.hash, fuel).is_some());
 }
+
+#[test]
+fn compiling_ahead_leaves_the_async_worker_to_other_tasks() {
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
+    // One worker, as a node capped to a fraction of a core gets. Compiled on it, the policy
+    // would hold it, and the ticker below could not run until the compile was over.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let engine = engine();
+    let bytes = Arc::new(component("limits"));
+    let hash = PolicyHash::of(&bytes);
+    let ticks = Arc::new(AtomicU64::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    let during = runtime.block_on(async {
+        let ticker = {
+            let (ticks, done) = (ticks.clone(), done.clone());
+            tokio::spawn(async move {
+                while !done.load(SeqCst) {
+                    ticks.fetch_add(1, SeqCst);
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        while ticks.load(SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        let apply = {
+            let (engine, ticks) = (engine.clone(), ticks.clone());
+            tokio::spawn(async move {
+                let before = ticks.load(SeqCst);
+                engine.compile_ahead(hash, bytes).await;
+                ticks.load(SeqCst) - before
+            })
+        };
+        let during = apply.await.expect("the compiling task");
+        done.store(true, SeqCst);
+        ticker.await.expect("the ticker");
+        during
+    });
+    assert!(engine.cached(hash).is_some(), "compiled and cached");
+    assert!(during > 0, "no other task ran while the policy compiled");
+}

@@ -894,6 +894,29 @@ fn session_scope_allowed(p: &str) -> Result<(), ApiError> {
 }
 
 impl ScopeStateMachine {
+    /// The policies a batch of entries is judged by: the active one, and any an entry of the
+    /// batch sets.
+    fn policies_to_judge(
+        &self,
+        entries: &[EntryResponder<TypeConfig>],
+    ) -> Vec<(crate::policy::PolicyHash, Arc<Vec<u8>>)> {
+        let active =
+            (self.view.read().governance.active.as_ref()).map(|a| (a.hash, a.component.clone()));
+        let set = entries
+            .iter()
+            .filter_map(|(entry, _)| match &entry.payload {
+                EntryPayload::Normal(command) => match &command.body {
+                    Body::SetPolicy { set, .. } => Some((
+                        crate::policy::PolicyHash::of(&set.component),
+                        Arc::new(set.component.clone()),
+                    )),
+                    _ => None,
+                },
+                _ => None,
+            });
+        active.into_iter().chain(set).collect()
+    }
+
     /// Carves a session scope out with no policy judging, creating the znodes above it.
     fn carve_session_scope(
         &self,
@@ -1138,6 +1161,10 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         });
         if !only_txns {
             self.newborns.until_born(self.scope).await;
+        }
+        // Compiling a policy takes long: never under the state's lock, nor on this worker.
+        for (hash, component) in self.policies_to_judge(&entries) {
+            self.engine.compile_ahead(hash, component).await;
         }
         let unborn = self.newborns.is_pending(self.scope);
         let applied = entries.len();
