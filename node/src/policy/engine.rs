@@ -107,8 +107,8 @@ impl std::fmt::Debug for Compiled {
 /// Why a thread and not the apply task after the responses: with every anchor's apply doing
 /// it, the work landed on the cores the next write needed (1-client creates on the dev cluster
 /// with `open`, 5 alternating rounds: p50 +155 us over no policy when apply made the
-/// instances, +97 us when a low-priority thread did). On a busy machine that thread may not run at all; entries then
-/// make and drop their own instances, as they would without it.
+/// instances, +97 us when a low-priority thread did). On a busy machine that thread may not
+/// run at all; entries then make and drop their own instances, as they would without it.
 #[derive(Clone)]
 pub struct PolicyEngine {
     shared: Arc<Shared>,
