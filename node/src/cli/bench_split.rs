@@ -35,10 +35,8 @@ pub struct SplitReport {
     pub moved: u64,
     pub fill: Duration,
     pub split: Duration,
-    /// (longest gap in the AFTER before the split, longest gap from the split's start to AFTER
-    /// past its end)
-    pub split_half: (Gap, Gap),
-    pub rest_half: (Gap, Gap),
+    pub split_half: HalfGaps,
+    pub rest_half: HalfGaps,
     pub write_errors: u64,
     /// The first error a writer saw, if any.
     pub first_error: Option<String>,
@@ -57,19 +55,26 @@ pub async fn run(config: ClientConfig, znodes: usize, value_size: usize) -> anyh
         report.moved,
         ms(report.split)
     );
-    println!("longest stretch without an acknowledged write ({WRITERS} writers per half):");
     println!(
-        "  in the split subtree:   {:>7.0} ms during the split (from +{:.0} ms), {:>5.0} ms in as long before it",
-        ms(report.split_half.1.length),
-        ms(report.split_half.1.from),
-        ms(report.split_half.0.length)
+        "longest stretch without an acknowledged write, ms ({WRITERS} writers per half; \
+         +ms: where it began after the split's request):"
     );
     println!(
-        "  in the rest of the scope: {:>5.0} ms during the split (from +{:.0} ms), {:>5.0} ms in as long before it",
-        ms(report.rest_half.1.length),
-        ms(report.rest_half.1.from),
-        ms(report.rest_half.0.length)
+        "  {:<22} {:>18} {:>22} {:>18}",
+        "", "request to reply", "to 5 s after reply", "as long before"
     );
+    for (name, half) in [
+        ("in the split subtree", &report.split_half),
+        ("in the rest of scope", &report.rest_half),
+    ] {
+        let at = |g: Gap| format!("{:.0} (+{:.0})", ms(g.length), ms(g.from));
+        println!(
+            "  {name:<22} {:>18} {:>22} {:>18.0}",
+            at(half.split),
+            at(half.window),
+            ms(half.before.length)
+        );
+    }
     match &report.first_error {
         Some(first) => println!("write errors: {} (the first: {first})", report.write_errors),
         None => println!("write errors: 0"),
@@ -188,11 +193,11 @@ async fn measure(
     let moved = admin.scope(&format!("{ROOT}/big")).await?.znodes;
     let gaps = |acks: &mut Vec<Instant>| {
         acks.sort();
-        let before_start = split_start - AFTER;
-        (
-            longest_gap(acks, before_start, split_start),
-            longest_gap(acks, split_start, window_end),
-        )
+        HalfGaps {
+            split: longest_gap(acks, split_start, split_start + split),
+            window: longest_gap(acks, split_start, window_end),
+            before: longest_gap(acks, split_start - AFTER, split_start),
+        }
     };
     let [mut big, mut rest] = acks;
     Ok(SplitReport {
@@ -205,6 +210,16 @@ async fn measure(
         write_errors,
         first_error,
     })
+}
+
+/// The longest stretches with no acknowledged write in one half of the scope.
+pub struct HalfGaps {
+    /// From the split's request to its reply (which comes after the leader applied it).
+    pub split: Gap,
+    /// From the split's request to `AFTER` past its reply.
+    pub window: Gap,
+    /// In the `AFTER` before the request, a baseline as long as `window`, but for the split.
+    pub before: Gap,
 }
 
 /// A stretch with no acknowledged write: how long, and where it began after its window's start.

@@ -285,15 +285,19 @@ impl Scope {
         // A child being born here opens from its carved state (given just after its parent's
         // batch), else from its own rows.
         host.newborns.until_openable(id).await;
-        let sm = ScopeStateMachine::open(
-            store.clone(),
-            id,
-            engine.clone(),
-            fresh,
-            Some(host.events.clone()),
-            host.newborns.clone(),
-        )
-        .with_context(|| format!("loading scope {id} from {}", store.dir().display()))?;
+        // Loading reads every znode (or, for a newborn, counts its extents): not on a worker
+        // that drives connections.
+        let opening = {
+            let (store, engine) = (store.clone(), engine.clone());
+            let (events, newborns) = (host.events.clone(), host.newborns.clone());
+            tokio::task::spawn_blocking(move || {
+                ScopeStateMachine::open(store, id, engine, fresh, Some(events), newborns)
+            })
+        };
+        let sm = opening
+            .await
+            .context("the task loading a scope failed")?
+            .with_context(|| format!("loading scope {id} from {}", store.dir().display()))?;
         let view = sm.view();
         let feed = sm.feed();
         let tenure = sm.tenure();

@@ -1,0 +1,87 @@
+//! What a split costs the scope it splits: the carve runs inside the parent's apply, so every
+//! write to the rest of the scope waits for it; the child counts its own extents afterwards,
+//! on its opening. `cargo bench -p scopekeeper --bench carve [ZNODES]` (default 1,000,000,
+//! half of them carved off, as `bench/split.sh` does to a running cluster). Prints
+//! milliseconds; compare within one run, absolute times drift.
+
+use std::time::Instant;
+
+use scopekeeper::tree::{Stamp, Tree, Txn};
+use scopekeeper_client::{CreateMode, Op};
+
+const BUCKETS: usize = 100;
+
+fn main() -> anyhow::Result<()> {
+    let znodes: usize = match std::env::args().nth(1).filter(|a| a != "--bench") {
+        Some(n) => n.parse()?,
+        None => 1_000_000,
+    };
+    let (top, deep) = (fill(znodes), fill(znodes));
+    println!("{znodes} znodes, half carved off; ms (median of 5)");
+    println!(
+        "{:<24} {:>16} {:>16}",
+        "carved subtree", "parent's carve", "child's count"
+    );
+    for (name, tree, at) in [
+        ("a child of the root", top, "/big"),
+        ("below it (/big/all)", deep, "/big/all"),
+    ] {
+        let (mut carve, mut count) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            let mut parent = tree.clone();
+            let started = Instant::now();
+            let carved = parent.carve(at).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+            carve.push(started.elapsed().as_secs_f64() * 1e3);
+            let child = Tree::from_carved(carved).map_err(anyhow::Error::msg)?;
+            let started = Instant::now();
+            child.count_deferred();
+            count.push(started.elapsed().as_secs_f64() * 1e3);
+        }
+        println!(
+            "{name:<24} {:>16.1} {:>16.1}",
+            median(&mut carve),
+            median(&mut count)
+        );
+    }
+    Ok(())
+}
+
+/// A tree of `znodes` 100-byte znodes, half under `/big/all/<bucket>`, half under
+/// `/rest/<bucket>`.
+fn fill(znodes: usize) -> Tree {
+    let mut tree = Tree::new();
+    let mut zxid = 0;
+    let mut apply = |tree: &mut Tree, path: String, data: &[u8]| {
+        zxid += 1;
+        let op = Op::Create {
+            path,
+            data: data.to_vec(),
+            mode: CreateMode::Persistent,
+            acl: Vec::new(),
+        };
+        let stamp = Stamp {
+            zxid_hint: zxid,
+            time_ms: zxid,
+        };
+        tree.apply(stamp, &Txn::Single(op));
+    };
+    for parent in ["/big", "/big/all", "/rest"] {
+        apply(&mut tree, parent.to_string(), b"");
+    }
+    for b in 0..BUCKETS {
+        apply(&mut tree, format!("/big/all/{b}"), b"");
+        apply(&mut tree, format!("/rest/{b}"), b"");
+    }
+    let value = [b'x'; 100];
+    for i in 0..znodes / 2 {
+        let b = i % BUCKETS;
+        apply(&mut tree, format!("/big/all/{b}/n{i}"), &value);
+        apply(&mut tree, format!("/rest/{b}/n{i}"), &value);
+    }
+    tree
+}
+
+fn median(samples: &mut [f64]) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
