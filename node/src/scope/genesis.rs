@@ -161,10 +161,10 @@ impl Newborns {
     }
 }
 
-/// Reports a new child (`Delegated`), so that the node opens it at once; on a thread of its
-/// own, counts what the carve left to count, gives the carved state to the opening, then moves
-/// the child's rows from the parent's keys to its own and writes its first snapshot. Called
-/// after the parent's batch that carved it (and [`Newborns::expect`]ed it) is durable.
+/// Gives a new child's carved state to its opening and reports it (`Delegated`), so that the
+/// node opens it at once; then, on a thread of its own, moves its rows from the parent's keys
+/// to its own and writes its first snapshot. Called after the parent's batch that carved it
+/// (and [`Newborns::expect`]ed it) is durable.
 pub fn spawn(
     store: Store,
     parent: ScopeId,
@@ -174,9 +174,9 @@ pub fn spawn(
     events: Option<ScopeEvents>,
 ) {
     let id = child.identity.id;
+    newborns.give(id, child);
     if let Some(events) = &events {
-        // Nobody listens only while the node shuts down; the child's meta is durable. Its
-        // opening waits for the state given below.
+        // Nobody listens only while the node shuts down; the child's meta is durable.
         let _ = events.send(ScopeEvent::Delegated { parent, child: id });
     }
     #[cfg(test)]
@@ -189,16 +189,7 @@ pub fn spawn(
     }
     let runtime = tokio::runtime::Handle::current();
     let nursery = newborns.clone();
-    // The state goes to the thread once it runs: if it cannot start, it is given from here.
-    let (hand_over, handed) = std::sync::mpsc::sync_channel::<ScopeState>(1);
     let birth = move || {
-        let Ok(child) = handed.recv() else {
-            return;
-        };
-        // The pass over the subtree that the parent's apply left out (a million znodes take
-        // tens of ms), before the child opens and before the move below competes with it.
-        child.tree.count_deferred();
-        newborns.give(id, child);
         let started = std::time::Instant::now();
         let FirstSnapshot {
             path,
@@ -266,23 +257,16 @@ pub fn spawn(
         // Only a later member needs the file; without it, sending one fails until then.
         newborns.first_snapshot_written(id);
     };
-    let started = std::thread::Builder::new()
+    if let Err(e) = std::thread::Builder::new()
         .name("scope-birth".into())
-        .spawn(birth);
-    let unborn = match started {
-        Ok(_) => hand_over.send(child).err().map(|e| e.0),
-        Err(e) => {
-            // The child keeps applying in memory, unpersisted, and its next opening (the mark
-            // stays in its meta) moves the rows.
-            tracing::error!(
-                child = id,
-                "starting a new scope's birth failed; it stays in memory until this node restarts: {e}"
-            );
-            Some(child)
-        }
-    };
-    if let Some(child) = unborn {
-        nursery.give(id, child);
+        .spawn(birth)
+    {
+        // The child keeps applying in memory, unpersisted, and its next opening (the mark
+        // stays in its meta) moves the rows.
+        tracing::error!(
+            child = id,
+            "starting a new scope's birth failed; it stays in memory until this node restarts: {e}"
+        );
         nursery.first_snapshot_written(id);
     }
 }

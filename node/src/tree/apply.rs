@@ -73,7 +73,6 @@ impl Tree {
         txn: &Txn,
         admit: &mut impl Admit,
     ) -> Applied {
-        self.count_deferred();
         let zxid = stamp.zxid_hint.max(self.last_zxid.saturating_add(1));
         assert!(
             zxid > self.last_zxid,

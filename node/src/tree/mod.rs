@@ -19,7 +19,6 @@ mod session_test;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::OnceLock;
 
 use scopekeeper_client::proto::{
     Acl, ApiError, ErrorCode, MultiSlot, NodeKind, Op, OpResult, Stat, perms,
@@ -197,7 +196,7 @@ impl Change {
 /// subtrees delegated to child scopes. A delegated path stays listed among its parent's
 /// children (so `getChildren`, numChildren and cversion stay right) but its znode and
 /// everything below belong to the child scope.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tree {
     root: String,
     nodes: BTreeMap<String, Znode>,
@@ -206,10 +205,8 @@ pub struct Tree {
     /// Sum of every znode's data length, kept as the tree changes.
     data_bytes: u64,
     /// The extent of the subtree under each child of the root (by its name), kept as the tree
-    /// changes: a split's candidates without a pass over the tree. Use [`Tree::extents`]: a
-    /// tree carved off by a split counts them on first use, so that the pass over the subtree
-    /// is the child's, not part of the parent's apply.
-    tops: OnceLock<BTreeMap<String, Extent>>,
+    /// changes: a split's candidates without a pass over the tree.
+    tops: BTreeMap<String, Extent>,
     /// Ephemeral nodes by owning session; follows from the Stats.
     ephemerals: BTreeMap<i64, BTreeSet<String>>,
     /// Container and TTL nodes, which the leader reaps; follows from the Stats.
@@ -217,36 +214,6 @@ pub struct Tree {
     /// Killed sessions and carved ephemerals; persisted beside the znodes.
     book: SessionBook,
 }
-
-/// Trees are equal when they hold the same: extents left uncounted by a carve compare by
-/// what counting them gives.
-impl PartialEq for Tree {
-    fn eq(&self, other: &Self) -> bool {
-        // Destructured, so that a new field cannot be forgotten here.
-        let Tree {
-            root,
-            nodes,
-            delegated,
-            last_zxid,
-            data_bytes,
-            tops: _,
-            ephemerals,
-            reapable,
-            book,
-        } = self;
-        *root == other.root
-            && *nodes == other.nodes
-            && *delegated == other.delegated
-            && *last_zxid == other.last_zxid
-            && *data_bytes == other.data_bytes
-            && self.extents() == other.extents()
-            && *ephemerals == other.ephemerals
-            && *reapable == other.reapable
-            && *book == other.book
-    }
-}
-
-impl Eq for Tree {}
 
 /// How much a subtree holds: its znodes (its root included) and their data bytes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -268,8 +235,10 @@ pub struct Carved {
     pub last_zxid: i64,
     /// The parent's killed sessions, and the carve records of the delegations that moved.
     pub book: SessionBook,
-    /// The carved znodes' data bytes.
+    /// The carved znodes' data bytes, counted by the carve's own pass.
     pub data_bytes: u64,
+    /// The extents below the carved root, counted by the same pass.
+    pub tops: BTreeMap<String, Extent>,
     /// Carved znodes that are not persistent, with their owner: the child indexes them.
     pub indexed: Vec<(String, i64)>,
 }
@@ -331,7 +300,7 @@ impl Tree {
             delegated: BTreeSet::new(),
             last_zxid: 0,
             data_bytes: 0,
-            tops: OnceLock::from(BTreeMap::new()),
+            tops: BTreeMap::new(),
             ephemerals: BTreeMap::new(),
             reapable: BTreeSet::new(),
             book: SessionBook::default(),
@@ -402,7 +371,7 @@ impl Tree {
             delegated,
             last_zxid,
             data_bytes,
-            tops: OnceLock::from(tops),
+            tops,
             ephemerals: BTreeMap::new(),
             reapable: BTreeSet::new(),
             book: SessionBook::default(),
@@ -423,7 +392,7 @@ impl Tree {
     pub fn from_carved(carved: Carved) -> Result<Self, String> {
         let mut tree = Tree {
             data_bytes: carved.data_bytes,
-            tops: OnceLock::new(),
+            tops: carved.tops,
             root: carved.root,
             nodes: carved.nodes,
             delegated: carved.delegated.into_iter().collect(),
@@ -442,25 +411,6 @@ impl Tree {
         #[cfg(debug_assertions)]
         tree.check_invariants()?;
         Ok(tree)
-    }
-
-    /// Counts what a carve left to count on first use, so that the first write does not.
-    pub fn count_deferred(&self) {
-        self.extents();
-    }
-
-    /// The extents under the root's children, counted now if a carve left them uncounted.
-    fn extents(&self) -> &BTreeMap<String, Extent> {
-        self.tops
-            .get_or_init(|| extents_below(&self.root, &self.nodes))
-    }
-
-    /// The extents, to keep them as the tree changes: every change begins with
-    /// [`Tree::count_deferred`], since they must be counted over the tree before the change.
-    fn extents_mut(&mut self) -> &mut BTreeMap<String, Extent> {
-        self.tops
-            .get_mut()
-            .expect("a change to the tree begins by counting its extents")
     }
 
     /// What the scope remembers of sessions, for persistence.
@@ -521,22 +471,6 @@ impl Tree {
         }
     }
 
-    /// The indexed znodes (ephemeral, container, TTL) at `at` or below it, in path order.
-    fn indexed_within(&self, at: &str) -> Vec<String> {
-        // As in `carve`: `at` itself, then the range [at/, at0).
-        let (below, after) = (format!("{at}/"), format!("{at}0"));
-        let within = |paths: &BTreeSet<String>| -> Vec<String> {
-            let own = paths.get(at).into_iter();
-            own.chain(paths.range(below.clone()..after.clone()))
-                .cloned()
-                .collect()
-        };
-        let mut found: Vec<String> = self.ephemerals.values().flat_map(within).collect();
-        found.extend(within(&self.reapable));
-        found.sort();
-        found
-    }
-
     /// Inserts a znode that is not there, keeping the byte count and indexes.
     fn insert_node(&mut self, p: String, z: Znode) {
         self.data_bytes += z.data.len() as u64;
@@ -566,8 +500,7 @@ impl Tree {
     /// falls under none).
     fn tally_in(&mut self, p: &str, znodes: u64, bytes: u64) {
         if let Some(top) = path::child_below(&self.root, p) {
-            let add = Extent { znodes, bytes };
-            add_extent(self.extents_mut(), top, add);
+            add_extent(&mut self.tops, top, Extent { znodes, bytes });
         }
     }
 
@@ -576,14 +509,14 @@ impl Tree {
         let Some(top) = path::child_below(&self.root, p) else {
             return;
         };
-        let tops = self.extents_mut();
-        let extent = tops
+        let extent = self
+            .tops
             .get_mut(top)
             .expect("a znode below the root is counted in its extent");
         extent.znodes -= znodes;
         extent.bytes -= bytes;
         if extent.znodes == 0 {
-            tops.remove(top);
+            self.tops.remove(top);
         }
     }
 
@@ -625,7 +558,7 @@ impl Tree {
     /// name order, with their extents: a split's candidates. Delegated children are not among
     /// them (their whole extent left with the carve).
     pub fn subtrees(&self) -> impl Iterator<Item = (&str, Extent)> {
-        self.extents()
+        self.tops
             .iter()
             .map(|(name, extent)| (name.as_str(), *extent))
     }
@@ -656,8 +589,6 @@ impl Tree {
                 format!("{at} is ephemeral; it cannot be the root of a scope"),
             ));
         }
-        // The extents are kept over the tree as it is before the carve.
-        self.count_deferred();
         // The subtree is `at` and the range [at/, at0): '0' follows '/', and names such as
         // `at-x` sort between `at` and `at/`. Splitting the map's ranges off costs a walk
         // down the tree and a merge of the two outer parts, not a removal per znode.
@@ -668,26 +599,48 @@ impl Tree {
         join(&mut self.nodes, from_root);
         join(&mut self.nodes, after);
         below.insert(at.to_string(), root_node);
-        // What the parent must forget, found without a pass over the subtree: a split can
-        // move a million znodes, and every write to the rest of the scope waits for this
-        // apply. The carved child counts its own extents later (`Tree::extents`).
-        let data_bytes = if path::parent(at) == Some(self.root.as_str()) {
-            let extent = self.extents().get(path::name(at)).copied();
-            let extent = extent.expect("a znode below the root is counted in its extent");
-            assert_eq!(extent.znodes, below.len() as u64, "the extent of {at}");
-            extent.bytes
-        } else {
-            below.values().map(|z| z.data.len() as u64).sum()
-        };
         let mut owners = BTreeSet::new();
-        let mut indexed = Vec::new();
-        for p in self.indexed_within(at) {
-            let owner = below.get(&p).map_or(0, |z| z.stat.ephemeral_owner);
+        let (mut data_bytes, mut indexed) = (0u64, Vec::new());
+        let mut tops: BTreeMap<String, Extent> = BTreeMap::new();
+        // The child's extents: its znodes come in path order, so those of one extent are
+        // consecutive and the map is looked up once per extent.
+        let mut current: Option<(&str, Extent)> = None;
+        for (p, z) in &below {
+            data_bytes += z.data.len() as u64;
+            // Every carved path is `at` or below it (`at` is never the root `/`).
+            if let Some(rest) = p.get(at.len() + 1..) {
+                match &mut current {
+                    Some((name, extent))
+                        if rest.starts_with(*name)
+                            && rest.as_bytes().get(name.len()).is_none_or(|b| *b == b'/') =>
+                    {
+                        extent.znodes += 1;
+                        extent.bytes += z.data.len() as u64;
+                    }
+                    _ => {
+                        if let Some((name, extent)) = current.take() {
+                            add_extent(&mut tops, name, extent);
+                        }
+                        let top = rest.split_once('/').map_or(rest, |(top, _)| top);
+                        let extent = Extent {
+                            znodes: 1,
+                            bytes: z.data.len() as u64,
+                        };
+                        current = Some((top, extent));
+                    }
+                }
+            }
+            let owner = z.stat.ephemeral_owner;
             if let NodeKind::Ephemeral { session } = NodeKind::of(owner) {
                 owners.insert(session);
             }
-            self.unindex(&p, owner);
-            indexed.push((p, owner));
+            if !matches!(NodeKind::of(owner), NodeKind::Persistent) {
+                self.unindex(p, owner);
+                indexed.push((p.clone(), owner));
+            }
+        }
+        if let Some((name, extent)) = current {
+            add_extent(&mut tops, name, extent);
         }
         self.data_bytes -= data_bytes;
         self.tally_out(at, below.len() as u64, data_bytes);
@@ -718,6 +671,7 @@ impl Tree {
             last_zxid: self.last_zxid,
             book,
             data_bytes,
+            tops,
             indexed,
         })
     }
@@ -732,7 +686,6 @@ impl Tree {
         book: &SessionBook,
         last_zxid: i64,
     ) -> Result<Vec<String>, String> {
-        self.count_deferred();
         if !self.delegated.contains(at) {
             return Err(format!(
                 "{at} is not delegated by the scope rooted at {}",
@@ -912,11 +865,10 @@ impl Tree {
             return Err(format!("data_bytes {} != {data_bytes}", self.data_bytes));
         }
         let tops = extents_below(&self.root, &self.nodes);
-        if let Some(kept) = self.tops.get()
-            && *kept != tops
-        {
+        if tops != self.tops {
             return Err(format!(
-                "the extents kept below the root differ from those counted: {kept:?} != {tops:?}"
+                "the extents kept below the root differ from those counted: {:?} != {tops:?}",
+                self.tops
             ));
         }
         let mut ephemerals: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
