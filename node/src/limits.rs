@@ -89,9 +89,10 @@ pub const SCOPE_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(
 /// (the opening clears the snapshot directory of temporaries).
 pub const GENESIS_OPEN_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// A new child's birth writes its rows' tables to disk this many bytes at a time, so that no
-/// large write-back is left for the moment it holds the node's journal lock (see `genesis`).
-pub const GENESIS_SYNC_BYTES: usize = 4 * 1024 * 1024;
+/// Large files are synced this many bytes at a time as they are written (a new child's
+/// ingested tables, snapshot files), so that no large write-back queues the node's journal
+/// fsyncs, nor is left for the moment a birth holds the journal lock (see `genesis`).
+pub const SYNC_STEP_BYTES: usize = 4 * 1024 * 1024;
 
 /// Times a client request may be forwarded between nodes on its way to an anchor of its
 /// scope: once to an anchor, once more if that node's route was stale too.

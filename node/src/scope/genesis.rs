@@ -427,7 +427,7 @@ fn write_rows(
         put(k, v).map_err(fail)?;
         // A little at a time, so that the journal's fsyncs never queue behind a large
         // write-back, and none is left for `finish`.
-        if unsynced >= crate::limits::GENESIS_SYNC_BYTES {
+        if unsynced >= crate::limits::SYNC_STEP_BYTES {
             tables.sync()?;
             unsynced = 0;
         }

@@ -285,8 +285,8 @@ impl Scope {
         // A child being born here opens from its carved state (given just after its parent's
         // batch), else from its own rows.
         host.newborns.until_openable(id).await;
-        // Loading reads every znode (or, for a newborn, counts its extents): not on a worker
-        // that drives connections.
+        // Loading a scope from its rows reads every znode: not on a worker that drives
+        // connections.
         let opening = {
             let (store, engine) = (store.clone(), engine.clone());
             let (events, newborns) = (host.events.clone(), host.newborns.clone());

@@ -162,7 +162,7 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
     let mut f = std::fs::File::create(&tmp)?;
     // A little at a time: a large write-back queues the node's journal fsyncs behind it.
-    for chunk in bytes.chunks(crate::limits::GENESIS_SYNC_BYTES) {
+    for chunk in bytes.chunks(crate::limits::SYNC_STEP_BYTES) {
         f.write_all(chunk)?;
         f.sync_data()?;
     }

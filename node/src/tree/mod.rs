@@ -601,34 +601,13 @@ impl Tree {
         below.insert(at.to_string(), root_node);
         let mut owners = BTreeSet::new();
         let (mut data_bytes, mut indexed) = (0u64, Vec::new());
-        let mut tops: BTreeMap<String, Extent> = BTreeMap::new();
-        // The child's extents: its znodes come in path order, so those of one extent are
-        // consecutive and the map is looked up once per extent.
-        let mut current: Option<(&str, Extent)> = None;
+        // The child's extents, counted in the same pass.
+        let mut tops = ExtentRuns::default();
         for (p, z) in &below {
             data_bytes += z.data.len() as u64;
             // Every carved path is `at` or below it (`at` is never the root `/`).
             if let Some(rest) = p.get(at.len() + 1..) {
-                match &mut current {
-                    Some((name, extent))
-                        if rest.starts_with(*name)
-                            && rest.as_bytes().get(name.len()).is_none_or(|b| *b == b'/') =>
-                    {
-                        extent.znodes += 1;
-                        extent.bytes += z.data.len() as u64;
-                    }
-                    _ => {
-                        if let Some((name, extent)) = current.take() {
-                            add_extent(&mut tops, name, extent);
-                        }
-                        let top = rest.split_once('/').map_or(rest, |(top, _)| top);
-                        let extent = Extent {
-                            znodes: 1,
-                            bytes: z.data.len() as u64,
-                        };
-                        current = Some((top, extent));
-                    }
-                }
+                tops.add(rest, z.data.len() as u64);
             }
             let owner = z.stat.ephemeral_owner;
             if let NodeKind::Ephemeral { session } = NodeKind::of(owner) {
@@ -639,9 +618,7 @@ impl Tree {
                 indexed.push((p.clone(), owner));
             }
         }
-        if let Some((name, extent)) = current {
-            add_extent(&mut tops, name, extent);
-        }
+        let tops = tops.finish();
         self.data_bytes -= data_bytes;
         self.tally_out(at, below.len() as u64, data_bytes);
         let delegated: Vec<String> = self
@@ -994,31 +971,54 @@ pub(crate) fn check_path_len(p: &str) -> Result<(), ApiError> {
 
 /// The extent of the subtree under each child of `root`, counted over `nodes`.
 fn extents_below(root: &str, nodes: &BTreeMap<String, Znode>) -> BTreeMap<String, Extent> {
-    let mut tops: BTreeMap<String, Extent> = BTreeMap::new();
-    // Paths come in order, so an extent's znodes come in one run, or a few where names such
-    // as `top-x` (which sort between `top` and `top/`) cut in: the map is looked up per run.
-    let mut run: Option<(&str, Extent)> = None;
+    let mut tops = ExtentRuns::default();
+    // The root's own path is not below it; `/`'s children start right after its slash.
+    let skip = if root == "/" { 1 } else { root.len() + 1 };
     for (p, z) in nodes {
-        let Some(top) = path::child_below(root, p) else {
-            continue;
-        };
-        let bytes = z.data.len() as u64;
-        match &mut run {
-            Some((name, extent)) if *name == top => {
+        if p != root && path::is_within(p, root) {
+            tops.add(&p[skip..], z.data.len() as u64);
+        }
+    }
+    tops.finish()
+}
+
+/// Extents counted over znodes given in path order. An extent's znodes then come in one run,
+/// or a few where names such as `top-x` (which sort between `top` and `top/`) cut in: the map
+/// is looked up once per run, not once per znode.
+#[derive(Default)]
+struct ExtentRuns<'a> {
+    tops: BTreeMap<String, Extent>,
+    run: Option<(&'a str, Extent)>,
+}
+
+impl<'a> ExtentRuns<'a> {
+    /// Counts a znode of `bytes` data bytes at `rest`, its path below the root without the
+    /// slash (`a/b` for `/a/b` under `/`), in the extent of its first name.
+    fn add(&mut self, rest: &'a str, bytes: u64) {
+        match &mut self.run {
+            // Within the run: its name, then the end or a slash (no split per znode).
+            Some((name, extent))
+                if rest.starts_with(*name)
+                    && rest.as_bytes().get(name.len()).is_none_or(|b| *b == b'/') =>
+            {
                 extent.znodes += 1;
                 extent.bytes += bytes;
             }
             _ => {
-                if let Some((name, extent)) = run.replace((top, Extent { znodes: 1, bytes })) {
-                    add_extent(&mut tops, name, extent);
+                let top = rest.split_once('/').map_or(rest, |(top, _)| top);
+                if let Some((name, extent)) = self.run.replace((top, Extent { znodes: 1, bytes })) {
+                    add_extent(&mut self.tops, name, extent);
                 }
             }
         }
     }
-    if let Some((name, extent)) = run {
-        add_extent(&mut tops, name, extent);
+
+    fn finish(mut self) -> BTreeMap<String, Extent> {
+        if let Some((name, extent)) = self.run.take() {
+            add_extent(&mut self.tops, name, extent);
+        }
+        self.tops
     }
-    tops
 }
 
 fn add_extent(tops: &mut BTreeMap<String, Extent>, name: &str, add: Extent) {
