@@ -5,7 +5,7 @@
 //! scope it names refuses paths it does not govern (`WrongScope`), and the node learns the
 //! better route from the refusal and tries again. Pure: no I/O, no clock.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use scopekeeper_client::path;
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,10 @@ pub struct Route {
 #[derive(Clone, Debug)]
 pub struct Directory {
     routes: BTreeMap<String, Route>,
+    /// Scopes merged back into their parents. They are gone for good (ids are never reused),
+    /// so no route to one is learnt again: a reply that a sealed scope served just before its
+    /// merge must not bring its route back.
+    merged: BTreeSet<ScopeId>,
 }
 
 impl Directory {
@@ -67,6 +71,7 @@ impl Directory {
         };
         Directory {
             routes: BTreeMap::from([("/".to_string(), root)]),
+            merged: BTreeSet::new(),
         }
     }
 
@@ -84,6 +89,9 @@ impl Directory {
     /// Takes in a route unless a newer one for the same root is known.
     /// Returns whether anything changed.
     pub fn learn(&mut self, route: Route) -> bool {
+        if self.merged.contains(&route.scope) {
+            return false;
+        }
         match self.routes.get(&route.root) {
             Some(known) if known.epoch > route.epoch => false,
             Some(known) if *known == route => false,
@@ -100,6 +108,19 @@ impl Directory {
         if root != "/" {
             self.routes.remove(root);
         }
+    }
+
+    /// Records that `scope` merged into its parent: its route is forgotten and never learnt
+    /// again, and resolution falls back to the scope that took the subtree back.
+    pub fn merged(&mut self, scope: ScopeId) {
+        if scope != ROOT_SCOPE && self.merged.insert(scope) {
+            self.routes.retain(|_, r| r.scope != scope);
+        }
+    }
+
+    /// Whether `scope` is known to have merged into its parent.
+    pub fn has_merged(&self, scope: ScopeId) -> bool {
+        self.merged.contains(&scope)
     }
 
     /// Every route known, in path order.
@@ -146,6 +167,32 @@ mod tests {
         d.forget("/a");
         assert_eq!(d.resolve("/a/x").scope, ROOT_SCOPE);
         d.forget("/");
+        assert_eq!(d.resolve("/").scope, ROOT_SCOPE, "the root route stays");
+    }
+
+    #[test]
+    fn a_merged_scope_is_never_routed_to_again() {
+        let mut d = Directory::new(vec![]);
+        d.learn(route(1, "/a", 1));
+        d.learn(route(2, "/a/b", 1));
+        d.merged(2);
+        assert_eq!(
+            d.resolve("/a/b/c").scope,
+            1,
+            "its parent took the subtree back"
+        );
+        assert!(d.has_merged(2));
+        assert!(
+            !d.learn(route(2, "/a/b", 1)),
+            "a reply the sealed scope served before its merge"
+        );
+        assert_eq!(d.resolve("/a/b/c").scope, 1);
+        assert!(
+            d.learn(route(3, "/a/b", 1)),
+            "a later split of the same subtree"
+        );
+        assert_eq!(d.resolve("/a/b/c").scope, 3);
+        d.merged(ROOT_SCOPE);
         assert_eq!(d.resolve("/").scope, ROOT_SCOPE, "the root route stays");
     }
 }

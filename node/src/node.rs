@@ -435,6 +435,13 @@ impl Node {
             .iter()
             .flat_map(|s| s.view().read().absorbed.iter().copied().collect::<Vec<_>>())
             .collect();
+        {
+            // Also the routes of merged scopes this node never replicated.
+            let mut directory = self.0.directory.write().unwrap_or_else(|e| e.into_inner());
+            for &id in &absorbed {
+                directory.merged(id);
+            }
+        }
         let gone: Vec<Arc<Scope>> = scopes
             .into_iter()
             .filter(|s| absorbed.contains(&s.id))
@@ -446,7 +453,6 @@ impl Node {
                 root,
                 "the scope merged into its parent; deleting its replica"
             );
-            self.forget_route(&root);
             let _opening = self.0.opening.lock().await;
             self.close_scope(&s).await;
             self.0
@@ -703,6 +709,15 @@ impl Node {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .learn(route);
+    }
+
+    /// Whether `scope` is known here to have merged into its parent.
+    pub fn has_merged(&self, scope: ScopeId) -> bool {
+        self.0
+            .directory
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .has_merged(scope)
     }
 
     pub fn forget_route(&self, root: &str) {

@@ -480,11 +480,13 @@ async fn a_small_cold_child_merges_back_into_its_parent() -> anyhow::Result<()> 
 }
 
 /// Clients read and write znodes of a child scope, stop writing (reads go on) until the child,
-/// now cold, has merged back into its parent, then write again; the recorded history must be
-/// linearizable, and the merge must have happened in the middle of it.
+/// now cold, has merged back into its parent, then write again until they have written
+/// `WRITES_AFTER` times; the recorded history must be linearizable, and the merge must have
+/// happened in the middle of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_history_across_a_merge_is_linearizable() -> anyhow::Result<()> {
     const CLIENTS: u64 = 6;
+    const WRITES_AFTER: u64 = 50;
     let _serial = serial();
     let cluster = Cluster::start(3)?;
     cluster.settle(&[1, 2, 3], SETTLE).await?;
@@ -504,13 +506,14 @@ async fn a_history_across_a_merge_is_linearizable() -> anyhow::Result<()> {
     };
     admin.create_scope("/mlin/a", Some(policy)).await?;
     let keys = Arc::new(keys);
-    // 0: read and write; 1: read only; 2: stop.
+    // 0: read and write; 1: read only; 2: stop; 3: read and write, after the merge.
     let phase = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let writes_after = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let epoch = Instant::now();
     let mut workers = Vec::new();
     for c in 0..CLIENTS {
         let client = cluster.client_of(c % 3 + 1).await?;
-        let (keys, phase) = (keys.clone(), phase.clone());
+        let (keys, phase, writes_after) = (keys.clone(), phase.clone(), writes_after.clone());
         workers.push(tokio::spawn(async move {
             let mut rng = rand::rngs::StdRng::seed_from_u64(100 + c);
             let mut history = Vec::new();
@@ -521,10 +524,13 @@ async fn a_history_across_a_merge_is_linearizable() -> anyhow::Result<()> {
                     break;
                 }
                 let key = keys[rng.random_range(0..keys.len())].clone();
-                let write = now == 0 && rng.random_bool(0.5);
+                let write = (now == 0 || now == 3) && rng.random_bool(0.5);
                 let value = write.then(|| format!("c{c}-{i}"));
                 let event = record(&client, key, value, epoch).await;
                 history.push(event.with_context(|| format!("client {c}"))?);
+                if write && now == 3 {
+                    writes_after.fetch_add(1, Ordering::Relaxed);
+                }
                 i += 1;
                 tokio::time::sleep(Duration::from_millis(3)).await;
             }
@@ -539,24 +545,43 @@ async fn a_history_across_a_merge_is_linearizable() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let merged_at = epoch.elapsed().as_nanos() as u64;
-    phase.store(0, Ordering::Relaxed);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    phase.store(3, Ordering::Relaxed);
+    // However slow the machine, the writers must get going again after the merge.
+    let deadline = Instant::now() + SETTLE;
+    while writes_after.load(Ordering::Relaxed) < WRITES_AFTER {
+        ensure!(
+            Instant::now() < deadline,
+            "only {} writes in {SETTLE:?} after the merge",
+            writes_after.load(Ordering::Relaxed)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     phase.store(2, Ordering::Relaxed);
     let mut history = Vec::new();
     for w in workers {
         history.extend(w.await??);
     }
-    let writes_after = history
+    // For a post-mortem: how long the merge held up whatever was in flight across it.
+    let across: Vec<&Event> = history
         .iter()
-        .filter(|e| matches!(e.op, RegisterOp::Write(_)) && e.invoked > merged_at)
-        .count();
+        .filter(|e| e.invoked <= merged_at && e.completed.is_none_or(|c| c >= merged_at))
+        .collect();
+    let slowest = across
+        .iter()
+        .filter_map(|e| e.completed.map(|c| c - e.invoked))
+        .max();
+    let lost = across.iter().filter(|e| e.completed.is_none()).count();
     eprintln!(
-        "{} operations, {writes_after} writes after the merge",
-        history.len()
+        "{} operations; in flight at the merge: {} ({lost} lost), the slowest took {} ms",
+        history.len(),
+        across.len(),
+        slowest.unwrap_or(0) / 1_000_000
     );
     ensure!(
-        writes_after > 50,
-        "too few writes after the merge: {writes_after}"
+        history
+            .iter()
+            .any(|e| matches!(e.op, RegisterOp::Write(_)) && e.invoked > merged_at),
+        "no write after the merge"
     );
     linearizability::check(b"init", &history).map_err(anyhow::Error::msg)
 }

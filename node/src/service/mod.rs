@@ -307,6 +307,10 @@ pub(super) async fn handle_routed(
             return (Err(e), None);
         }
         let local = local_scope(node, &route).await;
+        if local.is_none() && node.has_merged(route.scope) {
+            // Its parent took the subtree back while the request waited; resolve again.
+            continue;
+        }
         let (response, served_by) = match &local {
             Some(scope) => (
                 serve_local(node, scope, principal, session, &request).await,
@@ -369,7 +373,8 @@ async fn local_scope(node: &Node, route: &Route) -> Option<std::sync::Arc<Scope>
         if let Some(scope) = ready() {
             return Some(scope);
         }
-        if Instant::now() > deadline {
+        // A scope merged away is not coming back.
+        if Instant::now() > deadline || node.has_merged(route.scope) {
             return None;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -1118,20 +1123,34 @@ async fn linearize(node: &Node, scope: &Scope) -> Result<(), ApiError> {
             .reads
             .read_index(move || leader_read_index(asking.clone(), id))
             .await;
-        match attempt {
+        let refusal = match attempt {
             Ok(index) => {
                 let left = deadline
                     .saturating_duration_since(Instant::now())
                     .max(Duration::from_millis(100));
-                return scope
-                    .wait_applied(index, left)
-                    .await
-                    .map_err(|r| connection_loss(format!("{r:?}")));
+                match scope.wait_applied(index, left).await {
+                    Ok(()) => return Ok(()),
+                    Err(r) => r,
+                }
             }
-            Err(Refusal::NotLeader { .. }) if Instant::now() < deadline => {
+            Err(r) => r,
+        };
+        // Its anchors close a merged scope as they apply its parent's Absorb, so its leader
+        // and the quorum for a read vanish; the parent serves the path now, or soon.
+        if scope.view().read().sealed.is_some() {
+            return Err(ApiError::new(
+                ErrorCode::WrongScope,
+                format!(
+                    "scope {} is merging into its parent ({refusal:?}); retry",
+                    scope.id
+                ),
+            ));
+        }
+        match refusal {
+            Refusal::NotLeader { .. } if Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            Err(r) => {
+            r => {
                 return Err(connection_loss(format!(
                     "no linearizable read possible: {r:?}"
                 )));
