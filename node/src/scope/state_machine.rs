@@ -252,6 +252,11 @@ impl ChangeFeed {
         // Nobody listening is the usual case.
         let _ = self.sender.send(std::sync::Arc::new(item));
     }
+
+    /// Whether anyone follows the feed: watches on this node, or a feed stream to another.
+    fn has_listeners(&self) -> bool {
+        self.sender.receiver_count() > 0
+    }
 }
 
 fn load_component(store: &Store, hash: &crate::policy::PolicyHash) -> io::Result<Arc<Vec<u8>>> {
@@ -1133,12 +1138,14 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
         let entries: Vec<EntryResponder<TypeConfig>> = entries.try_collect().await?;
-        if entries.iter().all(|(_, responder)| responder.is_none()) {
+        if entries.iter().all(|(_, responder)| responder.is_none()) && !self.feed.has_listeners() {
             // Nobody waits for these entries here: this replica is a follower (or they are
-            // the leader's own blanks). Tasks already runnable on this node go first, most
-            // often a leader's answer to a client, in this scope's process or another scope
-            // this node leads. A follower learns of a commit as its leader answers the client,
-            // so its apply otherwise takes the cores that answer needs.
+            // the leader's own blanks) and no watch follows its changes. Tasks already
+            // runnable on this node go first, most often a leader's answer to a client, in
+            // this scope's process or another scope this node leads. A follower learns of a
+            // commit as its leader answers the client, so its apply otherwise takes the cores
+            // that answer needs. A watched scope's events wait for this apply, so it does not
+            // step back.
             for _ in 0..FOLLOWER_APPLY_YIELDS {
                 tokio::task::yield_now().await;
             }
