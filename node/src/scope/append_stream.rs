@@ -47,9 +47,17 @@ impl Drop for Tasks {
     }
 }
 
+/// Requests handed to the stream so far, and a wake-up for an answer-waiter with none
+/// outstanding: its patience starts with the next request.
+#[derive(Default)]
+struct Sent {
+    count: AtomicU64,
+    more: tokio::sync::Notify,
+}
+
 struct Answers {
     frames: mpsc::Receiver<Result<Option<StreamAnswer>, TransportError>>,
-    sent: Arc<AtomicU64>,
+    sent: Arc<Sent>,
     received: u64,
     /// Requests were outstanding at the last silent `patience` too.
     stalled: bool,
@@ -84,13 +92,14 @@ where
                 "no replication stream to node {node} within {patience:?}"
             ))
         })??;
-    let sent = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(Sent::default());
     let writer = tokio::spawn({
         let sent = sent.clone();
         async move {
             while let Some(request) = input.next().await {
                 // Counted before it goes, so an answer never outruns its count.
-                sent.fetch_add(1, Ordering::AcqRel);
+                sent.count.fetch_add(1, Ordering::AcqRel);
+                sent.more.notify_one();
                 if write_frame(&mut send, &request, PEER_FRAME_BYTES_MAX)
                     .await
                     .is_err()
@@ -130,7 +139,19 @@ async fn next_answer(mut a: Answers) -> Option<(Answered, Answers)> {
         return None;
     }
     loop {
-        match tokio::time::timeout(a.patience, a.frames.recv()).await {
+        let outstanding = a.sent.count.load(Ordering::Acquire) > a.received;
+        let frame = if outstanding {
+            tokio::time::timeout(a.patience, a.frames.recv()).await
+        } else {
+            // Nothing to wait for: no timer, so that an idle session (most of them, with
+            // quiescent scopes) costs no wake-ups.
+            a.stalled = false;
+            tokio::select! {
+                frame = a.frames.recv() => Ok(frame),
+                () = a.sent.more.notified() => continue,
+            }
+        };
+        match frame {
             Ok(Some(Ok(Some(answer)))) => {
                 a.received += 1;
                 a.stalled = false;
@@ -144,8 +165,7 @@ async fn next_answer(mut a: Answers) -> Option<(Answered, Answers)> {
                 return Some((Answered::Broken(e), a));
             }
             Err(_) => {
-                let outstanding = a.sent.load(Ordering::Acquire) > a.received;
-                if outstanding && a.stalled {
+                if a.stalled {
                     a.ended = true;
                     let silent = TransportError::Closed(format!(
                         "the follower answered nothing for {:?} with requests outstanding",
@@ -153,7 +173,7 @@ async fn next_answer(mut a: Answers) -> Option<(Answered, Answers)> {
                     ));
                     return Some((Answered::Broken(silent), a));
                 }
-                a.stalled = outstanding;
+                a.stalled = true;
             }
         }
     }
