@@ -94,6 +94,10 @@ pub const GENESIS_OPEN_WAIT: std::time::Duration = std::time::Duration::from_sec
 /// fsyncs, nor is left for the moment a birth holds the journal lock (see `genesis`).
 pub const SYNC_STEP_BYTES: usize = 4 * 1024 * 1024;
 
+/// Requests (and answers) of one replication stream buffered between its QUIC stream and
+/// raft, each way; beyond it the stream waits (`scope::append_stream`).
+pub const APPEND_PIPELINE_MAX: usize = 64;
+
 /// Times a client request may be forwarded between nodes on its way to an anchor of its
 /// scope: once to an anchor, once more if that node's route was stale too.
 pub const FORWARD_HOPS_MAX: u8 = 2;

@@ -5,8 +5,7 @@
 use std::net::SocketAddr;
 
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
-    TransferLeaderResponse, VoteRequest, VoteResponse,
+    SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use scopekeeper_transport::{
     Error as TransportError, Pool, RecvStream, SendStream, limits, node_name,
@@ -27,13 +26,14 @@ use crate::tree::Txn;
 pub enum PeerRequest {
     /// `replica` is the target's raft id: a node asked to hold a scope it does not have yet
     /// (a new anchor) opens an empty replica under that id and waits for a snapshot.
-    Append {
+    /// Opens a replication session: the leader's AppendEntries requests follow on the same
+    /// stream, the follower's answers come back in order (`scope::append_stream`).
+    AppendStream {
         scope: ScopeId,
         replica: u64,
         /// Whether the target was added after the scope's creation (so it starts empty);
         /// a first member gets its state from the scope's creation and must wait for it.
         joining: bool,
-        rpc: AppendEntriesRequest<TypeConfig>,
     },
     Vote {
         scope: ScopeId,
@@ -136,7 +136,6 @@ pub enum PeerRequest {
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum PeerResponse {
-    Append(Result<AppendEntriesResponse<TypeConfig>, String>),
     Vote(Result<VoteResponse<TypeConfig>, String>),
     TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
     Snapshot(Result<SnapshotResponse<TypeConfig>, String>),

@@ -19,8 +19,9 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Concurrent RPC streams a connection accepts from its peer.
-pub const STREAMS_PER_CONNECTION_MAX: u32 = 4096;
+/// Concurrent streams a connection accepts from its peer: RPCs, and one long-lived
+/// replication stream per scope the peer leads and this node follows.
+pub const STREAMS_PER_CONNECTION_MAX: u32 = 65_536;
 
 const _: () = assert!(CLIENT_FRAME_BYTES_MAX < PEER_FRAME_BYTES_MAX);
 const _: () = assert!(BACKOFF_MIN.as_millis() < BACKOFF_MAX.as_millis());

@@ -7,6 +7,7 @@
 //! its tree and fjall, then the proposer's responder answers the client.
 
 pub mod ack;
+pub mod append_stream;
 mod background;
 pub mod genesis;
 pub mod governance;

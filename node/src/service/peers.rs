@@ -55,6 +55,14 @@ pub(super) async fn serve_peer_stream(
             let target = node.scope_for_replica(scope, replica, joining).await;
             receive_snapshot(node, target, scope, vote, meta, len, &mut recv).await
         }
+        PeerRequest::AppendStream {
+            scope,
+            replica,
+            joining,
+        } => {
+            let target = node.scope_for_replica(scope, replica, joining).await;
+            return crate::scope::append_stream::serve(target, send, recv).await;
+        }
         PeerRequest::Subscribe { scope } => {
             crate::watches::serve_subscription(node, scope, &mut send).await?;
             return send
@@ -88,25 +96,6 @@ fn awake(node: &Node, scope: u64) -> Result<Arc<Scope>, String> {
 
 async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
     match request {
-        PeerRequest::Append {
-            scope,
-            replica,
-            joining,
-            rpc,
-        } => {
-            let s = node.scope_for_replica(scope, replica, joining).await;
-            if let Ok(s) = &s
-                && !rpc.entries.is_empty()
-            {
-                s.wake();
-            }
-            match s {
-                Ok(s) => PeerResponse::Append(
-                    s.raft.append_entries(rpc).await.map_err(|e| e.to_string()),
-                ),
-                Err(e) => PeerResponse::Invalid(e),
-            }
-        }
         PeerRequest::Vote { scope, rpc } => match awake(node, scope) {
             Ok(s) => PeerResponse::Vote(s.raft.vote(rpc).await.map_err(|e| e.to_string())),
             Err(e) => PeerResponse::Invalid(e),
@@ -221,7 +210,9 @@ async fn handle_peer(node: &Node, request: PeerRequest) -> PeerResponse {
             Err(e) => PeerResponse::Invalid(e),
         },
         PeerRequest::Status { from } => PeerResponse::Status(status(node, from)),
-        PeerRequest::Snapshot { .. } | PeerRequest::Subscribe { .. } => {
+        PeerRequest::Snapshot { .. }
+        | PeerRequest::Subscribe { .. }
+        | PeerRequest::AppendStream { .. } => {
             PeerResponse::Invalid("a streaming request in the wrong place".into())
         }
     }
