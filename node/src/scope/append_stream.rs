@@ -29,12 +29,9 @@ use crate::peer::{PeerRequest, Peers};
 /// The follower's answer to one request, or why it stopped serving the stream.
 pub type StreamAnswer = Result<StreamAppendResult<TypeConfig>, String>;
 
-/// What the leader's side yields per request.
-pub enum Answered {
-    Answer(StreamAnswer),
-    /// The stream broke, or the follower sent nothing for too long with requests outstanding.
-    Broken(TransportError),
-}
+/// What the leader's side yields per request: the follower's answer, or an error if the
+/// stream broke or the follower sent nothing for too long with requests outstanding.
+pub type Answered = Result<StreamAnswer, TransportError>;
 
 /// Stops a session's reader and writer tasks when openraft drops its answers.
 struct Tasks(Vec<tokio::task::AbortHandle>);
@@ -156,13 +153,13 @@ async fn next_answer(mut a: Answers) -> Option<(Answered, Answers)> {
                 a.received += 1;
                 a.stalled = false;
                 a.ended = !matches!(answer, Ok(Ok(_)));
-                return Some((Answered::Answer(answer), a));
+                return Some((Ok(answer), a));
             }
             // The follower finished its side: the session is over.
             Ok(Some(Ok(None))) | Ok(None) => return None,
             Ok(Some(Err(e))) => {
                 a.ended = true;
-                return Some((Answered::Broken(e), a));
+                return Some((Err(e), a));
             }
             Err(_) => {
                 if a.stalled {
@@ -171,7 +168,7 @@ async fn next_answer(mut a: Answers) -> Option<(Answered, Answers)> {
                         "the follower answered nothing for {:?} with requests outstanding",
                         a.patience * 2
                     ));
-                    return Some((Answered::Broken(silent), a));
+                    return Some((Err(silent), a));
                 }
                 a.stalled = true;
             }

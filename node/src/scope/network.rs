@@ -17,7 +17,7 @@ use scopekeeper_transport::frame::{expect_frame, write_frame};
 use scopekeeper_transport::limits::PEER_FRAME_BYTES_MAX;
 use tokio::io::AsyncReadExt;
 
-use super::append_stream::{self, Answered};
+use super::append_stream;
 use super::snapshot::SnapshotFile;
 use super::state_machine::ScopeView;
 use super::types::{TypeConfig, Vote};
@@ -235,9 +235,9 @@ impl RaftNetworkV2<TypeConfig> for PeerLink {
                 }
             };
             let answers = answers.map(|answered| match answered {
-                Answered::Answer(Ok(result)) => Ok(result),
-                Answered::Answer(Err(why)) => Err(remote_error("append", why)),
-                Answered::Broken(e) => Err(rpc_error(e)),
+                Ok(Ok(result)) => Ok(result),
+                Ok(Err(why)) => Err(remote_error("append", why)),
+                Err(e) => Err(rpc_error(e)),
             });
             Ok(answers.boxed())
         })
