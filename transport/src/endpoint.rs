@@ -20,14 +20,15 @@ pub struct Endpoint {
     client_client: quinn::ClientConfig,
 }
 
-fn transport_config() -> Arc<quinn::TransportConfig> {
+/// The connection settings, with `streams` the concurrent streams the other side may open.
+fn transport_config(streams: u32) -> Arc<quinn::TransportConfig> {
     let mut t = quinn::TransportConfig::default();
     t.keep_alive_interval(Some(limits::KEEP_ALIVE));
     t.max_idle_timeout(Some(
         quinn::IdleTimeout::try_from(limits::IDLE_TIMEOUT)
             .expect("idle timeout fits QUIC's varint"),
     ));
-    t.max_concurrent_bidi_streams(limits::STREAMS_PER_CONNECTION_MAX.into());
+    t.max_concurrent_bidi_streams(streams.into());
     t.max_concurrent_uni_streams(0u32.into());
     Arc::new(t)
 }
@@ -49,7 +50,9 @@ impl Endpoint {
         });
         let server = if serve {
             let mut server = quinn::ServerConfig::with_crypto(Arc::new(tls::server_config(creds)?));
-            server.transport_config(transport_config());
+            // Whether a connection is a node's is known only after its handshake, which
+            // raises the limit for one (see `Connection::verified`).
+            server.transport_config(transport_config(limits::CLIENT_STREAMS_MAX));
             server.migration(false);
             Some(server)
         } else {
@@ -68,7 +71,10 @@ impl Endpoint {
             })?;
         let client = |alpn| -> Result<quinn::ClientConfig, Error> {
             let mut c = quinn::ClientConfig::new(Arc::new(tls::client_config(creds, alpn)?));
-            c.transport_config(transport_config());
+            c.transport_config(transport_config(match alpn {
+                Alpn::Peer => limits::PEER_STREAMS_MAX,
+                Alpn::Client => limits::CLIENT_STREAMS_MAX,
+            }));
             Ok(c)
         };
         Ok(Endpoint {
@@ -173,6 +179,10 @@ impl Connection {
             return Err(format!(
                 "{principal:?} used the peer protocol without a node certificate"
             ));
+        }
+        if alpn == Alpn::Peer {
+            // Already so on the dialing side; the accepting side starts at the clients' limit.
+            conn.set_max_concurrent_bi_streams(limits::PEER_STREAMS_MAX.into());
         }
         Ok(Connection {
             quinn: conn,

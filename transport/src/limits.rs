@@ -19,9 +19,15 @@ pub const BACKOFF_MAX: Duration = Duration::from_secs(2);
 pub const KEEP_ALIVE: Duration = Duration::from_millis(500);
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(3);
 
-/// Concurrent streams a connection accepts from its peer: RPCs, and one long-lived
-/// replication stream per scope the peer leads and this node follows.
-pub const STREAMS_PER_CONNECTION_MAX: u32 = 65_536;
+/// Concurrent streams a node connection accepts from the other node: RPCs, and one
+/// long-lived replication stream per scope the other node leads and this one follows.
+pub const PEER_STREAMS_MAX: u32 = 65_536;
+
+/// Concurrent streams a client connection accepts (a stream per request in flight; more
+/// wait for one to end). quinn sets up every stream it allows when the connection opens:
+/// at [`PEER_STREAMS_MAX`], 6-7 MB per connection (heaptrack), which every client paid too.
+pub const CLIENT_STREAMS_MAX: u32 = 4096;
 
 const _: () = assert!(CLIENT_FRAME_BYTES_MAX < PEER_FRAME_BYTES_MAX);
+const _: () = assert!(CLIENT_STREAMS_MAX <= PEER_STREAMS_MAX);
 const _: () = assert!(BACKOFF_MIN.as_millis() < BACKOFF_MAX.as_millis());

@@ -344,3 +344,45 @@ async fn a_dead_peer_fails_fast_even_when_callers_give_up_early() {
         );
     }
 }
+
+/// Opens streams on `conn` without finishing them, so each stays open, and returns how many
+/// could be opened before one had to wait for the other side's credit.
+async fn streams_held_open(conn: &Connection, wanted: u32) -> u32 {
+    let mut held = Vec::new();
+    for n in 0..wanted {
+        let opened =
+            tokio::time::timeout(std::time::Duration::from_secs(2), conn.open_stream()).await;
+        let Ok(Ok((mut send, recv))) = opened else {
+            return n;
+        };
+        write_frame(&mut send, &n, CAP).await.expect("frame");
+        held.push((send, recv));
+    }
+    wanted
+}
+
+#[tokio::test]
+async fn a_node_connection_takes_more_streams_than_a_client_connection() {
+    use scopekeeper_transport::limits::{CLIENT_STREAMS_MAX, PEER_STREAMS_MAX};
+    const { assert!(CLIENT_STREAMS_MAX + 100 < PEER_STREAMS_MAX) };
+    let ca = Ca::new();
+    let server = server(&ca, 1, &EndpointKeys::generate(), loopback());
+    let addr = server.local_addr().expect("addr");
+    let _seen = serve(server);
+
+    // The accepting side raises a node connection's limit after its handshake: one
+    // replication stream per scope must fit beside the RPCs.
+    let peer = dialer(&ca.node(2))
+        .connect(addr, "node-1.test", Alpn::Peer)
+        .await
+        .expect("peer");
+    let wanted = CLIENT_STREAMS_MAX + 100;
+    assert_eq!(streams_held_open(&peer, wanted).await, wanted);
+
+    // A client connection stays at its own limit: quinn sets up every stream it allows.
+    let client = dialer(&ca.client("alice", &[]))
+        .connect(addr, CLUSTER, Alpn::Client)
+        .await
+        .expect("client");
+    assert_eq!(streams_held_open(&client, wanted).await, CLIENT_STREAMS_MAX);
+}
