@@ -218,20 +218,30 @@ pub struct FeedItem {
 
 /// The scope's stream of [`FeedItem`]s. A subscriber that falls `FEED_ITEMS_MAX` behind
 /// misses items and is told so (`Lagged`); it must re-check what it watches.
+///
+/// The channel exists only while somebody listens: its buffer is `FEED_ITEMS_MAX` slots
+/// allocated up front (about 125 KB), and most replicas of a node with many scopes are never
+/// watched through it (heaptrack, 100 scopes on the dev cluster: 41 MB of 908).
 #[derive(Clone)]
-pub struct ChangeFeed {
-    sender: tokio::sync::broadcast::Sender<std::sync::Arc<FeedItem>>,
+pub struct ChangeFeed(std::sync::Arc<std::sync::Mutex<FeedState>>);
+
+struct FeedState {
     /// The zxid of the last item sent, updated under the same lock as the send, so a
     /// subscriber learns exactly where its items start.
-    published: std::sync::Arc<std::sync::Mutex<i64>>,
+    published: i64,
+    sender: Option<tokio::sync::broadcast::Sender<std::sync::Arc<FeedItem>>>,
 }
 
 impl ChangeFeed {
     fn new(published: i64) -> ChangeFeed {
-        ChangeFeed {
-            sender: tokio::sync::broadcast::Sender::new(crate::limits::FEED_ITEMS_MAX),
-            published: std::sync::Arc::new(std::sync::Mutex::new(published)),
-        }
+        ChangeFeed(std::sync::Arc::new(std::sync::Mutex::new(FeedState {
+            published,
+            sender: None,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, FeedState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The items from now on, and the zxid up to which every earlier item was sent: every
@@ -242,20 +252,35 @@ impl ChangeFeed {
         tokio::sync::broadcast::Receiver<std::sync::Arc<FeedItem>>,
         i64,
     ) {
-        let published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        (self.sender.subscribe(), *published)
+        let mut state = self.state();
+        let receiver = state
+            .sender
+            .get_or_insert_with(|| {
+                tokio::sync::broadcast::Sender::new(crate::limits::FEED_ITEMS_MAX)
+            })
+            .subscribe();
+        (receiver, state.published)
     }
 
     fn publish(&self, item: FeedItem) {
-        let mut published = self.published.lock().unwrap_or_else(|e| e.into_inner());
-        *published = (*published).max(item.zxid);
-        // Nobody listening is the usual case.
-        let _ = self.sender.send(std::sync::Arc::new(item));
+        let mut state = self.state();
+        state.published = state.published.max(item.zxid);
+        // Nobody listening is the usual case; the last listener gone, the buffer goes too.
+        if let Some(sender) = &state.sender {
+            if sender.receiver_count() == 0 {
+                state.sender = None;
+            } else {
+                let _ = sender.send(std::sync::Arc::new(item));
+            }
+        }
     }
 
     /// Whether anyone follows the feed: watches on this node, or a feed stream to another.
     fn has_listeners(&self) -> bool {
-        self.sender.receiver_count() > 0
+        self.state()
+            .sender
+            .as_ref()
+            .is_some_and(|s| s.receiver_count() > 0)
     }
 }
 
