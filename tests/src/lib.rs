@@ -444,8 +444,19 @@ impl Cluster {
                 return Ok(info);
             }
             if Instant::now() > deadline {
+                // The other nodes' view (a leader that cannot replicate to `id` says why)
+                // is half of a post-mortem that a CI run keeps no directory for.
+                let others: String = (1..=self.ports.len() as u64)
+                    .filter(|&other| other != id)
+                    .map(|other| {
+                        format!(
+                            "\nthe end of node {other}'s log:\n{}",
+                            self.log_tail(other, 20)
+                        )
+                    })
+                    .collect();
                 bail!(
-                    "node {id} did not apply index {index} within {timeout:?}; the end of its log:\n{}",
+                    "node {id} did not apply index {index} within {timeout:?}; the end of its log:\n{}{others}",
                     self.log_tail(id, 60)
                 );
             }
