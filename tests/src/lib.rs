@@ -165,6 +165,11 @@ impl Cluster {
         self.node_dir(id).join("data")
     }
 
+    /// Every node's id, 1 to n.
+    pub fn node_ids(&self) -> impl Iterator<Item = u64> + use<> {
+        1..=self.ports.len() as u64
+    }
+
     pub fn log_file(&self, id: u64) -> PathBuf {
         self.node_dir(id).join("node.log")
     }
@@ -331,7 +336,7 @@ impl Cluster {
 
     /// A client of every node holding the `admin` role (principal `operator`).
     pub async fn admin_client(&self) -> anyhow::Result<Client> {
-        let ids: Vec<u64> = (1..=self.ports.len() as u64).collect();
+        let ids: Vec<u64> = self.node_ids().collect();
         let mut config = self.client_config(&ids);
         let certs = self.dir.path().join("certs");
         config.cert = certs.join("client-operator.pem");
@@ -387,7 +392,7 @@ impl Cluster {
 
     /// A client of every node, failing over between them.
     pub async fn client(&self) -> anyhow::Result<Client> {
-        let ids: Vec<u64> = (1..=self.ports.len() as u64).collect();
+        let ids: Vec<u64> = self.node_ids().collect();
         Ok(Client::connect(self.client_config(&ids)).await?)
     }
 
@@ -446,7 +451,8 @@ impl Cluster {
             if Instant::now() > deadline {
                 // The other nodes' view (a leader that cannot replicate to `id` says why)
                 // is half of a post-mortem that a CI run keeps no directory for.
-                let others: String = (1..=self.ports.len() as u64)
+                let others: String = self
+                    .node_ids()
                     .filter(|&other| other != id)
                     .map(|other| {
                         format!(
@@ -473,7 +479,7 @@ impl Drop for Cluster {
         }
         // A failing test shows the end of every node's log.
         if std::thread::panicking() {
-            for id in 1..=self.ports.len() as u64 {
+            for id in self.node_ids() {
                 eprintln!("---- node {id} log (last 30 lines) ----");
                 eprintln!("{}", self.log_tail(id, 30));
             }
