@@ -325,6 +325,7 @@ mod tests {
                 id: Id::new("world", "anyone"),
             }],
             children: Default::default(),
+            extent: Default::default(),
         };
         let path = "/a/b";
         let encoded = push_record_into(Vec::new(), &(path, znode.stored_ref())).expect("encode");

@@ -12,8 +12,8 @@ use scopekeeper_client::{limits, path};
 use super::acl::{self, AuthInfo};
 use super::session::{SessionOutcome, SessionRecord, SessionTxn, record_path};
 use super::{
-    Admit, AdmitAll, Applied, Change, OpView, Outcome, Stamp, Tree, Txn, Znode, check_path_len,
-    checked_path,
+    Admit, AdmitAll, Applied, Change, Extent, OpView, Outcome, Stamp, Tree, Txn, Znode,
+    check_path_len, checked_path,
 };
 
 /// The inverse of one change, applied in reverse order on rollback.
@@ -483,6 +483,7 @@ impl Tree {
                 stat,
                 acl,
                 children: BTreeSet::new(),
+                extent: Extent::default(),
             },
         );
         txc.undo.push(Undo::RemoveNode(full.clone()));

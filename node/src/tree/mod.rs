@@ -29,8 +29,9 @@ use serde::{Deserialize, Serialize};
 pub use acl::AuthInfo;
 pub use session::{SessionBook, SessionOutcome, SessionTxn};
 
-/// One znode: its data and Stat. Children are kept as names for `getChildren`; the persisted form
-/// ([`StoredZnode`]) leaves them out because they follow from the paths.
+/// One znode: its data and Stat. Children are kept as names for `getChildren`, and the extent
+/// of the subtree it roots for splits; the persisted form ([`StoredZnode`]) leaves both out
+/// because they follow from the paths.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Znode {
     pub data: Vec<u8>,
@@ -38,6 +39,11 @@ pub struct Znode {
     /// Empty for the open ACL (see [`acl`]).
     pub acl: Vec<Acl>,
     pub children: BTreeSet<String>,
+    /// This znode and everything below it in this tree (subtrees delegated elsewhere are
+    /// counted by their own scopes). Kept by the tree as it changes, so carving a subtree or
+    /// sizing a split's candidates needs no pass over the subtree. Set by the tree: whatever a
+    /// znode arrives with is overwritten.
+    pub extent: Extent,
 }
 
 impl Znode {
@@ -69,6 +75,7 @@ impl From<StoredZnode> for Znode {
             stat: z.stat,
             acl: z.acl,
             children: BTreeSet::new(),
+            extent: Extent::default(),
         }
     }
 }
@@ -204,9 +211,6 @@ pub struct Tree {
     last_zxid: i64,
     /// Sum of every znode's data length, kept as the tree changes.
     data_bytes: u64,
-    /// The extent of the subtree under each child of the root (by its name), kept as the tree
-    /// changes: a split's candidates without a pass over the tree.
-    tops: BTreeMap<String, Extent>,
     /// Ephemeral nodes by owning session; follows from the Stats.
     ephemerals: BTreeMap<i64, BTreeSet<String>>,
     /// Container and TTL nodes, which the leader reaps; follows from the Stats.
@@ -222,6 +226,26 @@ pub struct Extent {
     pub bytes: u64,
 }
 
+impl Extent {
+    /// One znode of `bytes` data bytes.
+    fn one(bytes: usize) -> Self {
+        Extent {
+            znodes: 1,
+            bytes: bytes as u64,
+        }
+    }
+
+    fn add(&mut self, other: Extent) {
+        self.znodes += other.znodes;
+        self.bytes += other.bytes;
+    }
+
+    fn take(&mut self, other: Extent) {
+        self.znodes -= other.znodes;
+        self.bytes -= other.bytes;
+    }
+}
+
 /// A subtree taken out of a tree by [`Tree::carve`], to seed a child scope.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Carved {
@@ -235,10 +259,6 @@ pub struct Carved {
     pub last_zxid: i64,
     /// The parent's killed sessions, and the carve records of the delegations that moved.
     pub book: SessionBook,
-    /// The carved znodes' data bytes, counted by the carve's own pass.
-    pub data_bytes: u64,
-    /// The extents below the carved root, counted by the same pass.
-    pub tops: BTreeMap<String, Extent>,
     /// Carved znodes that are not persistent, with their owner: the child indexes them.
     pub indexed: Vec<(String, i64)>,
 }
@@ -292,6 +312,7 @@ impl Tree {
                 stat: Stat::default(),
                 acl: Vec::new(),
                 children: BTreeSet::new(),
+                extent: Extent::one(0),
             },
         );
         Tree {
@@ -300,7 +321,6 @@ impl Tree {
             delegated: BTreeSet::new(),
             last_zxid: 0,
             data_bytes: 0,
-            tops: BTreeMap::new(),
             ephemerals: BTreeMap::new(),
             reapable: BTreeSet::new(),
             book: SessionBook::default(),
@@ -344,6 +364,7 @@ impl Tree {
                 stat: Stat::default(),
                 acl: Vec::new(),
                 children: BTreeSet::new(),
+                extent: Extent::default(),
             });
         }
         if !nodes.contains_key(root) {
@@ -364,14 +385,13 @@ impl Tree {
             parent_node.children.insert(path::name(&p).to_string());
         }
         let data_bytes = nodes.values().map(|z| z.data.len() as u64).sum();
-        let tops = extents_below(root, &nodes);
+        fill_extents(&mut nodes);
         let mut tree = Tree {
             root: root.to_string(),
             nodes,
             delegated,
             last_zxid,
             data_bytes,
-            tops,
             ephemerals: BTreeMap::new(),
             reapable: BTreeSet::new(),
             book: SessionBook::default(),
@@ -390,9 +410,12 @@ impl Tree {
 
     /// The tree of a new child scope, from what its parent carved out.
     pub fn from_carved(carved: Carved) -> Result<Self, String> {
+        let data_bytes = match carved.nodes.get(&carved.root) {
+            Some(z) => z.extent.bytes,
+            None => return Err(format!("the carved root znode {} is missing", carved.root)),
+        };
         let mut tree = Tree {
-            data_bytes: carved.data_bytes,
-            tops: carved.tops,
+            data_bytes,
             root: carved.root,
             nodes: carved.nodes,
             delegated: carved.delegated.into_iter().collect(),
@@ -403,9 +426,6 @@ impl Tree {
         };
         for (p, owner) in carved.indexed {
             tree.index(&p, owner);
-        }
-        if !tree.nodes.contains_key(&tree.root) {
-            return Err(format!("the carved root znode {} is missing", tree.root));
         }
         // Carved from a tree that kept its invariants; checking costs a pass over the subtree.
         #[cfg(debug_assertions)]
@@ -471,20 +491,27 @@ impl Tree {
         }
     }
 
-    /// Inserts a znode that is not there, keeping the byte count and indexes.
-    fn insert_node(&mut self, p: String, z: Znode) {
+    /// Inserts a leaf znode that is not there (a create, or a delete undone), keeping the
+    /// byte count, the extents above it and the indexes.
+    fn insert_node(&mut self, p: String, mut z: Znode) {
+        debug_assert!(
+            z.children.is_empty(),
+            "insert_node of {p}, which has children"
+        );
+        z.extent = Extent::one(z.data.len());
         self.data_bytes += z.data.len() as u64;
-        self.tally_in(&p, 1, z.data.len() as u64);
+        self.extents_above(&p, |e| e.add(z.extent));
         self.index(&p, z.stat.ephemeral_owner);
         let replaced = self.nodes.insert(p, z);
         assert!(replaced.is_none(), "insert_node over an existing znode");
     }
 
-    /// Removes a znode, keeping the byte count and indexes.
+    /// Removes a leaf znode, keeping the byte count, the extents above it and the indexes.
     fn remove_node(&mut self, p: &str) -> Option<Znode> {
         let z = self.nodes.remove(p)?;
+        debug_assert_eq!(z.extent.znodes, 1, "remove_node of {p}, which has children");
         self.data_bytes -= z.data.len() as u64;
-        self.tally_out(p, 1, z.data.len() as u64);
+        self.extents_above(p, |e| e.take(z.extent));
         self.unindex(p, z.stat.ephemeral_owner);
         Some(z)
     }
@@ -492,31 +519,28 @@ impl Tree {
     /// Keeps the data bytes when a znode's data changes from `old` to `new` bytes.
     fn data_changed(&mut self, p: &str, old: usize, new: usize) {
         self.data_bytes = self.data_bytes - old as u64 + new as u64;
-        self.tally_out(p, 0, old as u64);
-        self.tally_in(p, 0, new as u64);
-    }
-
-    /// Adds to the extent of the child of the root that `p` falls under (the root itself
-    /// falls under none).
-    fn tally_in(&mut self, p: &str, znodes: u64, bytes: u64) {
-        if let Some(top) = path::child_below(&self.root, p) {
-            add_extent(&mut self.tops, top, Extent { znodes, bytes });
+        let change = |e: &mut Extent| e.bytes = e.bytes - old as u64 + new as u64;
+        if let Some(z) = self.nodes.get_mut(p) {
+            change(&mut z.extent);
         }
+        self.extents_above(p, change);
     }
 
-    /// Takes from that extent; one left with no znode is forgotten.
-    fn tally_out(&mut self, p: &str, znodes: u64, bytes: u64) {
-        let Some(top) = path::child_below(&self.root, p) else {
+    /// Changes the extent of every znode above `p` in this tree, up to the root: a write
+    /// costs a lookup per level, and any subtree's size is then at hand.
+    fn extents_above(&mut self, p: &str, mut change: impl FnMut(&mut Extent)) {
+        if p == self.root {
             return;
-        };
-        let extent = self
-            .tops
-            .get_mut(top)
-            .expect("a znode below the root is counted in its extent");
-        extent.znodes -= znodes;
-        extent.bytes -= bytes;
-        if extent.znodes == 0 {
-            self.tops.remove(top);
+        }
+        for a in path::ancestors_and_self(p).skip(1) {
+            let z = self
+                .nodes
+                .get_mut(a)
+                .expect("a znode's ancestors up to the root are in its tree");
+            change(&mut z.extent);
+            if a == self.root {
+                break;
+            }
         }
     }
 
@@ -558,9 +582,16 @@ impl Tree {
     /// name order, with their extents: a split's candidates. Delegated children are not among
     /// them (their whole extent left with the carve).
     pub fn subtrees(&self) -> impl Iterator<Item = (&str, Extent)> {
-        self.tops
-            .iter()
-            .map(|(name, extent)| (name.as_str(), *extent))
+        let root = self.nodes.get(&self.root).expect("a tree has its root");
+        // One buffer for every child's path: a scope can have a great many children.
+        let mut child = self.root.trim_end_matches('/').to_string();
+        let base = child.len();
+        root.children.iter().filter_map(move |name| {
+            child.truncate(base);
+            child.push('/');
+            child.push_str(name);
+            self.nodes.get(&child).map(|z| (name.as_str(), z.extent))
+        })
     }
 
     /// The delegated path that `p` falls in, if any.
@@ -591,36 +622,45 @@ impl Tree {
         }
         // The subtree is `at` and the range [at/, at0): '0' follows '/', and names such as
         // `at-x` sort between `at` and `at/`. Splitting the map's ranges off costs a walk
-        // down the tree and a merge of the two outer parts, not a removal per znode.
+        // down the tree and a merge of the two outer parts, not a removal per znode; the
+        // extents kept on every znode and the indexes of non-persistent ones spare a pass
+        // over the subtree, which every later write to this scope would wait for.
+        let (below_from, below_to) = (format!("{at}/"), format!("{at}0"));
         let mut from_root = self.nodes.split_off(at);
-        let mut below = from_root.split_off(&format!("{at}/"));
-        let after = below.split_off(&format!("{at}0"));
+        let mut below = from_root.split_off(&below_from);
+        let after = below.split_off(&below_to);
         let root_node = from_root.remove(at).expect("owns() found it above");
         join(&mut self.nodes, from_root);
         join(&mut self.nodes, after);
+        let extent = root_node.extent;
         below.insert(at.to_string(), root_node);
+        self.data_bytes -= extent.bytes;
+        self.extents_above(at, |e| e.take(extent));
+        let within = |paths: &BTreeSet<String>| -> Vec<String> {
+            let root = paths.get(at).into_iter();
+            root.chain(paths.range(below_from.clone()..below_to.clone()))
+                .cloned()
+                .collect()
+        };
         let mut owners = BTreeSet::new();
-        let (mut data_bytes, mut indexed) = (0u64, Vec::new());
-        // The child's extents, counted in the same pass.
-        let mut tops = ExtentRuns::default();
-        for (p, z) in &below {
-            data_bytes += z.data.len() as u64;
-            // Every carved path is `at` or below it (`at` is never the root `/`).
-            if let Some(rest) = p.get(at.len() + 1..) {
-                tops.add(rest, z.data.len() as u64);
-            }
-            let owner = z.stat.ephemeral_owner;
-            if let NodeKind::Ephemeral { session } = NodeKind::of(owner) {
-                owners.insert(session);
-            }
-            if !matches!(NodeKind::of(owner), NodeKind::Persistent) {
-                self.unindex(p, owner);
-                indexed.push((p.clone(), owner));
+        let mut carved_kinds: Vec<String> = within(&self.reapable);
+        for (session, paths) in &self.ephemerals {
+            let carved = within(paths);
+            if !carved.is_empty() {
+                owners.insert(*session);
+                carved_kinds.extend(carved);
             }
         }
-        let tops = tops.finish();
-        self.data_bytes -= data_bytes;
-        self.tally_out(at, below.len() as u64, data_bytes);
+        let mut indexed = Vec::with_capacity(carved_kinds.len());
+        for p in carved_kinds {
+            let owner = below
+                .get(&p)
+                .expect("an indexed znode in the subtree was carved with it")
+                .stat
+                .ephemeral_owner;
+            self.unindex(&p, owner);
+            indexed.push((p, owner));
+        }
         let delegated: Vec<String> = self
             .delegated
             .iter()
@@ -647,8 +687,6 @@ impl Tree {
             delegated,
             last_zxid: self.last_zxid,
             book,
-            data_bytes,
-            tops,
             indexed,
         })
     }
@@ -708,10 +746,12 @@ impl Tree {
             self.book.closed.entry(*session).or_insert(*when);
         }
         self.last_zxid = self.last_zxid.max(last_zxid);
+        fill_extents(&mut nodes);
+        let extent = nodes.get(at).expect("checked above").extent;
+        self.data_bytes += extent.bytes;
+        self.extents_above(at, |e| e.add(extent));
         let mut touched = Vec::with_capacity(nodes.len());
         for (p, z) in nodes {
-            self.data_bytes += z.data.len() as u64;
-            self.tally_in(&p, 1, z.data.len() as u64);
             self.index(&p, z.stat.ephemeral_owner);
             touched.push(p.clone());
             self.nodes.insert(p, z);
@@ -841,12 +881,14 @@ impl Tree {
         if data_bytes != self.data_bytes {
             return Err(format!("data_bytes {} != {data_bytes}", self.data_bytes));
         }
-        let tops = extents_below(&self.root, &self.nodes);
-        if tops != self.tops {
-            return Err(format!(
-                "the extents kept below the root differ from those counted: {:?} != {tops:?}",
-                self.tops
-            ));
+        let counted = counted_extents(&self.nodes);
+        for ((p, z), extent) in self.nodes.iter().zip(counted) {
+            if z.extent != extent {
+                return Err(format!(
+                    "{p}: the extent kept {:?} differs from the one counted {extent:?}",
+                    z.extent
+                ));
+            }
         }
         let mut ephemerals: BTreeMap<i64, BTreeSet<String>> = BTreeMap::new();
         let mut reapable = BTreeSet::new();
@@ -969,65 +1011,31 @@ pub(crate) fn check_path_len(p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The extent of the subtree under each child of `root`, counted over `nodes`.
-fn extents_below(root: &str, nodes: &BTreeMap<String, Znode>) -> BTreeMap<String, Extent> {
-    let mut tops = ExtentRuns::default();
-    // The root's own path is not below it; `/`'s children start right after its slash.
-    let skip = if root == "/" { 1 } else { root.len() + 1 };
-    for (p, z) in nodes {
-        if p != root && path::is_within(p, root) {
-            tops.add(&p[skip..], z.data.len() as u64);
+/// Every znode's extent counted over `nodes`, in the map's order. Walked backwards, a znode
+/// comes after everything below it (a path sorts after its ancestors), so each extent is
+/// complete when its znode is reached, and only the extents of parents not yet reached are
+/// held.
+fn counted_extents(nodes: &BTreeMap<String, Znode>) -> Vec<Extent> {
+    let mut from_children: BTreeMap<&str, Extent> = BTreeMap::new();
+    let mut counted = Vec::with_capacity(nodes.len());
+    for (p, z) in nodes.iter().rev() {
+        let mut extent = from_children.remove(p.as_str()).unwrap_or_default();
+        extent.add(Extent::one(z.data.len()));
+        if let Some(parent) = path::parent(p) {
+            from_children.entry(parent).or_default().add(extent);
         }
+        counted.push(extent);
     }
-    tops.finish()
+    counted.reverse();
+    counted
 }
 
-/// Extents counted over znodes given in path order. An extent's znodes then come in one run,
-/// or a few where names such as `top-x` (which sort between `top` and `top/`) cut in: the map
-/// is looked up once per run, not once per znode.
-#[derive(Default)]
-struct ExtentRuns<'a> {
-    tops: BTreeMap<String, Extent>,
-    run: Option<(&'a str, Extent)>,
-}
-
-impl<'a> ExtentRuns<'a> {
-    /// Counts a znode of `bytes` data bytes at `rest`, its path below the root without the
-    /// slash (`a/b` for `/a/b` under `/`), in the extent of its first name.
-    fn add(&mut self, rest: &'a str, bytes: u64) {
-        match &mut self.run {
-            // Within the run: its name, then the end or a slash (no split per znode).
-            Some((name, extent))
-                if rest.starts_with(*name)
-                    && rest.as_bytes().get(name.len()).is_none_or(|b| *b == b'/') =>
-            {
-                extent.znodes += 1;
-                extent.bytes += bytes;
-            }
-            _ => {
-                let top = rest.split_once('/').map_or(rest, |(top, _)| top);
-                if let Some((name, extent)) = self.run.replace((top, Extent { znodes: 1, bytes })) {
-                    add_extent(&mut self.tops, name, extent);
-                }
-            }
-        }
+/// Sets every znode's extent from the others in `nodes`: a tree loaded or taken back.
+fn fill_extents(nodes: &mut BTreeMap<String, Znode>) {
+    let counted = counted_extents(nodes);
+    for (z, extent) in nodes.values_mut().zip(counted) {
+        z.extent = extent;
     }
-
-    fn finish(mut self) -> BTreeMap<String, Extent> {
-        if let Some((name, extent)) = self.run.take() {
-            add_extent(&mut self.tops, name, extent);
-        }
-        self.tops
-    }
-}
-
-fn add_extent(tops: &mut BTreeMap<String, Extent>, name: &str, add: Extent) {
-    let extent = match tops.get_mut(name) {
-        Some(extent) => extent,
-        None => tops.entry(name.to_string()).or_default(),
-    };
-    extent.znodes += add.znodes;
-    extent.bytes += add.bytes;
 }
 
 /// Puts `other`'s entries into `map` (their keys do not overlap). `BTreeMap::append` rebuilds
