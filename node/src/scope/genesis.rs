@@ -245,8 +245,13 @@ pub fn spawn(
                 snapshot::write_atomically(&path, &bytes)?;
                 snapshot::remove_older(path.parent().unwrap_or(&path), &path)
             });
-            if let Err(e) = written {
-                tracing::warn!(scope = id, "writing the scope's first snapshot: {e}");
+            match written {
+                Ok(()) => tracing::info!(
+                    scope = id,
+                    ms = started.elapsed().as_millis() as u64,
+                    "wrote a new scope's first snapshot"
+                ),
+                Err(e) => tracing::warn!(scope = id, "writing the scope's first snapshot: {e}"),
             }
         } else {
             tracing::warn!(
