@@ -34,7 +34,41 @@ fn main() -> anyhow::Result<()> {
         }
         println!("carve {at:<10} {:>8.1}", median(&mut carve));
     }
+    // A split's candidates are the root's children: asked of a scope every few seconds,
+    // under its state's read lock, however flat it is.
+    let flat = fill_flat(znodes / 2);
+    let mut sizing = Vec::new();
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        let counted = flat.subtrees().count();
+        sizing.push(started.elapsed().as_secs_f64() * 1e3);
+        assert_eq!(counted, znodes / 2);
+    }
+    println!(
+        "candidates of {} children {:>8.1}",
+        znodes / 2,
+        median(&mut sizing)
+    );
     Ok(())
+}
+
+/// A tree of `children` empty znodes directly below the root.
+fn fill_flat(children: usize) -> Tree {
+    let mut tree = Tree::new();
+    for i in 0..children {
+        let op = Op::Create {
+            path: format!("/n{i}"),
+            data: Vec::new(),
+            mode: CreateMode::Persistent,
+            acl: Vec::new(),
+        };
+        let stamp = Stamp {
+            zxid_hint: i as i64 + 1,
+            time_ms: i as i64 + 1,
+        };
+        tree.apply(stamp, &Txn::Single(op));
+    }
+    tree
 }
 
 /// A tree of `znodes` 100-byte znodes, half under `/big/all/<bucket>`, half under

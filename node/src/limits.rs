@@ -35,6 +35,11 @@ pub const SPLIT_TICK: std::time::Duration = std::time::Duration::from_secs(2);
 /// Subtrees offered to a policy's `split` as candidates, largest first.
 pub const SPLIT_CANDIDATES_MAX: usize = 64;
 
+/// Children of a scope's root sized per hold of the scope's state lock when its split
+/// candidates are gathered: applies wait for that lock, and a scope can have a great many
+/// children (500k take about 40 ms to walk: `cargo bench --bench carve`).
+pub const SPLIT_CHILDREN_PER_LOCK: usize = 4096;
+
 /// Subtrees below a scope's root whose write rates a scope keeps (`scope::load`). Rates are
 /// part of the applied state, written with every persisted position: without a bound, a scope
 /// whose writes each create a new child of its root kept one window per child written in the

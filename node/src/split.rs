@@ -16,25 +16,42 @@ use crate::policy::placement::{self, SplitStats};
 use crate::scope::Scope;
 
 /// The figures `split` is asked about, from the scope's state: subtrees largest first, at most
-/// `SPLIT_CANDIDATES_MAX` of them.
+/// `SPLIT_CANDIDATES_MAX` of them. The root's children are walked `SPLIT_CHILDREN_PER_LOCK` at
+/// a time, the lock let go in between: the figures are the leader's hint, and the `Split`
+/// entry it proposes is checked on apply, so they need not be one instant's.
 pub fn stats(scope: &Scope) -> SplitStats {
-    let state = scope.view().read();
-    let root = &state.identity.root;
-    // Largest first, then hottest, then by name; a scope can have a great many children (one
-    // per znode created under its root), so the candidates are selected before any path is
-    // built.
-    let subtrees = largest_first(
-        root,
-        state
+    let max = limits::SPLIT_CANDIDATES_MAX;
+    // The largest so far, by name below the root; selected before any path is built.
+    let mut largest: Vec<(String, u64, u64, u64)> = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let state = scope.view().read();
+        let mut walked: Vec<(&str, u64, u64, u64)> = state
             .tree
-            .subtrees()
+            .subtrees_after(after.as_deref())
+            .take(limits::SPLIT_CHILDREN_PER_LOCK)
             .map(|(name, extent)| {
                 let rate = state.load.subtree_per_sec(name);
                 (name, extent.znodes, extent.bytes, rate)
             })
-            .collect(),
-        limits::SPLIT_CANDIDATES_MAX,
-    );
+            .collect();
+        let done = walked.len() < limits::SPLIT_CHILDREN_PER_LOCK;
+        after = walked.last().map(|(name, ..)| name.to_string());
+        walked.extend(largest.iter().map(|(n, z, b, r)| (n.as_str(), *z, *b, *r)));
+        largest = keep_largest(walked, max)
+            .into_iter()
+            .map(|(name, z, b, r)| (name.to_string(), z, b, r))
+            .collect();
+        if done {
+            break;
+        }
+    }
+    let state = scope.view().read();
+    let root = &state.identity.root;
+    let subtrees = largest
+        .into_iter()
+        .map(|(name, znodes, bytes, rate)| (path::join(root, &name), znodes, bytes, rate))
+        .collect();
     // Asked by the leader, not at apply: its own clock (the one that stamps the scope's entries)
     // says how long the scope has been quiet, which no entry records.
     let now_ms = crate::scope::wall_clock_ms();
@@ -50,12 +67,11 @@ pub fn stats(scope: &Scope) -> SplitStats {
 }
 
 /// The `max` first of `subtrees` (name, znodes, bytes, writes per second) by size, then rate,
-/// then name, with their paths below `root`.
-fn largest_first(
-    root: &str,
+/// then name, in that order.
+fn keep_largest(
     mut subtrees: Vec<(&str, u64, u64, u64)>,
     max: usize,
-) -> Vec<(String, u64, u64, u64)> {
+) -> Vec<(&str, u64, u64, u64)> {
     let order = |a: &(&str, u64, u64, u64), b: &(&str, u64, u64, u64)| {
         (b.1, b.3, a.0).cmp(&(a.1, a.3, b.0))
     };
@@ -65,9 +81,6 @@ fn largest_first(
     }
     subtrees.sort_by(order);
     subtrees
-        .into_iter()
-        .map(|(name, znodes, bytes, rate)| (path::join(root, name), znodes, bytes, rate))
-        .collect()
 }
 
 /// Whether `at` may be split off: below the scope's root, governed by it, an existing znode.
@@ -157,7 +170,7 @@ async fn decide(node: &Node, scope: &Arc<Scope>) -> Option<String> {
 
 #[cfg(test)]
 mod tests {
-    use super::largest_first;
+    use super::keep_largest;
 
     #[test]
     fn candidates_are_the_largest_then_hottest_then_first_by_name() {
@@ -167,17 +180,18 @@ mod tests {
             .enumerate()
             .map(|(i, n)| (n.as_str(), (i % 7) as u64, i as u64, (i % 5) as u64))
             .collect();
-        let mut expected: Vec<(String, u64, u64, u64)> = subtrees
-            .iter()
-            .map(|(n, z, b, r)| (format!("/app/{n}"), *z, *b, *r))
-            .collect();
-        expected.sort_by(|a, b| (b.1, b.3, &a.0).cmp(&(a.1, a.3, &b.0)));
+        let mut expected = subtrees.clone();
+        expected.sort_by(|a, b| (b.1, b.3, a.0).cmp(&(a.1, a.3, b.0)));
         expected.truncate(64);
-        assert_eq!(largest_first("/app", subtrees.clone(), 64), expected);
-        assert_eq!(largest_first("/", subtrees[..3].to_vec(), 64).len(), 3);
-        assert_eq!(
-            largest_first("/", subtrees[..3].to_vec(), 64)[0].0,
-            "/n0002"
-        );
+        assert_eq!(keep_largest(subtrees.clone(), 64), expected);
+        // Kept a part at a time, as `stats` walks them: the same.
+        let mut kept: Vec<(&str, u64, u64, u64)> = Vec::new();
+        for part in subtrees.chunks(100) {
+            kept.extend_from_slice(part);
+            kept = keep_largest(kept, 64);
+        }
+        assert_eq!(kept, expected);
+        assert_eq!(keep_largest(subtrees[..3].to_vec(), 64).len(), 3);
+        assert_eq!(keep_largest(subtrees[..3].to_vec(), 64)[0].0, "n0002");
     }
 }

@@ -19,6 +19,7 @@ mod session_test;
 mod tests;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::ops::Bound;
 
 use scopekeeper_client::proto::{
     Acl, ApiError, ErrorCode, MultiSlot, NodeKind, Op, OpResult, Stat, perms,
@@ -581,17 +582,29 @@ impl Tree {
     /// The subtrees under the root's children that this scope governs, by child name, in
     /// name order, with their extents: a split's candidates. Delegated children are not among
     /// them (their whole extent left with the carve).
-    pub fn subtrees(&self) -> impl Iterator<Item = (&str, Extent)> {
-        let root = self.nodes.get(&self.root).expect("a tree has its root");
-        // One buffer for every child's path: a scope can have a great many children.
-        let mut child = self.root.trim_end_matches('/').to_string();
-        let base = child.len();
-        root.children.iter().filter_map(move |name| {
-            child.truncate(base);
-            child.push('/');
-            child.push_str(name);
-            self.nodes.get(&child).map(|z| (name.as_str(), z.extent))
-        })
+    pub fn subtrees(&self) -> Subtrees<'_> {
+        self.subtrees_after(None)
+    }
+
+    /// [`Tree::subtrees`] from the child named after `after` on: a walk resumed where an
+    /// earlier one stopped (whether or not `after` is still there).
+    pub fn subtrees_after(&self, after: Option<&str>) -> Subtrees<'_> {
+        let (prefix, end) = below(&self.root);
+        let from = match after {
+            // Names such as `after-x` sort between `after` and its subtree, which the walk
+            // steps over when it meets it.
+            Some(name) => Bound::Excluded(format!("{prefix}{name}")),
+            None => Bound::Included(prefix.clone()),
+        };
+        let range = self
+            .nodes
+            .range::<str, _>((from.as_ref().map(String::as_str), end_bound(&end)));
+        Subtrees {
+            nodes: &self.nodes,
+            prefix: prefix.len(),
+            range,
+            end,
+        }
     }
 
     /// The delegated path that `p` falls in, if any.
@@ -1009,6 +1022,60 @@ pub(crate) fn check_path_len(p: &str) -> Result<(), ApiError> {
         ));
     }
     Ok(())
+}
+
+/// The keys strictly below `root`: from `root/` (or `/` for the root) to `root0` exclusive
+/// ('0' follows '/', and names such as `root-x` sort between `root` and `root/`), or to the end
+/// for the root.
+fn below(root: &str) -> (String, Option<String>) {
+    if root == "/" {
+        ("/".to_string(), None)
+    } else {
+        (format!("{root}/"), Some(format!("{root}0")))
+    }
+}
+
+fn end_bound(end: &Option<String>) -> Bound<&str> {
+    match end {
+        Some(end) => Bound::Excluded(end.as_str()),
+        None => Bound::Unbounded,
+    }
+}
+
+/// The root's children with their extents ([`Tree::subtrees`]): the znodes below the root in
+/// key order, stepping over each child's own subtree with one seek, so a scope with a million
+/// children costs a walk over them and one with a few deep ones a seek per child, never a
+/// lookup per child.
+pub struct Subtrees<'a> {
+    nodes: &'a BTreeMap<String, Znode>,
+    /// Length of the children's common prefix (`root/`, or `/`).
+    prefix: usize,
+    range: std::collections::btree_map::Range<'a, String, Znode>,
+    end: Option<String>,
+}
+
+impl<'a> Iterator for Subtrees<'a> {
+    type Item = (&'a str, Extent);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            let (p, z) = self.range.next()?;
+            let Some(name) = p.get(self.prefix..).filter(|n| !n.is_empty()) else {
+                continue;
+            };
+            match name.find('/') {
+                None => return Some((name, z.extent)),
+                // Below a child already given (it sorts before everything under it): past
+                // the rest of that child's subtree, which is one run of keys.
+                Some(slash) => {
+                    let skip_to = format!("{}0", &p[..self.prefix + slash]);
+                    self.range = self
+                        .nodes
+                        .range::<str, _>((Bound::Included(skip_to.as_str()), end_bound(&self.end)));
+                }
+            }
+        }
+    }
 }
 
 /// Every znode's extent counted over `nodes`, in the map's order. Walked backwards, a znode

@@ -14,7 +14,7 @@ use scopekeeper_client::proto::{
     Acl, CreateMode, ErrorCode, Id, MultiSlot, Op, OpResult, Stat, perms,
 };
 
-use super::{AuthInfo, Outcome, SessionOutcome, SessionTxn, Stamp, Tree, Txn};
+use super::{AuthInfo, Extent, Outcome, SessionOutcome, SessionTxn, Stamp, Tree, Txn};
 
 /// The identities of the three callers transactions come from: nobody, alice, bob.
 fn caller_ids(caller: usize) -> Vec<Id> {
@@ -295,7 +295,7 @@ impl Model {
 
 fn arb_path() -> impl Strategy<Value = String> {
     prop_oneof![
-        prop::collection::vec(prop::sample::select(vec!["a", "b", "c"]), 1..4)
+        prop::collection::vec(prop::sample::select(vec!["a", "a-x", "b", "c"]), 1..4)
             .prop_map(|parts| format!("/{}", parts.join("/"))),
         Just("/".to_string()),
         Just("/a/".to_string()),
@@ -422,6 +422,42 @@ proptest! {
             let (children, _) = tree.get_children(p).expect("exists");
             prop_assert_eq!(children, model.children(p));
         }
+        // The root's children and their extents, as a split sees them.
+        let subtrees: Vec<(String, Extent)> = model
+            .children("/")
+            .into_iter()
+            .map(|name| {
+                let top = format!("/{name}");
+                let mut extent = Extent::default();
+                for (p, (data, _, _)) in &model.nodes {
+                    if path::is_within(p, &top) {
+                        extent.znodes += 1;
+                        extent.bytes += data.len() as u64;
+                    }
+                }
+                (name, extent)
+            })
+            .collect();
+        let got: Vec<(String, Extent)> =
+            tree.subtrees().map(|(name, e)| (name.to_string(), e)).collect();
+        // Walked two at a time, resumed after the last one given: the same.
+        let mut resumed: Vec<(String, Extent)> = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let part: Vec<(String, Extent)> = tree
+                .subtrees_after(after.as_deref())
+                .take(2)
+                .map(|(name, e)| (name.to_string(), e))
+                .collect();
+            let done = part.len() < 2;
+            after = part.last().map(|(name, _)| name.clone());
+            resumed.extend(part);
+            if done {
+                break;
+            }
+        }
+        prop_assert_eq!(&resumed, &got);
+        prop_assert_eq!(got, subtrees);
         prop_assert_eq!(contents, model.nodes);
     }
 

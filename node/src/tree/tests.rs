@@ -334,3 +334,27 @@ fn split_candidates_are_sized_as_the_tree_changes() {
     t.check_invariants().expect("invariants hold");
     assert_eq!(sizes(&t), vec![("/a".to_string(), 1, 2)]);
 }
+
+#[test]
+fn split_candidates_step_over_subtrees_whose_names_sort_apart() {
+    // Below /s, keys sort /s/a, /s/a-x, /s/a-x/c, /s/a/b, /s/b: the subtree of `a` is not
+    // next to `a`, and the delegated `d` has no znode here.
+    let mut t = Tree::new();
+    for (i, p) in [
+        "/s", "/s/a", "/s/a-x", "/s/a-x/c", "/s/a/b", "/s/a/b/c", "/s/b", "/s/d",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        single(&mut t, i as i64 + 1, create(p, "xy")).expect("created");
+    }
+    let mut parent = Tree::from_carved(t.carve("/s").expect("carved")).expect("child");
+    parent.carve("/s/d").expect("carved");
+    let sizes: Vec<(&str, u64, u64)> = parent
+        .subtrees()
+        .map(|(name, e)| (name, e.znodes, e.bytes))
+        .collect();
+    assert_eq!(sizes, vec![("a", 3, 6), ("a-x", 2, 4), ("b", 1, 2)]);
+    let whole: Vec<(&str, u64)> = t.subtrees().map(|(n, e)| (n, e.znodes)).collect();
+    assert!(whole.is_empty(), "/s was carved off: {whole:?}");
+}
