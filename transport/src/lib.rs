@@ -65,11 +65,15 @@ pub enum Error {
         name: String,
         reason: String,
     },
-    #[error("{name} at {addr} is unreachable; retrying in {retry_in:?}")]
+    #[error(
+        "{name} at {addr} is unreachable (last dial: {last_failure}); retrying in {retry_in:?}"
+    )]
     Unreachable {
         addr: SocketAddr,
         name: String,
         retry_in: Duration,
+        /// Why the last dial failed: a peer believed down for long says why here.
+        last_failure: String,
     },
     #[error("refused connection from {remote}: {reason}")]
     Refused { remote: SocketAddr, reason: String },

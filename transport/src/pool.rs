@@ -21,6 +21,8 @@ struct Slot {
     failures: u32,
     retry_at: Option<Instant>,
     dialing: Option<Dial>,
+    /// Why the last dial failed, while `failures` is non-zero.
+    last_failure: String,
 }
 
 type Slots = HashMap<(SocketAddr, String), Arc<Mutex<Slot>>>;
@@ -76,11 +78,13 @@ impl Pool {
                 Ok(conn) => {
                     slot.failures = 0;
                     slot.retry_at = None;
+                    slot.last_failure.clear();
                     slot.conn = Some(conn.clone());
                 }
-                Err(_) => {
+                Err(e) => {
                     slot.failures = slot.failures.saturating_add(1);
                     slot.retry_at = Some(Instant::now() + backoff(slot.failures));
+                    slot.last_failure = e.to_string();
                 }
             }
             result.map_err(|e| e.to_string())
@@ -97,10 +101,11 @@ impl Pool {
     /// peer is believed down.
     pub async fn get(&self, addr: SocketAddr, name: &str) -> Result<Connection, Error> {
         let slot = self.slot(addr, name);
-        let unreachable = |retry_in: Duration| Error::Unreachable {
+        let unreachable = |retry_in: Duration, last_failure: &str| Error::Unreachable {
             addr,
             name: name.to_string(),
             retry_in,
+            last_failure: last_failure.to_string(),
         };
         let dial = {
             let mut s = lock(&slot);
@@ -113,15 +118,17 @@ impl Pool {
             let now = Instant::now();
             let down = s.failures > 0;
             match (&s.dialing, s.retry_at) {
-                (Some(_), _) if down => return Err(unreachable(Duration::ZERO)),
+                (Some(_), _) if down => return Err(unreachable(Duration::ZERO, &s.last_failure)),
                 (Some(dial), _) => dial.clone(),
-                (None, Some(at)) if now < at => return Err(unreachable(at - now)),
+                (None, Some(at)) if now < at => {
+                    return Err(unreachable(at - now, &s.last_failure));
+                }
                 (None, _) => {
                     let dial = self.dial(&slot, addr, name);
                     s.dialing = Some(dial.clone());
                     if down {
                         // Redial in the background; this caller does not wait for a dead peer.
-                        return Err(unreachable(Duration::ZERO));
+                        return Err(unreachable(Duration::ZERO, &s.last_failure));
                     }
                     dial
                 }

@@ -342,6 +342,11 @@ async fn a_dead_peer_fails_fast_even_when_callers_give_up_early() {
             matches!(err, Error::Unreachable { .. }),
             "fails at once, without waiting: {err}"
         );
+        // And says why the last dial failed, so a peer down for long can be diagnosed.
+        assert!(
+            err.to_string().contains("no handshake within"),
+            "names the last dial's failure: {err}"
+        );
     }
 }
 
