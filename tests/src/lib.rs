@@ -434,6 +434,39 @@ impl Cluster {
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
+    /// Where every thread of node `id` is, from gdb when the machine has it: for a node that
+    /// stopped answering, the rest of a post-mortem.
+    pub fn thread_stacks(&self, id: u64) -> String {
+        let Some(pid) = self
+            .children
+            .get(id as usize - 1)
+            .and_then(Option::as_ref)
+            .map(Child::id)
+        else {
+            return String::new();
+        };
+        let dump = Command::new("gdb")
+            .args([
+                "-p",
+                &pid.to_string(),
+                "-batch",
+                "-ex",
+                "thread apply all bt 10",
+            ])
+            .stdin(Stdio::null())
+            .output();
+        let Ok(dump) = dump else {
+            return format!("\n(no gdb here for node {id}'s threads)");
+        };
+        let frames: Vec<&str> = std::str::from_utf8(&dump.stdout)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("Thread ") || l.starts_with('#'))
+            .take(300)
+            .collect();
+        format!("\nnode {id}'s threads (gdb):\n{}", frames.join("\n"))
+    }
+
     /// Waits until node `id` has applied at least `index`.
     pub async fn wait_for_applied(
         &self,
@@ -442,11 +475,19 @@ impl Cluster {
         timeout: Duration,
     ) -> anyhow::Result<NodeInfo> {
         let deadline = Instant::now() + timeout;
+        // Whether the node answers at all tells a frozen node from an isolated one.
+        let mut last_status: String;
         loop {
-            if let Ok(Ok(info)) = tokio::time::timeout(Duration::from_secs(2), self.info(id)).await
-                && info.applied_index >= index
-            {
-                return Ok(info);
+            match tokio::time::timeout(Duration::from_secs(2), self.info(id)).await {
+                Ok(Ok(info)) if info.applied_index >= index => return Ok(info),
+                Ok(Ok(info)) => {
+                    last_status = format!(
+                        "answered: applied {}, committed {}, leader {:?}, term {}",
+                        info.applied_index, info.committed_index, info.leader, info.term
+                    )
+                }
+                Ok(Err(e)) => last_status = format!("failed: {e:#}"),
+                Err(_) => last_status = "no answer within 2s".to_string(),
             }
             if Instant::now() > deadline {
                 // The other nodes' view (a leader that cannot replicate to `id` says why)
@@ -462,8 +503,10 @@ impl Cluster {
                     })
                     .collect();
                 bail!(
-                    "node {id} did not apply index {index} within {timeout:?}; the end of its log:\n{}{others}",
-                    self.log_tail(id, 60)
+                    "node {id} did not apply index {index} within {timeout:?} (its status: \
+                     {last_status}); the end of its log:\n{}{others}{}",
+                    self.log_tail(id, 60),
+                    self.thread_stacks(id)
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
