@@ -649,9 +649,13 @@ impl Tree {
         below.insert(at.to_string(), root_node);
         self.data_bytes -= extent.bytes;
         self.extents_above(at, |e| e.take(extent));
+        let subtree = (
+            Bound::Included(below_from.as_str()),
+            Bound::Excluded(below_to.as_str()),
+        );
         let within = |paths: &BTreeSet<String>| -> Vec<String> {
             let root = paths.get(at).into_iter();
-            root.chain(paths.range(below_from.clone()..below_to.clone()))
+            root.chain(paths.range::<str, _>(subtree))
                 .cloned()
                 .collect()
         };
