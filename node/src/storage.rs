@@ -37,6 +37,17 @@ pub struct Store {
     dir: Arc<PathBuf>,
 }
 
+/// The options of the znode rows' keyspace. Its rows are read only by prefix (a scope's
+/// opening, a birth, a snapshot), never looked up one by one on a hot path: the tree in memory answers
+/// every read. So its tables carry no bloom filters, which only serve lookups of absent keys.
+/// Building one was most of a big birth's ingestion `finish`, which holds the node's journal
+/// lock: every write of the node waits for it (`bench/split.sh`, 500k znodes, timed inside
+/// lsm-tree: the writer's finish took 50-92 ms with filters, 3-38 ms without). fjall keeps a
+/// keyspace's options from its creation, so a database made before this keeps its filters.
+fn znode_rows() -> KeyspaceCreateOptions {
+    KeyspaceCreateOptions::default().filter_policy(fjall::config::FilterPolicy::disabled())
+}
+
 impl Store {
     /// Opens (or creates) the node's database under `dir/db`.
     pub fn open(dir: &Path) -> anyhow::Result<Self> {
@@ -48,14 +59,15 @@ impl Store {
                 db_dir.display()
             )
         })?;
-        let open = |name: &str| {
-            db.keyspace(name, KeyspaceCreateOptions::default)
+        let open_with = |name: &str, options: fn() -> KeyspaceCreateOptions| {
+            db.keyspace(name, options)
                 .with_context(|| format!("opening keyspace {name} in {}", db_dir.display()))
         };
+        let open = |name: &str| open_with(name, KeyspaceCreateOptions::default);
         let (log, raft_meta, tree, sm_meta, policies) = (
             open("raft_log")?,
             open("raft_meta")?,
-            open("tree")?,
+            open_with("tree", znode_rows)?,
             open("sm_meta")?,
             open("policies")?,
         );
