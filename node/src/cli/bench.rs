@@ -63,6 +63,10 @@ pub struct BenchArgs {
     /// (Scopekeeper only; needs the admin role; use a fresh cluster).
     #[arg(long, value_name = "N")]
     pub split_znodes: Option<usize>,
+    /// With --split-znodes: a control run, all the same but the split itself, so that its
+    /// windows show what the machine's own noise does to the writers' longest wait.
+    #[arg(long, requires = "split_znodes")]
+    pub split_control: bool,
     /// The session timeout of --hold-sessions sessions, in milliseconds.
     #[arg(long, value_name = "MS", default_value_t = 30_000)]
     pub session_timeout: u64,
@@ -419,7 +423,7 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
         let TargetSpec::Scopekeeper(config, _) = target else {
             bail!("--split-znodes measures Scopekeeper's splits: use --target scopekeeper");
         };
-        return super::bench_split::run(config, n, args.value_size).await;
+        return super::bench_split::run(config, n, args.value_size, args.split_control).await;
     }
     if let Some(n) = args.hold_sessions {
         return hold_sessions(
