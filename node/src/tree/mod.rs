@@ -633,15 +633,17 @@ impl Tree {
                 format!("{at} is ephemeral; it cannot be the root of a scope"),
             ));
         }
-        // The subtree is `at` and the range [at/, at0): '0' follows '/', and names such as
-        // `at-x` sort between `at` and `at/`. Splitting the map's ranges off costs a walk
+        // The subtree is `at` and the keys [`below`] it. Splitting the map's ranges off costs a walk
         // down the tree and a merge of the two outer parts, not a removal per znode; the
         // extents kept on every znode and the indexes of non-persistent ones spare a pass
         // over the subtree, which every later write to this scope would wait for.
-        let (below_from, below_to) = (format!("{at}/"), format!("{at}0"));
+        let (below_from, below_to) = below(at);
         let mut from_root = self.nodes.split_off(at);
         let mut below = from_root.split_off(&below_from);
-        let after = below.split_off(&below_to);
+        let after = match &below_to {
+            Some(to) => below.split_off(to),
+            None => BTreeMap::new(),
+        };
         let root_node = from_root.remove(at).expect("owns() found it above");
         join(&mut self.nodes, from_root);
         join(&mut self.nodes, after);
@@ -649,10 +651,7 @@ impl Tree {
         below.insert(at.to_string(), root_node);
         self.data_bytes -= extent.bytes;
         self.extents_above(at, |e| e.take(extent));
-        let subtree = (
-            Bound::Included(below_from.as_str()),
-            Bound::Excluded(below_to.as_str()),
-        );
+        let subtree = (Bound::Included(below_from.as_str()), end_bound(&below_to));
         let within = |paths: &BTreeSet<String>| -> Vec<String> {
             let root = paths.get(at).into_iter();
             root.chain(paths.range::<str, _>(subtree))
@@ -833,18 +832,18 @@ impl Tree {
         checked_path(p)?;
         self.owns(p)?;
         self.node(p)?;
-        let below = |q: &String| q != p && path::is_within(q, p);
+        let is_below = |q: &String| q != p && path::is_within(q, p);
         let count = if p == "/" {
             self.nodes.len() as u64 - 1
         } else {
-            // Keys below `p` sort between `p/` and `p0` ('0' follows '/').
-            let (from, to) = (format!("{p}/"), format!("{p}0"));
-            self.nodes.range(from..to).count() as u64
+            let (from, to) = below(p);
+            let keys = (Bound::Included(from.as_str()), end_bound(&to));
+            self.nodes.range::<str, _>(keys).count() as u64
         };
         let delegated = self
             .delegated
             .iter()
-            .filter(|d| below(d))
+            .filter(|d| is_below(d))
             .cloned()
             .collect();
         Ok((count, delegated))
@@ -1028,9 +1027,9 @@ pub(crate) fn check_path_len(p: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The keys strictly below `root`: from `root/` (or `/` for the root) to `root0` exclusive
-/// ('0' follows '/', and names such as `root-x` sort between `root` and `root/`), or to the end
-/// for the root.
+/// The keys strictly below `root`, as a start and an exclusive end: `root/` to `root0` ('0'
+/// follows '/', and names such as `root-x` sort between `root` and `root/`). For the root `/`:
+/// from `/` itself, which callers skip, to the end. The one place this ordering is relied on.
 fn below(root: &str) -> (String, Option<String>) {
     if root == "/" {
         ("/".to_string(), None)
