@@ -22,8 +22,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::WatchReceiver;
-
 use crate::limits;
 use crate::node::Node;
 use crate::peer::{PeerRequest, PeerResponse};
@@ -59,13 +57,11 @@ impl PeerLiveness {
 
 /// A follower's answer to `Quiesce`: park only if it agrees on leader, term and log end.
 pub fn follow_quiesce(scope: &Scope, leader: u64, term: u64, last_log_index: u64) -> bool {
-    let agrees = {
-        let metrics = scope.raft.metrics();
-        let m = metrics.borrow_watched();
+    let agrees = scope.metrics(|m| {
         m.current_leader == Some(leader)
             && m.current_term == term
             && m.last_log_index == Some(last_log_index)
-    };
+    });
     if agrees {
         scope.quiesce();
     }
@@ -109,11 +105,11 @@ fn peers_of(node: &Node) -> BTreeMap<u64, String> {
         .map(|p| (p.id, p.addr.clone()))
         .collect();
     for scope in node.scopes() {
-        let metrics = scope.raft.metrics();
-        let m = metrics.borrow_watched();
-        for (_, n) in m.membership_config.membership().nodes() {
-            peers.entry(n.node).or_insert_with(|| n.addr.clone());
-        }
+        scope.metrics(|m| {
+            for (_, n) in m.membership_config.membership().nodes() {
+                peers.entry(n.node).or_insert_with(|| n.addr.clone());
+            }
+        });
     }
     peers.remove(&node.id());
     peers
@@ -147,18 +143,12 @@ async fn try_quiesce(
     now: Instant,
     started: Instant,
 ) {
-    let (term, last_log_index, followers) = {
-        let metrics = scope.raft.metrics();
-        let m = metrics.borrow_watched();
+    let Some((term, last_log_index, followers)) = scope.metrics(|m| {
         if m.current_leader != Some(scope.replica) {
-            return;
+            return None;
         }
-        let Some(last) = m.last_log_index else {
-            return;
-        };
-        let Some(replication) = m.replication.as_ref() else {
-            return;
-        };
+        let last = m.last_log_index?;
+        let replication = m.replication.as_ref()?;
         let members: BTreeSet<u64> = m
             .membership_config
             .membership()
@@ -173,7 +163,7 @@ async fn try_quiesce(
                 .is_some_and(|l| l.index() == last)
         });
         if !caught_up || m.last_applied.map(|l| l.index()) != Some(last) {
-            return;
+            return None;
         }
         // (node, address) of each follower.
         let followers: Vec<(u64, String)> = m
@@ -183,7 +173,9 @@ async fn try_quiesce(
             .filter(|(replica, _)| members.contains(replica))
             .map(|(_, n)| (n.node, n.addr.clone()))
             .collect();
-        (m.current_term, last, followers)
+        Some((m.current_term, last, followers))
+    }) else {
+        return;
     };
     if followers
         .iter()

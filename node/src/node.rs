@@ -9,7 +9,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use openraft::async_runtime::WatchReceiver;
 use scopekeeper_transport::{Alpn, Credentials, Endpoint, EndpointKeys, Pool};
 use tokio::sync::{OnceCell, mpsc};
 
@@ -628,12 +627,12 @@ impl Node {
             return true;
         }
         self.scopes().iter().any(|scope| {
-            let metrics = scope.raft.metrics();
-            let m = metrics.borrow_watched();
-            m.membership_config
-                .membership()
-                .nodes()
-                .any(|(_, n)| n.node == id)
+            scope.metrics(|m| {
+                m.membership_config
+                    .membership()
+                    .nodes()
+                    .any(|(_, n)| n.node == id)
+            })
         })
     }
 

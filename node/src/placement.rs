@@ -11,7 +11,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use openraft::ChangeMembers;
-use openraft::async_runtime::WatchReceiver;
 use scopekeeper_client::proto::{ClusterNode, Reply, Request};
 
 use crate::limits;
@@ -75,10 +74,13 @@ fn inputs(scope: &Scope, registry: &BTreeMap<u64, ClusterNode>) -> u64 {
             (a.hash.0, &a.info.params).hash(&mut h);
         }
     }
-    let metrics = scope.raft.metrics();
-    let m = metrics.borrow_watched();
-    m.membership_config.log_id().map(|l| l.index()).hash(&mut h);
-    m.current_term.hash(&mut h);
+    let (membership, term) = scope.metrics(|m| {
+        (
+            m.membership_config.log_id().map(|l| l.index()),
+            m.current_term,
+        )
+    });
+    (membership, term).hash(&mut h);
     h.finish()
 }
 
@@ -208,18 +210,19 @@ async fn registry(node: &Node) -> Option<BTreeMap<u64, ClusterNode>> {
 
 /// The current placement of a scope, as node ids.
 fn current(scope: &Scope) -> Placement {
-    let metrics = scope.raft.metrics();
-    let m = metrics.borrow_watched();
-    let membership = m.membership_config.membership();
-    let voters: BTreeSet<u64> = membership.voter_ids().collect();
-    let mut p = Placement::default();
-    for (replica, anchor) in membership.nodes() {
-        if voters.contains(replica) {
-            p.voters.push(anchor.node);
-        } else {
-            p.observers.push(anchor.node);
+    let mut p = scope.metrics(|m| {
+        let membership = m.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        let mut p = Placement::default();
+        for (replica, anchor) in membership.nodes() {
+            if voters.contains(replica) {
+                p.voters.push(anchor.node);
+            } else {
+                p.observers.push(anchor.node);
+            }
         }
-    }
+        p
+    });
     p.voters.sort_unstable();
     p.observers.sort_unstable();
     p
@@ -340,13 +343,13 @@ async fn tell_removed(node: &Node, scope: &Arc<Scope>, removed: Vec<(u64, Anchor
 
 /// The scope's members (replica id and node), as its leader's raft sees them now.
 fn members(scope: &Scope) -> BTreeMap<u64, AnchorNode> {
-    let metrics = scope.raft.metrics();
-    let m = metrics.borrow_watched();
-    m.membership_config
-        .membership()
-        .nodes()
-        .map(|(r, n)| (*r, n.clone()))
-        .collect()
+    scope.metrics(|m| {
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(r, n)| (*r, n.clone()))
+            .collect()
+    })
 }
 
 /// Moves a scope's anchors to `target`: learners first, then the voters in one change, then
@@ -414,16 +417,14 @@ async fn move_anchors(
         .iter()
         .filter_map(|n| scope.replica_on(*n))
         .collect();
-    let leftover: BTreeSet<u64> = {
-        let metrics = scope.raft.metrics();
-        let m = metrics.borrow_watched();
+    let leftover: BTreeSet<u64> = scope.metrics(|m| {
         m.membership_config
             .membership()
             .nodes()
             .map(|(r, _)| *r)
             .filter(|r| !voters.contains(r) && !observers.contains(r))
             .collect()
-    };
+    });
     if !leftover.is_empty() && scope.raft.is_leader() {
         scope
             .raft
@@ -442,15 +443,14 @@ async fn move_anchors(
 /// A raft id never used in this scope: above every id its state has seen.
 fn next_replica(scope: &Scope) -> u64 {
     let high = scope.view().read().replica_high;
-    let metrics = scope.raft.metrics();
-    let m = metrics.borrow_watched();
-    let members = m
-        .membership_config
-        .membership()
-        .nodes()
-        .map(|(r, _)| *r)
-        .max()
-        .unwrap_or(0);
+    let members = scope.metrics(|m| {
+        m.membership_config
+            .membership()
+            .nodes()
+            .map(|(r, _)| *r)
+            .max()
+            .unwrap_or(0)
+    });
     high.max(members) + 1
 }
 

@@ -23,7 +23,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::WatchReceiver;
 use scopekeeper_client::proto::{
     ApiError, ErrorCode, Reply, Request, ServerFrame, SessionCredentials, SessionGranted,
     SessionRequest,
@@ -556,9 +555,7 @@ pub async fn touch_here(
 /// Whether this replica has applied everything its log holds: only then may an absent record
 /// mean a session that ended.
 fn caught_up(scope: &Scope) -> bool {
-    let metrics = scope.raft.metrics();
-    let m = metrics.borrow_watched();
-    m.last_applied.map(|l| l.index()) >= m.last_log_index
+    scope.metrics(|m| m.last_applied.map(|l| l.index()) >= m.last_log_index)
 }
 
 fn touch_as_leader(

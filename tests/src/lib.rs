@@ -414,12 +414,15 @@ impl Cluster {
                 }
             }
             if Instant::now() > deadline {
+                // Where each node is stuck first: a CI run shows a failure's first lines.
+                let stacks: String = among.iter().map(|&id| self.thread_stacks(id)).collect();
                 let tails: Vec<String> = among
                     .iter()
                     .map(|&id| format!("---- node {id} ----\n{}", self.log_tail(id, 30)))
                     .collect();
                 bail!(
-                    "no leader among {among:?} within {timeout:?}; the end of their logs:\n{}",
+                    "no leader among {among:?} within {timeout:?}\n{stacks}the end of their \
+                     logs:\n{}",
                     tails.join("\n")
                 );
             }
@@ -435,7 +438,8 @@ impl Cluster {
     }
 
     /// Where every thread of node `id` is, from gdb when the machine has it: for a node that
-    /// stopped answering, the rest of a post-mortem.
+    /// stopped answering, the rest of a post-mortem. One line per frame, without generic
+    /// arguments or addresses, so that it fits the part of a failure that a CI run shows.
     pub fn thread_stacks(&self, id: u64) -> String {
         let Some(pid) = self
             .children
@@ -451,20 +455,20 @@ impl Cluster {
                 &pid.to_string(),
                 "-batch",
                 "-ex",
-                "thread apply all bt 10",
+                "thread apply all bt 12",
             ])
             .stdin(Stdio::null())
             .output();
         let Ok(dump) = dump else {
-            return format!("\n(no gdb here for node {id}'s threads)");
+            return format!("(no gdb here for node {id}'s threads)\n");
         };
-        let frames: Vec<&str> = std::str::from_utf8(&dump.stdout)
+        let frames: Vec<String> = std::str::from_utf8(&dump.stdout)
             .unwrap_or_default()
             .lines()
-            .filter(|l| l.starts_with("Thread ") || l.starts_with('#'))
-            .take(300)
+            .filter_map(compact_frame)
+            .take(200)
             .collect();
-        format!("\nnode {id}'s threads (gdb):\n{}", frames.join("\n"))
+        format!("node {id}'s threads (gdb):\n{}\n", frames.join("\n"))
     }
 
     /// Waits until node `id` has applied at least `index`.
@@ -492,26 +496,65 @@ impl Cluster {
             if Instant::now() > deadline {
                 // The other nodes' view (a leader that cannot replicate to `id` says why)
                 // is half of a post-mortem that a CI run keeps no directory for.
+                // A CI run shows the failure's first lines: where the node is stuck first.
                 let others: String = self
                     .node_ids()
                     .filter(|&other| other != id)
                     .map(|other| {
                         format!(
                             "\nthe end of node {other}'s log:\n{}",
-                            self.log_tail(other, 20)
+                            self.log_tail(other, 8)
                         )
                     })
                     .collect();
                 bail!(
                     "node {id} did not apply index {index} within {timeout:?} (its status: \
-                     {last_status}); the end of its log:\n{}{others}{}",
-                    self.log_tail(id, 60),
-                    self.thread_stacks(id)
+                     {last_status})\n{}the end of its log:\n{}{others}",
+                    self.thread_stacks(id),
+                    self.log_tail(id, 40),
                 );
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// One gdb backtrace line made short: a thread's name, or a frame's function and source line.
+fn compact_frame(line: &str) -> Option<String> {
+    if let Some(rest) = line.strip_prefix("Thread ") {
+        let name = rest.split('"').nth(1).unwrap_or(rest);
+        return Some(format!("-- {name}"));
+    }
+    // "#3  0x00.. in f () at x.rs:1", or without address and "in" for an inlined frame.
+    let frame = line.strip_prefix('#')?;
+    let frame = frame
+        .trim_start_matches(|c: char| c.is_ascii_digit())
+        .trim_start();
+    let body = match frame.strip_prefix("0x") {
+        Some(_) => frame.split_once(" in ").map_or(frame, |(_, f)| f),
+        None => frame,
+    };
+    let (function, place) = match body.rsplit_once(" at ") {
+        Some((f, at)) => (f, at.rsplit('/').next().unwrap_or(at)),
+        None => (body, ""),
+    };
+    // Generic arguments and closure environments are most of a Rust frame's length.
+    let mut name = String::new();
+    let mut depth = 0usize;
+    for c in function.chars() {
+        match c {
+            '<' => depth += 1,
+            '>' => depth = depth.saturating_sub(1),
+            '(' if depth == 0 => break,
+            _ if depth == 0 => name.push(c),
+            _ => {}
+        }
+    }
+    let name = name.trim();
+    let name = name
+        .rsplit_once("::h")
+        .map_or(name, |(n, hash)| if hash.len() == 16 { n } else { name });
+    Some(format!("   {name} {place}").trim_end().to_string())
 }
 
 impl Drop for Cluster {
@@ -589,5 +632,38 @@ impl Drop for Partition {
         let _ = Command::new("nft")
             .args(["delete", "table", "inet", &self.table])
             .status();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::compact_frame;
+
+    #[test]
+    fn a_gdb_frame_is_shortened_to_its_function_and_line() {
+        let frame = "#5  0x000055b723a213c4 in block_on<core::pin::Pin<alloc::boxed::Box<scopekeeper::cli::run::{async_fn_env#0}, alloc::alloc::Global>>> () at /root/.cargo/registry/src/index.crates.io-1949cf8c6b5b557f/tokio-1.54.1/src/runtime/park.rs:380";
+        assert_eq!(
+            compact_frame(frame).as_deref(),
+            Some("   block_on park.rs:380")
+        );
+        let hashed =
+            "#5  0x000055b723ce6d2c in fjall::worker_pool::worker_tick::hb077260c3b927c62 ()";
+        assert_eq!(
+            compact_frame(hashed).as_deref(),
+            Some("   fjall::worker_pool::worker_tick")
+        );
+        let inlined = "#1  0x000055b724c5b1db in std::sys::pal::unix::futex::futex_wait () at library/std/src/sys/pal/unix/futex.rs:73";
+        assert_eq!(
+            compact_frame(inlined).as_deref(),
+            Some("   std::sys::pal::unix::futex::futex_wait futex.rs:73")
+        );
+        let no_address = "#2  std::sys::sync::condvar::futex::Condvar::wait () at library/std/src/sys/sync/condvar/futex.rs:33";
+        assert_eq!(
+            compact_frame(no_address).as_deref(),
+            Some("   std::sys::sync::condvar::futex::Condvar::wait futex.rs:33")
+        );
+        let thread = "Thread 6 (Thread 0x7f68dc4466c0 (LWP 11509) \"fjall-syncer\"):";
+        assert_eq!(compact_frame(thread).as_deref(), Some("-- fjall-syncer"));
+        assert_eq!(compact_frame("[Inferior 1 (process 1) detached]"), None);
     }
 }

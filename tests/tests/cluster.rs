@@ -285,6 +285,60 @@ async fn whole_cluster_killed_mid_write_keeps_every_acknowledged_write() -> anyh
     Ok(())
 }
 
+/// Status queries read raft's metrics while raft publishes them on every write. A reader that
+/// borrowed them twice could wait behind a publisher waiting for its first borrow (std's
+/// RwLock prefers writers), and both tokio workers stopped: the whole node froze. So this
+/// asks every node for its status all the time while the cluster writes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_keep_answering_status_queries_while_writing() -> anyhow::Result<()> {
+    let _serial = serial();
+    let cluster = Cluster::start(3)?;
+    cluster.settle(&[1, 2, 3], SETTLE).await?;
+    cluster
+        .client()
+        .await?
+        .create("/busy", b"", CreateMode::Persistent)
+        .await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut askers = Vec::new();
+    for id in [1, 2, 3, 1, 2, 3] {
+        let client = cluster.client_of(id).await?;
+        let stop = stop.clone();
+        askers.push(tokio::spawn(async move {
+            let mut answers = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // A frozen node answers nothing; the check after the load says which.
+                match tokio::time::timeout(Duration::from_secs(5), client.node_info()).await {
+                    Ok(Ok(_)) => answers += 1,
+                    Ok(Err(_)) => tokio::time::sleep(Duration::from_millis(10)).await,
+                    Err(_) => break,
+                }
+            }
+            answers
+        }));
+    }
+    let load = Load::start(&cluster, 8, "/busy").await?;
+    let loaded = load.wait_for(8000, Duration::from_secs(120)).await;
+    let acked = load.stop().await?;
+    stop.store(true, Ordering::Relaxed);
+    let mut answers = 0;
+    for asker in askers {
+        answers += asker.await?;
+    }
+    // Every node still answers and holds every acknowledged write.
+    let leader = cluster.wait_for_leader(&[1, 2, 3], SETTLE).await?;
+    let committed = cluster.info(leader).await?.committed_index;
+    for id in 1..=3 {
+        cluster.wait_for_applied(id, committed, SETTLE).await?;
+    }
+    loaded?;
+    assert!(answers > 0, "no status query was answered");
+    for id in 1..=3 {
+        assert_all_present(&cluster, id, "/busy", &acked).await?;
+    }
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_without_its_data_refuses_to_start() -> anyhow::Result<()> {
     let _serial = serial();

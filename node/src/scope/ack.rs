@@ -121,6 +121,8 @@ impl AckGate {
         let deadline = Instant::now() + limits::QUORUM_WAIT;
         let mut metrics = raft.metrics();
         loop {
+            // Its own receiver, to wait on `changed`; `acked` reads the metrics and nothing else.
+            #[allow(clippy::disallowed_methods)]
             let acked = self.acked(&metrics.borrow_watched(), index);
             if table.is_quorate(acked.iter().copied()) {
                 return Ok(());
@@ -149,11 +151,7 @@ impl AckGate {
 
     /// The nodes known to have stored `index`: this leader's (it applied it, so it holds it)
     /// and those of every follower whose matched log reaches it.
-    fn acked(
-        &self,
-        m: &openraft::RaftMetrics<super::types::TypeConfig>,
-        index: u64,
-    ) -> BTreeSet<u64> {
+    fn acked(&self, m: &super::types::RaftMetrics, index: u64) -> BTreeSet<u64> {
         let mut acked = BTreeSet::from([self.node_id]);
         let membership = m.membership_config.membership();
         if let Some(replication) = &m.replication {

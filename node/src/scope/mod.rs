@@ -413,45 +413,58 @@ impl Scope {
         !self.voters().is_empty()
     }
 
+    /// Reads raft's metrics: `read` copies out what its caller needs, and must neither read
+    /// them again nor take any other lock. The borrow holds the metrics' read lock; raft's
+    /// core, publishing, waits for it to end, and std's RwLock queues every later reader
+    /// behind that writer. A second borrow inside the first therefore waited forever, and with
+    /// the core waiting too, both tokio workers stopped and the whole node froze (the
+    /// `nodes_keep_answering_status_queries_while_writing` test caught it).
+    pub fn metrics<T>(&self, read: impl FnOnce(&types::RaftMetrics) -> T) -> T {
+        let metrics = self.raft.metrics();
+        #[allow(clippy::disallowed_methods)] // This is the one place.
+        let borrowed = metrics.borrow_watched();
+        read(&borrowed)
+    }
+
     /// The nodes holding the scope's voting replicas.
     pub fn voters(&self) -> Vec<u64> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow_watched();
-        let membership = m.membership_config.membership();
-        membership
-            .voter_ids()
-            .filter_map(|r| membership.get_node(&r).map(|n| n.node))
-            .collect()
+        self.metrics(|m| {
+            let membership = m.membership_config.membership();
+            membership
+                .voter_ids()
+                .filter_map(|r| membership.get_node(&r).map(|n| n.node))
+                .collect()
+        })
     }
 
     /// The node holding the given replica of this scope.
     pub fn node_of(&self, replica: u64) -> Option<u64> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow_watched();
-        m.membership_config
-            .membership()
-            .get_node(&replica)
-            .map(|n| n.node)
+        self.metrics(|m| {
+            m.membership_config
+                .membership()
+                .get_node(&replica)
+                .map(|n| n.node)
+        })
     }
 
     /// The replica `node` holds in this scope, as this replica's membership says.
     pub fn replica_on(&self, node: u64) -> Option<u64> {
-        let metrics = self.raft.metrics();
-        let m = metrics.borrow_watched();
-        m.membership_config
-            .membership()
-            .nodes()
-            .find(|(_, n)| n.node == node)
-            .map(|(r, _)| *r)
+        self.metrics(|m| {
+            m.membership_config
+                .membership()
+                .nodes()
+                .find(|(_, n)| n.node == node)
+                .map(|(r, _)| *r)
+        })
     }
 
     /// The node leading the scope as far as this replica knows, with its address.
     pub fn leader(&self) -> Option<(u64, String)> {
-        let metrics = self.raft.metrics();
-        let metrics = metrics.borrow_watched();
-        let leader = metrics.current_leader?;
-        let node = metrics.membership_config.membership().get_node(&leader)?;
-        Some((node.node, node.addr.clone()))
+        self.metrics(|m| {
+            let leader = m.current_leader?;
+            let node = m.membership_config.membership().get_node(&leader)?;
+            Some((node.node, node.addr.clone()))
+        })
     }
 
     /// Refuses with the leader's address unless this replica leads the scope.

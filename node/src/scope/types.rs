@@ -175,6 +175,7 @@ openraft::declare_raft_types!(
 );
 
 pub type Raft = openraft::Raft<TypeConfig, super::state_machine::ScopeStateMachine>;
+pub type RaftMetrics = openraft::RaftMetrics<TypeConfig>;
 pub type LogId = openraft::alias::LogIdOf<TypeConfig>;
 pub type Entry = openraft::alias::EntryOf<TypeConfig>;
 pub type Vote = openraft::alias::VoteOf<TypeConfig>;

@@ -3,7 +3,6 @@
 
 use std::time::{Duration, Instant};
 
-use openraft::async_runtime::WatchReceiver;
 use scopekeeper_client::limits as client_limits;
 use scopekeeper_client::proto::{
     ApiError, ErrorCode, MultiSlot, Op, Reply, Request, Response, SessionRequest, perms,
@@ -731,23 +730,34 @@ async fn catch_up(node: &Node, scope: &Scope, seen: i64) -> Result<(), ApiError>
 /// quorum's acknowledgement; another's, by the liveness loop's heartbeat.
 fn follows_live_leader(node: &Node, scope: &Scope) -> bool {
     use openraft::Instant as _;
-    let metrics = scope.raft.metrics();
-    let m = metrics.borrow_watched();
-    let Some(leader) = m.current_leader else {
-        return false;
-    };
-    if leader == m.id {
-        let acked = m.last_quorum_acked.as_ref();
-        return acked.is_some_and(|at| at.elapsed() < limits::NODE_DEAD_AFTER);
+    enum Leader {
+        Unknown,
+        Me { acked_lately: bool },
+        Node(u64),
     }
-    let Some(leader_node) = m.membership_config.membership().get_node(&leader) else {
-        return false;
-    };
-    node.0
-        .heard
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .heard_lately(leader_node.node, Instant::now())
+    let leader = scope.metrics(|m| match m.current_leader {
+        None => Leader::Unknown,
+        Some(leader) if leader == m.id => Leader::Me {
+            acked_lately: m
+                .last_quorum_acked
+                .as_ref()
+                .is_some_and(|at| at.elapsed() < limits::NODE_DEAD_AFTER),
+        },
+        Some(leader) => match m.membership_config.membership().get_node(&leader) {
+            Some(n) => Leader::Node(n.node),
+            None => Leader::Unknown,
+        },
+    });
+    match leader {
+        Leader::Unknown => false,
+        Leader::Me { acked_lately } => acked_lately,
+        Leader::Node(id) => node
+            .0
+            .heard
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .heard_lately(id, Instant::now()),
+    }
 }
 
 /// Refuses anything but a getData, exists or getChildren, which `Sequential` carries.
@@ -885,8 +895,7 @@ fn node_info(node: &Node) -> scopekeeper_client::proto::NodeInfo {
         .map(|scope| {
             let leader = scope.leader().map(|(id, _)| id);
             let voters = scope.voters();
-            let metrics = scope.raft.metrics();
-            let m = metrics.borrow_watched();
+            let applied_index = scope.metrics(|m| m.last_applied.map_or(0, |l| l.index()));
             let state = scope.view().read();
             scopekeeper_client::proto::HostedScope {
                 id: scope.id,
@@ -894,7 +903,7 @@ fn node_info(node: &Node) -> scopekeeper_client::proto::NodeInfo {
                 epoch: state.identity.epoch,
                 leader,
                 voters,
-                applied_index: m.last_applied.map_or(0, |l| l.index()),
+                applied_index,
                 znodes: state.tree.len() as u64,
                 quiescent: scope.is_quiescent(),
             }
@@ -917,20 +926,32 @@ fn node_info(node: &Node) -> scopekeeper_client::proto::NodeInfo {
             scopes,
         };
     };
-    let judged = root.view().read().governance.judged;
+    let (judged, znodes) = {
+        let state = root.view().read();
+        (state.governance.judged, state.tree.len() as u64)
+    };
     let leader = root.leader().map(|(id, _)| id);
-    let metrics = root.raft.metrics();
-    let m = metrics.borrow_watched();
+    let voters = root.voters();
+    let index = |l: Option<&crate::scope::types::LogId>| l.map_or(0, |l| l.index());
+    let (term, applied_index, committed_index, snapshot_index, purged_index) = root.metrics(|m| {
+        (
+            m.current_term,
+            index(m.last_applied.as_ref()),
+            index(m.local_committed.as_ref()),
+            index(m.snapshot.as_ref()),
+            index(m.purged.as_ref()),
+        )
+    });
     scopekeeper_client::proto::NodeInfo {
         id: node.id(),
         leader,
-        term: m.current_term,
-        voters: root.voters(),
-        applied_index: m.last_applied.map_or(0, |l| l.index()),
-        committed_index: m.local_committed.map_or(0, |l| l.index()),
-        snapshot_index: m.snapshot.map_or(0, |l| l.index()),
-        purged_index: m.purged.map_or(0, |l| l.index()),
-        znodes: root.view().read().tree.len() as u64,
+        term,
+        voters,
+        applied_index,
+        committed_index,
+        snapshot_index,
+        purged_index,
+        znodes,
         policy_judged: judged.entries,
         policy_fuel: judged.fuel,
         policy_digest: judged.digest,

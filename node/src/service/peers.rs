@@ -1,7 +1,6 @@
 //! The peer protocol's server side: raft RPCs, streamed snapshots, forwarded proposals, read
 //! indexes and status, each for the scope it names.
 
-use openraft::async_runtime::WatchReceiver;
 use scopekeeper_transport::frame::{expect_frame, write_frame};
 use scopekeeper_transport::limits::PEER_FRAME_BYTES_MAX;
 use scopekeeper_transport::{Error as TransportError, RecvStream, SendStream};
@@ -229,18 +228,16 @@ fn status(node: &Node, from: u64) -> NodeStatus {
             acked_by_asker: None,
         };
     };
-    let metrics = root.raft.metrics();
-    let metrics = metrics.borrow_watched();
-    let asker = metrics
-        .membership_config
-        .membership()
-        .nodes()
-        .find(|(_, n)| n.node == from)
-        .map(|(replica, _)| *replica);
-    let acked_by_asker = asker
-        .and_then(|r| metrics.replication.as_ref()?.get(&r).cloned())
-        .flatten()
-        .map(|log_id| log_id.index());
+    let acked_by_asker = root.metrics(|m| {
+        let asker = m
+            .membership_config
+            .membership()
+            .nodes()
+            .find(|(_, n)| n.node == from)
+            .map(|(replica, _)| *replica)?;
+        m.replication.as_ref()?.get(&asker).cloned().flatten()
+    });
+    let acked_by_asker = acked_by_asker.map(|log_id| log_id.index());
     NodeStatus {
         id: config.id,
         cluster: config.cluster.clone(),
