@@ -129,6 +129,23 @@ async fn bad_requests_get_clear_errors_and_change_nothing() -> anyhow::Result<()
     tx.finish()?;
     let reply: Response = expect_frame(&mut rx, CLIENT_FRAME_BYTES_MAX).await?;
     assert_eq!(code(reply), ErrorCode::MarshallingError);
+    // A well-formed write with a stray byte after it, in one write so both arrive together:
+    // a stream carries one request, so the write is refused, not applied.
+    let body = postcard::to_stdvec(&create("/trailing", b"x".to_vec()))?;
+    let mut bytes = u32::try_from(body.len())?.to_be_bytes().to_vec();
+    bytes.extend(body);
+    bytes.push(0);
+    let (mut tx, mut rx) = conn.open_stream().await?;
+    tx.write_all(&bytes).await?;
+    tx.finish()?;
+    let reply: Response = expect_frame(&mut rx, CLIENT_FRAME_BYTES_MAX).await?;
+    let err = reply.expect_err("trailing bytes");
+    assert_eq!(err.code, ErrorCode::MarshallingError);
+    assert!(
+        err.message.contains("after the stream's last frame"),
+        "{}",
+        err.message
+    );
 
     // The same connection still works, and nothing changed.
     let ok = send(
@@ -141,6 +158,7 @@ async fn bad_requests_get_clear_errors_and_change_nothing() -> anyhow::Result<()
     assert!(ok.is_ok(), "{ok:?}");
     assert_eq!(client.children("/").await?, before);
     assert_eq!(client.exists("/big").await?, None);
+    assert_eq!(client.exists("/trailing").await?, None);
     Ok(())
 }
 

@@ -8,7 +8,7 @@ use rustls_pki_types::CertificateDer;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::frame::{expect_frame, write_frame};
+use crate::frame::{expect_last_frame, write_frame};
 use crate::{Alpn, Credentials, EndpointKeys, Error, Principal, limits, tls};
 
 /// A QUIC endpoint with the cluster's TLS configuration.
@@ -224,6 +224,6 @@ impl Connection {
         write_frame(&mut send, request, cap).await?;
         send.finish()
             .map_err(|_| Error::Closed("stream closed while sending".into()))?;
-        expect_frame(&mut recv, cap).await
+        expect_last_frame(&mut recv, cap).await
     }
 }

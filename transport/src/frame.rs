@@ -1,32 +1,29 @@
 //! Frames: a u32 big-endian length, then a postcard body. Every read is capped before a byte of
 //! the body is buffered, so a hostile length costs nothing.
 
+use futures::FutureExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
 
-/// Writes one frame.
+/// Writes one frame, header and body in one write (one STREAM frame, where two writes could
+/// let the connection send the header alone).
 pub async fn write_frame<T: Serialize>(
     send: &mut quinn::SendStream,
     value: &T,
     cap: usize,
 ) -> Result<(), Error> {
-    let body = postcard::to_stdvec(value).map_err(|e| Error::Encode(e.to_string()))?;
-    if body.len() > cap {
-        return Err(Error::FrameTooLarge {
-            len: body.len(),
-            cap,
-        });
+    let frame =
+        postcard::to_extend(value, vec![0u8; 4]).map_err(|e| Error::Encode(e.to_string()))?;
+    let len = frame.len() - 4;
+    if len > cap {
+        return Err(Error::FrameTooLarge { len, cap });
     }
-    let len = u32::try_from(body.len()).map_err(|_| Error::FrameTooLarge {
-        len: body.len(),
-        cap,
-    })?;
-    send.write_all(&len.to_be_bytes())
-        .await
-        .map_err(Error::from_write)?;
-    send.write_all(&body).await.map_err(Error::from_write)?;
+    let header = u32::try_from(len).map_err(|_| Error::FrameTooLarge { len, cap })?;
+    let mut frame = frame;
+    frame[..4].copy_from_slice(&header.to_be_bytes());
+    send.write_all(&frame).await.map_err(Error::from_write)?;
     Ok(())
 }
 
@@ -60,6 +57,32 @@ pub async fn read_frame<T: DeserializeOwned>(
     postcard::from_bytes(&body)
         .map(Some)
         .map_err(|e| Error::Malformed(format!("undecodable {len}-byte frame: {e}")))
+}
+
+/// Reads the end of a stream whose last frame has been read, if the end is here already; never
+/// waits. A stream dropped before its end is read makes quinn send the peer a STOP_SENDING,
+/// even when the end has arrived: one spurious frame each way per request and response. The
+/// peer finishes right after its frame, so the end nearly always arrives with it. Bytes after
+/// the last frame are the peer's error.
+pub fn read_end(recv: &mut quinn::RecvStream) -> Result<(), Error> {
+    let mut probe = [0u8; 1];
+    match recv.read(&mut probe).now_or_never() {
+        Some(Ok(Some(_))) => Err(Error::Malformed(
+            "bytes after the stream's last frame".into(),
+        )),
+        // The end, or not here yet, or the stream failed: dropping it does what is left.
+        _ => Ok(()),
+    }
+}
+
+/// Reads a stream's one and last frame, and its end (see [`read_end`]).
+pub async fn expect_last_frame<T: DeserializeOwned>(
+    recv: &mut quinn::RecvStream,
+    cap: usize,
+) -> Result<T, Error> {
+    let value = expect_frame(recv, cap).await?;
+    read_end(recv)?;
+    Ok(value)
 }
 
 /// Reads exactly one frame, treating a clean end of stream as an error.

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use scopekeeper_transport::frame::{expect_frame, read_frame, write_frame};
+use scopekeeper_transport::frame::{expect_frame, expect_last_frame, read_frame, write_frame};
 use scopekeeper_transport::{
     Alpn, Connection, Credentials, Endpoint, EndpointKeys, Error, IssuedCert, Principal, certs,
 };
@@ -265,6 +265,48 @@ async fn oversized_and_malformed_frames_are_refused() {
 
     // The connection still serves well-formed calls afterwards.
     assert_eq!(conn.call::<u32, u32>(&9, CAP).await.expect("rpc"), 10);
+}
+
+/// A request stream carries one frame and then its end; the reader takes the end along (so
+/// quinn sends no STOP_SENDING for the stream), and bytes after the frame are refused.
+#[tokio::test]
+async fn a_one_shot_stream_is_one_frame_then_its_end() {
+    let ca = Ca::new();
+    let server = server(&ca, 1, &EndpointKeys::generate(), loopback());
+    let addr = server.local_addr().expect("addr");
+    let (tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let incoming = server.accept().await.expect("incoming");
+        let conn = server.handshake(incoming).await.expect("handshake");
+        while let Ok((mut send, mut recv)) = conn.accept_stream().await {
+            let answer = expect_last_frame::<u32>(&mut recv, CAP).await;
+            if let Ok(n) = &answer {
+                let _ = write_frame(&mut send, &(n + 1), CAP).await;
+                let _ = send.finish();
+            }
+            let _ = tx.send(answer.map_err(|e| e.to_string()));
+        }
+    });
+    let conn = dialer(&ca.node(2))
+        .connect(addr, "node-1.test", Alpn::Peer)
+        .await
+        .expect("conn");
+    assert_eq!(conn.call::<u32, u32>(&41, CAP).await.expect("rpc"), 42);
+    assert_eq!(seen.recv().await, Some(Ok(41)));
+
+    // One write: the frame and a stray byte arrive together, before the end.
+    let (mut send, _recv) = conn.open_stream().await.expect("stream");
+    let mut bytes = 1u32.to_be_bytes().to_vec();
+    bytes.extend([7u8, 0xAA]);
+    send.write_all(&bytes).await.expect("write");
+    let _ = send.finish();
+    let refusal = seen.recv().await.expect("server").expect_err("refused");
+    assert!(
+        refusal.contains("after the stream's last frame"),
+        "{refusal}"
+    );
+
+    assert_eq!(conn.call::<u32, u32>(&1, CAP).await.expect("rpc"), 2);
 }
 
 #[test]

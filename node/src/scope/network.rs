@@ -13,7 +13,7 @@ use openraft::raft::{
 };
 use openraft::{RaftNetworkFactory, RaftNetworkV2};
 use scopekeeper_transport::Error as TransportError;
-use scopekeeper_transport::frame::{expect_frame, write_frame};
+use scopekeeper_transport::frame::{expect_last_frame, write_frame};
 use scopekeeper_transport::limits::PEER_FRAME_BYTES_MAX;
 use tokio::io::AsyncReadExt;
 
@@ -161,7 +161,7 @@ impl PeerLink {
         }
         send.finish()
             .map_err(|_| TransportError::Closed("stream closed while sending".into()))?;
-        match expect_frame::<PeerResponse>(&mut recv, PEER_FRAME_BYTES_MAX).await? {
+        match expect_last_frame::<PeerResponse>(&mut recv, PEER_FRAME_BYTES_MAX).await? {
             PeerResponse::Snapshot(Ok(resp)) => Ok(resp),
             PeerResponse::Snapshot(Err(e)) | PeerResponse::Invalid(e) => {
                 Err(TransportError::Malformed(e))

@@ -7,7 +7,7 @@ use scopekeeper_client::limits as client_limits;
 use scopekeeper_client::proto::{
     ApiError, ErrorCode, MultiSlot, Op, Reply, Request, Response, SessionRequest, perms,
 };
-use scopekeeper_transport::frame::{expect_frame, write_frame};
+use scopekeeper_transport::frame::{expect_frame, read_end, write_frame};
 use scopekeeper_transport::limits::CLIENT_FRAME_BYTES_MAX;
 use scopekeeper_transport::{
     Alpn, Connection, Error as TransportError, Principal, RecvStream, SendStream,
@@ -87,14 +87,25 @@ async fn serve_client_stream(
                 return session::serve(node, connect, session, send, recv).await;
             }
             Ok(request) => {
+                // One request per stream: its end comes with it.
+                let trailing = read_end(&mut recv)
+                    .err()
+                    .map(|e| ApiError::new(ErrorCode::MarshallingError, e.to_string()));
                 let id = session.load(std::sync::atomic::Ordering::Acquire);
                 if id != 0 {
-                    let response =
-                        session::serve_request(node, &policy_principal(principal), id, request)
-                            .await;
+                    let response = match trailing {
+                        Some(e) => Err(e),
+                        None => {
+                            let principal = policy_principal(principal);
+                            session::serve_request(node, &principal, id, request).await
+                        }
+                    };
                     return write_response(&mut send, &response, true, node, id).await;
                 }
-                handle_client(node, &policy_principal(principal), id, request).await
+                match trailing {
+                    Some(e) => Err(e),
+                    None => handle_client(node, &policy_principal(principal), id, request).await,
+                }
             }
             Err(e) => Err(ApiError::new(
                 ErrorCode::MarshallingError,

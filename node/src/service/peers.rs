@@ -1,7 +1,7 @@
 //! The peer protocol's server side: raft RPCs, streamed snapshots, forwarded proposals, read
 //! indexes and status, each for the scope it names.
 
-use scopekeeper_transport::frame::{expect_frame, write_frame};
+use scopekeeper_transport::frame::{expect_frame, read_end, write_frame};
 use scopekeeper_transport::limits::PEER_FRAME_BYTES_MAX;
 use scopekeeper_transport::{Error as TransportError, RecvStream, SendStream};
 use tokio::io::AsyncWriteExt;
@@ -68,7 +68,11 @@ pub(super) async fn serve_peer_stream(
                 .finish()
                 .map_err(|_| TransportError::Closed("feed stream closed early".into()));
         }
-        other => handle_peer(node, other).await,
+        // One request per stream: its end comes with it.
+        other => match read_end(&mut recv) {
+            Ok(()) => handle_peer(node, other).await,
+            Err(e) => PeerResponse::Invalid(e.to_string()),
+        },
     };
     write_frame(&mut send, &response, PEER_FRAME_BYTES_MAX).await?;
     send.finish()
