@@ -495,8 +495,8 @@ impl Cluster {
             }
             if Instant::now() > deadline {
                 // The other nodes' view (a leader that cannot replicate to `id` says why)
-                // is half of a post-mortem that a CI run keeps no directory for.
-                // A CI run shows the failure's first lines: where the node is stuck first.
+                // is half of a post-mortem that a CI run keeps no directory for; it shows a
+                // failure's first lines, so where the node is stuck comes first.
                 let others: String = self
                     .node_ids()
                     .filter(|&other| other != id)

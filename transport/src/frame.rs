@@ -14,14 +14,13 @@ pub async fn write_frame<T: Serialize>(
     value: &T,
     cap: usize,
 ) -> Result<(), Error> {
-    let frame =
+    let mut frame =
         postcard::to_extend(value, vec![0u8; 4]).map_err(|e| Error::Encode(e.to_string()))?;
     let len = frame.len() - 4;
     if len > cap {
         return Err(Error::FrameTooLarge { len, cap });
     }
     let header = u32::try_from(len).map_err(|_| Error::FrameTooLarge { len, cap })?;
-    let mut frame = frame;
     frame[..4].copy_from_slice(&header.to_be_bytes());
     send.write_all(&frame).await.map_err(Error::from_write)?;
     Ok(())

@@ -87,25 +87,20 @@ async fn serve_client_stream(
                 return session::serve(node, connect, session, send, recv).await;
             }
             Ok(request) => {
-                // One request per stream: its end comes with it.
-                let trailing = read_end(&mut recv)
-                    .err()
-                    .map(|e| ApiError::new(ErrorCode::MarshallingError, e.to_string()));
                 let id = session.load(std::sync::atomic::Ordering::Acquire);
+                let principal = policy_principal(principal);
+                // One request per stream: its end comes with it.
+                let response = match read_end(&mut recv) {
+                    Err(e) => Err(ApiError::new(ErrorCode::MarshallingError, e.to_string())),
+                    Ok(()) if id != 0 => {
+                        session::serve_request(node, &principal, id, request).await
+                    }
+                    Ok(()) => handle_client(node, &principal, id, request).await,
+                };
                 if id != 0 {
-                    let response = match trailing {
-                        Some(e) => Err(e),
-                        None => {
-                            let principal = policy_principal(principal);
-                            session::serve_request(node, &principal, id, request).await
-                        }
-                    };
                     return write_response(&mut send, &response, true, node, id).await;
                 }
-                match trailing {
-                    Some(e) => Err(e),
-                    None => handle_client(node, &policy_principal(principal), id, request).await,
-                }
+                response
             }
             Err(e) => Err(ApiError::new(
                 ErrorCode::MarshallingError,

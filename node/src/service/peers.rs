@@ -232,16 +232,17 @@ fn status(node: &Node, from: u64) -> NodeStatus {
             acked_by_asker: None,
         };
     };
-    let acked_by_asker = root.metrics(|m| {
-        let asker = m
-            .membership_config
-            .membership()
-            .nodes()
-            .find(|(_, n)| n.node == from)
-            .map(|(replica, _)| *replica)?;
-        m.replication.as_ref()?.get(&asker).cloned().flatten()
-    });
-    let acked_by_asker = acked_by_asker.map(|log_id| log_id.index());
+    let acked_by_asker = root
+        .metrics(|m| {
+            let asker = m
+                .membership_config
+                .membership()
+                .nodes()
+                .find(|(_, n)| n.node == from)
+                .map(|(replica, _)| *replica)?;
+            m.replication.as_ref()?.get(&asker).cloned().flatten()
+        })
+        .map(|log_id| log_id.index());
     NodeStatus {
         id: config.id,
         cluster: config.cluster.clone(),
