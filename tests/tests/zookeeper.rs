@@ -449,7 +449,14 @@ async fn kazoo_and_its_recipes_work_unchanged() -> anyhow::Result<()> {
     let status = holder.wait()?;
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     println!("{}", rest.join("\n"));
-    anyhow::ensure!(status.success(), "the kazoo holder failed: {rest:?}");
+    let mut stderr = String::new();
+    if let Some(mut e) = holder.stderr.take() {
+        std::io::Read::read_to_string(&mut e, &mut stderr)?;
+    }
+    anyhow::ensure!(
+        status.success(),
+        "the kazoo holder failed: {rest:?}\n{stderr}"
+    );
     Ok(())
 }
 

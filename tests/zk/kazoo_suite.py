@@ -228,9 +228,13 @@ def hold(hosts):
         time.sleep(0.05)
     check("reconnected without losing the session",
           states[-1] == KazooState.CONNECTED and KazooState.LOST not in states, repr(states))
-    stat = zk.exists(node)
+    # Right after a kill the scopes may still be electing, and a node without a live leader
+    # answers nothing (ConnectionLoss, as a ZooKeeper follower without one): kazoo's retry is
+    # how its users ride that out. A lost session is not retried.
+    stat = zk.retry(zk.exists, node)
     check("ephemeral kept", stat is not None and stat.ephemeralOwner == session)
-    check("authentication renewed on the new node", zk.get("/recipes/held-private")[0] == b"h")
+    check("authentication renewed on the new node",
+          zk.retry(zk.get, "/recipes/held-private")[0] == b"h")
     zk.stop()
     zk.close()
 
