@@ -65,8 +65,6 @@ pub struct NodeInner {
     pub sessions: crate::sessions::Sessions,
     /// Watches of the sessions connected here, and the scope feeds they hear from.
     pub watches: crate::watches::Watches,
-    /// When each peer node last answered the liveness loop's heartbeat, as of its last tick.
-    pub heard: RwLock<crate::liveness::PeerLiveness>,
 }
 
 #[derive(Clone)]
@@ -160,7 +158,6 @@ impl Node {
             opening: tokio::sync::Mutex::new(()),
             sessions: crate::sessions::Sessions::new(config.id, secret),
             watches: Default::default(),
-            heard: Default::default(),
         }));
         tokio::spawn(crate::service::accept_loop(node.clone()));
         if let Some(addr) = config.zk_listen {

@@ -3,6 +3,7 @@
 //! versioned by the ALPN string.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use openraft::raft::{
     SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
@@ -16,6 +17,7 @@ use scopekeeper_client::ApiError;
 use scopekeeper_client::proto::{Request, Response};
 
 use crate::directory::Route;
+use crate::liveness::PeerLiveness;
 
 use crate::policy::admission::Principal;
 use crate::scope::types::{CommandResult, SetPolicy, SnapshotMeta, TxnResult, TypeConfig, Vote};
@@ -195,6 +197,7 @@ pub struct NodeStatus {
 pub struct Peers {
     pool: Pool,
     cluster: String,
+    liveness: Arc<PeerLiveness>,
 }
 
 impl Peers {
@@ -202,7 +205,13 @@ impl Peers {
         Peers {
             pool,
             cluster: cluster.to_string(),
+            liveness: Default::default(),
         }
+    }
+
+    /// When each peer was last heard from; every answer a call gets is recorded here.
+    pub fn liveness(&self) -> &Arc<PeerLiveness> {
+        &self.liveness
     }
 
     async fn resolve(addr: &str) -> Result<SocketAddr, TransportError> {
@@ -227,10 +236,11 @@ impl Peers {
         let name = node_name(target, &self.cluster);
         let conn = self.pool.get(sock, &name).await?;
         let result = conn.call(request, limits::PEER_FRAME_BYTES_MAX).await;
-        if let Err(e) = &result
-            && e.is_connectivity()
-        {
-            self.pool.invalidate(sock, &name).await;
+        match &result {
+            // Any answer, a refusal too, shows the peer's node at work.
+            Ok(_) => self.liveness.heard(target),
+            Err(e) if e.is_connectivity() => self.pool.invalidate(sock, &name).await,
+            Err(_) => {}
         }
         result
     }

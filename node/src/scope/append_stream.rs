@@ -24,6 +24,7 @@ use tokio::sync::mpsc;
 use super::Scope;
 use super::types::TypeConfig;
 use crate::limits::APPEND_PIPELINE_MAX;
+use crate::liveness::PeerLiveness;
 use crate::peer::{PeerRequest, Peers};
 
 /// The follower's answer to one request, or why it stopped serving the stream.
@@ -110,9 +111,13 @@ where
     // Frames are read on a task of their own: a read cut short by a timeout would lose the
     // part of a frame it had taken.
     let (frames_tx, frames) = mpsc::channel(APPEND_PIPELINE_MAX);
+    let liveness = peers.liveness().clone();
     let reader = tokio::spawn(async move {
         loop {
             let frame = read_frame::<StreamAnswer>(&mut recv, PEER_FRAME_BYTES_MAX).await;
+            if matches!(frame, Ok(Some(_))) {
+                liveness.heard(node);
+            }
             let more = matches!(frame, Ok(Some(Ok(Ok(_)))));
             if frames_tx.send(frame).await.is_err() || !more {
                 return;
@@ -177,9 +182,11 @@ async fn next_answer(mut a: Answers) -> Option<(Answered, Answers)> {
 }
 
 /// The follower's side: feeds the stream's requests to the scope's raft and writes its
-/// answers back in order, until either side ends.
+/// answers back in order, until either side ends. Each request counts as hearing from the
+/// leader's node named in `hearing`.
 pub async fn serve(
     scope: Result<Arc<Scope>, String>,
+    hearing: Option<(Arc<PeerLiveness>, u64)>,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<(), TransportError> {
@@ -199,6 +206,9 @@ pub async fn serve(
                 read_frame::<AppendEntriesRequest<TypeConfig>>(&mut recv, PEER_FRAME_BYTES_MAX)
                     .await
             {
+                if let Some((liveness, leader_node)) = &hearing {
+                    liveness.heard(*leader_node);
+                }
                 // Only entries need the ticker: an empty request is the leader's heartbeat or
                 // commit index reaching a follower it may just have quiesced.
                 if !request.entries.is_empty() {

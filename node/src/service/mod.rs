@@ -59,7 +59,11 @@ async fn serve_connection(node: Node, conn: Connection) {
                 (Alpn::Peer, Principal::Node { id }) if !node.knows_peer(*id) => {
                     refuse_unknown_peer(*id, send).await
                 }
-                (Alpn::Peer, _) => serve_peer_stream(&node, send, recv).await,
+                (Alpn::Peer, Principal::Node { id }) => {
+                    node.0.peers.liveness().heard(*id);
+                    serve_peer_stream(&node, Some(*id), send, recv).await
+                }
+                (Alpn::Peer, _) => serve_peer_stream(&node, None, send, recv).await,
                 (Alpn::Client, _) => {
                     serve_client_stream(&node, &principal, &session, send, recv).await
                 }
@@ -733,7 +737,8 @@ async fn catch_up(node: &Node, scope: &Scope, seen: i64) -> Result<(), ApiError>
 }
 
 /// Whether the replica's leader was heard from within `NODE_DEAD_AFTER`: this node's, by a
-/// quorum's acknowledgement; another's, by the liveness loop's heartbeat.
+/// quorum's acknowledgement; another's, by anything it sent here or answered
+/// (`PeerLiveness`).
 fn follows_live_leader(node: &Node, scope: &Scope) -> bool {
     use openraft::Instant as _;
     enum Leader {
@@ -757,12 +762,7 @@ fn follows_live_leader(node: &Node, scope: &Scope) -> bool {
     match leader {
         Leader::Unknown => false,
         Leader::Me { acked_lately } => acked_lately,
-        Leader::Node(id) => node
-            .0
-            .heard
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .heard_lately(id, Instant::now()),
+        Leader::Node(id) => node.0.peers.liveness().heard_lately(id, Instant::now()),
     }
 }
 

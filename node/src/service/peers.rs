@@ -24,8 +24,10 @@ pub(super) async fn refuse_unknown_peer(
         .map_err(|_| TransportError::Closed("peer stream closed early".into()))
 }
 
+/// Serves one stream from a peer node; `from` is the node its certificate names.
 pub(super) async fn serve_peer_stream(
     node: &Node,
+    from: Option<u64>,
     mut send: SendStream,
     mut recv: RecvStream,
 ) -> Result<(), TransportError> {
@@ -60,7 +62,8 @@ pub(super) async fn serve_peer_stream(
             joining,
         } => {
             let target = node.scope_for_replica(scope, replica, joining).await;
-            return crate::scope::append_stream::serve(target, send, recv).await;
+            let hearing = from.map(|id| (node.0.peers.liveness().clone(), id));
+            return crate::scope::append_stream::serve(target, hearing, send, recv).await;
         }
         PeerRequest::Subscribe { scope } => {
             crate::watches::serve_subscription(node, scope, &mut send).await?;
