@@ -318,10 +318,11 @@ def main():
             runs[n].append((r, r_usage, z, z_usage))
     rows = []
     for n in counts:
-        by_sk = sorted(runs[n], key=lambda run: run[0]["ops_per_sec"])
-        by_zk = sorted(runs[n], key=lambda run: run[2]["ops_per_sec"])
-        median_sk, median_zk = by_sk[(len(by_sk) - 1) // 2], by_zk[(len(by_zk) - 1) // 2]
-        rows.append((n, median_sk[0], median_sk[1], median_zk[2], median_zk[3]))
+        # (result, usage) of the system's median round: k is 0 for Scopekeeper, 2 for ZooKeeper.
+        def median(k):
+            run = sorted(runs[n], key=lambda run: run[k]["ops_per_sec"])[(len(runs[n]) - 1) // 2]
+            return run[k], run[k + 1]
+        rows.append((n, *median(0), *median(2)))
     sk = {n: r["ops_per_sec"] for n, r, _, _, _ in rows}
     zk = {n: z["ops_per_sec"] for n, _, _, z, _ in rows}
     first = counts[0]

@@ -106,8 +106,8 @@ pub fn follow_quiesce(scope: &Scope, leader: u64, term: u64, last_log_index: u64
     agrees
 }
 
-/// The node's liveness loop: heartbeats to the watched peers not heard from lately, then each scope
-/// quiesced or woken.
+/// The node's liveness loop: heartbeats to the watched peers not heard from lately, then each
+/// scope quiesced or woken.
 pub async fn run(node: Node) {
     let started = Instant::now();
     let liveness = node.0.peers.liveness().clone();
@@ -155,12 +155,16 @@ fn watched(node: &Node) -> BTreeMap<u64, String> {
     peers
 }
 
-/// A heartbeat to each watched peer not heard from within the last tick; an answer is recorded by
-/// `Peers::call`, as every answer is.
+/// A heartbeat to each watched peer not heard from within the last tick; `Peers::call` records
+/// the answer, as it records every answer.
 async fn heartbeat_peers(node: &Node, liveness: &PeerLiveness) {
     let request = PeerRequest::Heartbeat { from: node.id() };
     let silent = liveness.to_heartbeat(watched(node), Instant::now());
-    tracing::trace!(peers = ?silent.iter().map(|(id, _)| id).collect::<Vec<_>>(), "liveness heartbeats");
+    // Fields are evaluated only when the trace is on.
+    tracing::trace!(
+        peers = ?silent.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+        "liveness heartbeats"
+    );
     let calls = silent.into_iter().map(|(id, addr)| {
         let request = &request;
         async move {
