@@ -113,11 +113,17 @@ impl Client {
         let timeout_ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
         let client =
             Self::connect_inner(config, Some(crate::session::SessionLink::new(timeout_ms))).await?;
-        client.link.connection().await.map_err(|e| match e {
-            LinkError::Api(e) => Error::Api(e),
-            LinkError::Transport(e) => Error::Unreachable(e.to_string()),
-        })?;
-        Ok(client)
+        // Each endpoint once, as `request` fails over: a node that is down, or still starting
+        // and refusing sessions, sends the client on to the next one.
+        let mut last = String::new();
+        for _ in 0..client.link.addrs.len() {
+            match client.link.connection().await {
+                Ok(_) => return Ok(client),
+                Err(LinkError::Api(e)) => return Err(Error::Api(e)),
+                Err(LinkError::Transport(e)) => last = e.to_string(),
+            }
+        }
+        Err(Error::Unreachable(last))
     }
 
     async fn connect_inner(

@@ -156,6 +156,18 @@ async fn a_session_outlives_its_node_and_closing_it_deletes_its_ephemerals() -> 
         *state.borrow()
     );
     assert_eq!(client.session_id(), Some(id), "the same session, resumed");
+    // A new session given the dead node first opens on the next one.
+    let latecomer =
+        Client::connect_with_session(cluster.client_config(&[2, 3]), Duration::from_secs(6))
+            .await?;
+    assert_eq!(
+        *latecomer
+            .session_state()
+            .expect("a session client")
+            .borrow(),
+        SessionState::Connected { node: 3 }
+    );
+    latecomer.close().await?;
     // Stay past the timeout: the resumed session is kept alive from its new node.
     tokio::time::sleep(Duration::from_secs(8)).await;
     let observer = cluster.client_of(1).await?;

@@ -175,10 +175,23 @@ async fn watches_reach_clients_of_a_node_without_the_scope_and_follow_the_sessio
     let info = admin.scope("/far").await?;
     assert!(!info.anchors.contains(&4), "node 4 anchors nothing");
 
-    // Connected to node 4, which hears of /far through a feed from one of its anchors.
+    // Connected to node 4, which hears of /far through a feed from one of its anchors. A node
+    // still opening its stores sends a new session on to the next endpoint, so wait for it.
+    let deadline = std::time::Instant::now() + SETTLE;
+    while let Err(e) = cluster.info(4).await {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "node 4 did not start serving within {SETTLE:?}: {e:#}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let watcher =
         Client::connect_with_session(cluster.client_config(&[4, 2]), Duration::from_secs(8))
             .await?;
+    assert_eq!(
+        *watcher.session_state().expect("a session client").borrow(),
+        SessionState::Connected { node: 4 }
+    );
     let writer = cluster.client_of(1).await?;
     writer
         .create("/far/a", b"0", CreateMode::Persistent)
