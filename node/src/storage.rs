@@ -134,7 +134,7 @@ impl Store {
 }
 
 /// The group-commit thread: waits for one request, takes every other request already queued,
-/// syncs once, and answers them all.
+/// syncs once (`fdatasync` of the journal), and answers them all.
 fn spawn_syncer(db: Database, syncs: Arc<AtomicU64>) -> mpsc::Sender<SyncWaiter> {
     let (tx, rx) = mpsc::channel::<SyncWaiter>();
     std::thread::Builder::new()
@@ -143,7 +143,13 @@ fn spawn_syncer(db: Database, syncs: Arc<AtomicU64>) -> mpsc::Sender<SyncWaiter>
             while let Ok(first) = rx.recv() {
                 let mut waiters = vec![first];
                 waiters.extend(rx.try_iter());
-                let result = db.persist(PersistMode::SyncAll);
+                // fdatasync, not fsync: it still makes the journal's bytes, and the block
+                // allocation and size needed to read them back, durable; it skips only the
+                // timestamps. fjall itself fsyncs a journal fully when it seals it and
+                // creates the next (and the directory). Measured on the dev cluster, creates,
+                // alternating: throughput higher in 6 of 6 pairs, by 10-26% at 8 clients and
+                // 14-18% at 64.
+                let result = db.persist(PersistMode::SyncData);
                 syncs.fetch_add(1, Ordering::Relaxed);
                 for w in waiters {
                     w(result
