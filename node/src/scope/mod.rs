@@ -127,7 +127,7 @@ async fn acknowledged(
 
 /// Forms batches in arrival order and submits them to raft in that order, with at most
 /// `BATCHES_IN_FLIGHT_MAX` entries in flight: an idle scope sends each transaction at once,
-/// a busy one lets them gather behind the entries in flight.
+/// a busy one lets them gather behind the entry in flight.
 async fn run_batcher(raft: Raft, ack: Arc<ack::AckGate>, mut queue: mpsc::Receiver<Pending>) {
     let in_flight = Arc::new(Semaphore::new(limits::BATCHES_IN_FLIGHT_MAX));
     while let Some(first) = queue.recv().await {
