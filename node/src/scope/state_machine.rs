@@ -1430,7 +1430,10 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                     && self.deferred_entries < crate::limits::ROWS_DEFERRED_ENTRIES_MAX
                     && unpersisted.len() + touched.len() < crate::limits::ROWS_DEFERRED_PATHS_MAX);
             if defer {
-                unpersisted.append(&mut touched);
+                // One insert per path: `BTreeSet::append` rebuilds the whole set, and the set
+                // grows over up to `ROWS_DEFERRED_ENTRIES_MAX` entries while each brings a few
+                // paths (it was 4% of the dev cluster's CPU samples at 64 clients creating).
+                unpersisted.extend(std::mem::take(&mut touched));
             } else {
                 touched.append(&mut unpersisted);
                 drop(unpersisted);
