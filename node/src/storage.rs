@@ -102,7 +102,6 @@ impl Store {
         }
     }
 
-    /// Makes everything written so far durable before returning.
     /// Deletes every row and snapshot of one scope, durably: for a replica that was removed
     /// from its scope. The rows go in one batch, so a crash leaves all or none of them.
     pub fn remove_scope(&self, scope: ScopeId) -> std::io::Result<()> {
@@ -126,6 +125,8 @@ impl Store {
         }
     }
 
+    /// Makes everything written so far durable before returning: a full fsync, for the rare
+    /// paths that wait on it (the group-commit syncer's fdatasync serves raft's appends).
     pub fn sync_now(&self) -> std::io::Result<()> {
         self.db
             .persist(PersistMode::SyncAll)
