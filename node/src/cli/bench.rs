@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use scopekeeper_client::proto::{PolicyMode, PolicySpec};
+use scopekeeper_client::proto::{ErrorCode, PolicyMode, PolicySpec};
 use scopekeeper_client::{Client, ClientConfig, CreateMode};
 
 use super::context::ConnectArgs;
@@ -222,14 +222,37 @@ impl Conn {
     }
 
     /// Makes `path` a scope of its own under `policy`; only Scopekeeper has scopes.
+    ///
+    /// A write whose outcome is unknown (`ConnectionLoss`, e.g. "not committed within 10s") is
+    /// not a failure yet: a new scope's first entries wait for its policy to compile on every
+    /// anchor, which takes seconds on a node capped to a tenth of a core. The scope is then
+    /// looked up, and the create repeated only if it did not take effect.
     async fn create_scope(&self, path: &str, policy: Option<PolicySpec>) -> anyhow::Result<()> {
-        match self {
-            Conn::Scopekeeper(c) => c
-                .create_scope(path, policy)
-                .await
-                .map(|_| ())
-                .with_context(|| format!("creating the scope {path} (needs the admin role)")),
-            _ => bail!("--scopes needs --target scopekeeper"),
+        let Conn::Scopekeeper(c) = self else {
+            bail!("--scopes needs --target scopekeeper");
+        };
+        let deadline = Instant::now() + SCOPE_CREATE_WAIT;
+        let mut outcome_unknown = false;
+        loop {
+            let error = match c.create_scope(path, policy.clone()).await {
+                Ok(_) => return Ok(()),
+                Err(e) => e,
+            };
+            let exists = || async { matches!(c.scope(path).await, Ok(info) if info.root == path) };
+            let retry = error.code() == ErrorCode::ConnectionLoss && Instant::now() < deadline;
+            if retry {
+                eprintln!("creating the scope {path}: {error}; checking whether it took effect");
+                outcome_unknown = true;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            // After an unknown outcome, a refusal may just mean the earlier try succeeded.
+            if (retry || outcome_unknown) && exists().await {
+                return Ok(());
+            }
+            if !retry {
+                return Err(error)
+                    .with_context(|| format!("creating the scope {path} (needs the admin role)"));
+            }
         }
     }
 
@@ -506,6 +529,8 @@ struct ScopeSpec {
     params: String,
 }
 
+/// How long creating one of a run's scopes may take, retries included.
+const SCOPE_CREATE_WAIT: Duration = Duration::from_secs(120);
 /// How long a new scope's anchors must stay put before the run starts.
 const PLACEMENT_STABLE: Duration = Duration::from_secs(5);
 /// How long placement may take to settle in all.
@@ -520,10 +545,16 @@ async fn settle_placement(client: &Client, homes: &[String]) -> anyhow::Result<(
     loop {
         let mut now = Vec::with_capacity(homes.len());
         for home in homes {
-            let info = client.scope(home).await?;
-            let mut anchors = info.anchors.clone();
-            anchors.sort_unstable();
-            now.push((anchors, info.leader));
+            match client.scope(home).await {
+                Ok(info) => {
+                    let mut anchors = info.anchors.clone();
+                    anchors.sort_unstable();
+                    now.push((anchors, info.leader));
+                }
+                // A node busy compiling or moving anchors may not answer in time: not settled.
+                Err(e) if e.code() == ErrorCode::ConnectionLoss => now.push((Vec::new(), None)),
+                Err(e) => return Err(e).with_context(|| format!("looking up the scope {home}")),
+            }
         }
         if now != last || now.iter().any(|(_, leader)| leader.is_none()) {
             last = now;
