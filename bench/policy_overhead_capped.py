@@ -16,9 +16,10 @@ import os
 import shutil
 import statistics
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from scaling import PERIOD_US, Capped, quiet, scopekeeper_cluster  # noqa: E402
+from scaling import PERIOD_US, Capped, cpu_ticks, quiet, scopekeeper_cluster  # noqa: E402
 
 VARIANTS = ["none", "open", "limits"]
 LIMITS_PARAMS = '{"max_data_bytes": 1024, "max_children": 1000000, "max_depth": 8}'
@@ -30,6 +31,22 @@ def bench(binary, env, clients, seconds):
     if out.returncode != 0:
         raise SystemExit(f"scopekeeper bench failed:\n{out.stderr}")
     return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def settle(capped):
+    """Waits until the nodes are idle: two half-seconds in a row costing them at most 3 ticks
+    in all, or 60 s. A deploy returns once the leader has committed the policy, and the other
+    anchors compile it in the background (seconds of wall time under a cap); unmeasured, that
+    compile would count as the policy's cost in the run that follows. Every variant waits alike."""
+    total = lambda: sum(cpu_ticks(p.pid) for p in capped.procs)
+    last, calm = total(), 0
+    for _ in range(120):
+        time.sleep(0.5)
+        now = total()
+        calm = calm + 1 if now - last <= 3 else 0
+        if calm >= 2:
+            return
+        last = now
 
 
 def main():
@@ -56,6 +73,7 @@ def main():
                     if variant == "limits":
                         args += ["--params", LIMITS_PARAMS]
                     quiet(args, env).check_returncode()
+                settle(capped)
                 many = bench(binary, env, 64, seconds)
                 one = bench(binary, env, 1, seconds)
             finally:
