@@ -10,7 +10,7 @@ use super::engine::{PolicyEngine, Refused};
 use super::eval::{EntryEvaluation, EvalError};
 use super::wit::exports::scopekeeper::policy::rules as wit;
 use super::{PolicyHash, PolicyMode};
-use crate::tree::{Admit, OpView};
+use crate::tree::{Admit, OpView, Tree};
 
 fn engine() -> PolicyEngine {
     PolicyEngine::new().expect("engine")
@@ -171,12 +171,8 @@ fn a_trap_denies_and_audit_admits() {
         mode: CreateMode::Persistent,
         acl: Vec::new(),
     };
-    let view = OpView {
-        target: None,
-        parent: None,
-        znodes: 1,
-        data_bytes: 0,
-    };
+    let tree = Tree::new();
+    let view = OpView::of(&tree, "/a");
     let mut enforce = PolicyAdmission::new(
         &engine,
         &compiled,

@@ -328,15 +328,7 @@ impl Tree {
             let create = Op::create(at, Vec::new(), CreateMode::Persistent);
             self.apply_op(txc, &create, admit)?;
         }
-        let view = OpView {
-            target: self.nodes.get(at).map(|z| &z.stat),
-            parent: path::parent(at)
-                .and_then(|p| self.nodes.get(p))
-                .map(|z| &z.stat),
-            znodes: self.nodes.len() as u64,
-            data_bytes: self.data_bytes,
-        };
-        admit.admit_delegation(at, view)?;
+        admit.admit_delegation(at, OpView::of(self, at))?;
         self.carve(at)
     }
 
@@ -350,16 +342,7 @@ impl Tree {
         check_path_len(op.path())?;
         path::validate(op.path(), sequential)?;
         self.owns(super::governing_path(op))?;
-        let parent = path::parent(op.path())
-            .and_then(|p| self.nodes.get(p))
-            .map(|z| &z.stat);
-        let view = OpView {
-            target: self.nodes.get(op.path()).map(|z| &z.stat),
-            parent,
-            znodes: self.nodes.len() as u64,
-            data_bytes: self.data_bytes,
-        };
-        admit.admit(op, view)?;
+        admit.admit(op, OpView::of(self, op.path()))?;
         match op {
             Op::Create {
                 path,

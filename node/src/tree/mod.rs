@@ -264,15 +264,41 @@ pub struct Carved {
     pub indexed: Vec<(String, i64)>,
 }
 
-/// What an admission hook sees of the tree when an op is about to run.
+/// What an admission hook sees of the tree when an op is about to run. The target's and the
+/// parent's stats are looked up only when asked for: a scope without a policy never asks, and
+/// those two searches of the ordered map were about 3% of a node's CPU samples at 64 clients
+/// creating (perf, dev cluster).
 #[derive(Clone, Copy, Debug)]
 pub struct OpView<'a> {
+    tree: &'a Tree,
+    path: &'a str,
+}
+
+impl<'a> OpView<'a> {
+    /// The tree as it is now, around `path`.
+    pub fn of(tree: &'a Tree, path: &'a str) -> Self {
+        OpView { tree, path }
+    }
+
     /// The node the op names, before the op.
-    pub target: Option<&'a Stat>,
+    pub fn target(&self) -> Option<&'a Stat> {
+        self.tree.nodes.get(self.path).map(|z| &z.stat)
+    }
+
     /// Its parent, before the op.
-    pub parent: Option<&'a Stat>,
-    pub znodes: u64,
-    pub data_bytes: u64,
+    pub fn parent(&self) -> Option<&'a Stat> {
+        path::parent(self.path)
+            .and_then(|p| self.tree.nodes.get(p))
+            .map(|z| &z.stat)
+    }
+
+    pub fn znodes(&self) -> u64 {
+        self.tree.nodes.len() as u64
+    }
+
+    pub fn data_bytes(&self) -> u64 {
+        self.tree.data_bytes
+    }
 }
 
 /// Decides whether an op may run. Called once per op, after its path is found valid and before
