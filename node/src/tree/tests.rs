@@ -358,3 +358,24 @@ fn split_candidates_step_over_subtrees_whose_names_sort_apart() {
     let whole: Vec<(&str, u64)> = t.subtrees().map(|(n, e)| (n, e.znodes)).collect();
     assert!(whole.is_empty(), "/s was carved off: {whole:?}");
 }
+
+#[test]
+fn an_op_view_finds_the_target_whether_or_not_it_exists() {
+    let mut t = Tree::new();
+    single(&mut t, 1, create("/a", "x")).expect("created");
+    single(&mut t, 2, create("/a/b", "y")).expect("created");
+    let b = t.exists("/a/b").expect("valid").expect("exists");
+    let view = |p| super::OpView::of(&t, p);
+    assert_eq!(view("/a/b").target().copied(), Some(b));
+    assert_eq!(view("/a/b").parent().map(|s| s.num_children), Some(1));
+    assert_eq!(
+        view("/a/c").target(),
+        None,
+        "not among its parent's children"
+    );
+    assert_eq!(view("/x/y").target(), None, "no parent either");
+    assert_eq!(view("/x/y").parent(), None);
+    assert_eq!(view("/").target().map(|s| s.num_children), Some(1));
+    assert_eq!(view("/").parent(), None);
+    assert_eq!((view("/").znodes(), view("/").data_bytes()), (3, 2));
+}
