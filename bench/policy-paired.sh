@@ -43,8 +43,8 @@ for ((pair = 0; pair < pairs; pair++)); do
       "${args[@]}" --json > "$work/out" 2> "$work/err" &
     bench_pid=$!
     # The CPU window opens once the new scope's placement has settled (the bench says where
-    # its anchors are) and the policy has been compiled on every anchor (the scope's first
-    # entries wait for that); the timed phase starts right after.
+    # its anchors are): its anchors have then stood still for 5 s, long enough to compile the
+    # policy (about half a second of CPU). The timed phase starts right after.
     until grep -q "anchors" "$work/err" || ! kill -0 $bench_pid 2>/dev/null; do sleep 0.02; done
     before=$(cpu_ticks "$dev_pid")
     wait $bench_pid

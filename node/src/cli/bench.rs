@@ -238,18 +238,17 @@ impl Conn {
                 Ok(_) => return Ok(()),
                 Err(e) => e,
             };
-            let exists = || async { matches!(c.scope(path).await, Ok(info) if info.root == path) };
-            let retry = error.code() == ErrorCode::ConnectionLoss && Instant::now() < deadline;
-            if retry {
+            let unknown = error.code() == ErrorCode::ConnectionLoss;
+            if unknown {
                 eprintln!("creating the scope {path}: {error}; checking whether it took effect");
                 outcome_unknown = true;
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
-            // After an unknown outcome, a refusal may just mean the earlier try succeeded.
-            if (retry || outcome_unknown) && exists().await {
+            // After an unknown outcome, a refusal may just mean an earlier try took effect.
+            if outcome_unknown && matches!(c.scope(path).await, Ok(info) if info.root == path) {
                 return Ok(());
             }
-            if !retry {
+            if !unknown || Instant::now() >= deadline {
                 return Err(error)
                     .with_context(|| format!("creating the scope {path} (needs the admin role)"));
             }
