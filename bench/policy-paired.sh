@@ -5,7 +5,8 @@
 # (its per-round ratios to no policy spread from 0.65 to 1.36 in one run); here one
 # `scopekeeper dev` serves every run, and each pair is two bench runs back to back, each into a
 # new scope of its own: one without a policy, one with POLICY (`open` or `limits`), in
-# alternating order. The figures are medians over the pairs of each pair's ratio or difference.
+# alternating order. The figures are medians over the pairs of each pair's ratio or difference,
+# each with a 95% confidence interval that assumes nothing about how the pairs are distributed.
 #   bash bench/policy-paired.sh [pairs, default 10] [seconds per run, default 5] [policy, default open] [clients, default 1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,7 +55,7 @@ for ((pair = 0; pair < pairs; pair++)); do
 done
 
 python3 - "$work/runs" "$policy" "$ticks" "$clients" <<'PY'
-import json, statistics, sys
+import json, math, statistics, sys
 runs, policy, ticks, clients = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 pairs = {}
 for line in open(runs):
@@ -69,8 +70,18 @@ for k, v in pairs.items():
     n, p = v["none"], v[policy]
     print(f"{k:>4} {n[0]:15.0f} {p[0]:8.0f} {p[0] / n[0]:6.3f} {n[1]:12.0f} {p[1]:8.0f} {p[1] - n[1]:+6.0f} "
           f"{n[2]:16.1f} {p[2]:8.1f} {p[2] - n[2]:+7.1f}")
-median = lambda f: statistics.median(f(v["none"], v[policy]) for v in pairs.values())
-print(f"median over {len(pairs)} pairs at {clients} clients: throughput {median(lambda n, p: p[0] / n[0]):.3f} "
-      f"of none, p50 added {median(lambda n, p: p[1] - n[1]):+.0f} us, node CPU per create added "
-      f"{median(lambda n, p: p[2] - n[2]):+.1f} us (all three anchors)")
+def median(f, fmt):
+    """The median over the pairs and, with no assumption about the pairs' distribution, a 95%
+    confidence interval for it: the order statistics k and n-k+1, k the largest with
+    P(Binomial(n, 1/2) < k) <= 2.5%."""
+    xs = sorted(f(v["none"], v[policy]) for v in pairs.values())
+    n, k = len(xs), 0
+    while sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n <= 0.025:
+        k += 1
+    ci = f" (95% CI {xs[k - 1]:{fmt}} to {xs[n - k]:{fmt}})" if k > 0 else " (too few pairs for a 95% CI)"
+    return f"{statistics.median(xs):{fmt}}{ci}"
+print(f"median over {len(pairs)} pairs at {clients} clients: throughput "
+      f"{median(lambda n, p: p[0] / n[0], '.3f')} of none; p50 added "
+      f"{median(lambda n, p: p[1] - n[1], '+.0f')} us; node CPU per create added "
+      f"{median(lambda n, p: p[2] - n[2], '+.1f')} us (all three anchors)")
 PY

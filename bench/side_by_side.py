@@ -250,7 +250,8 @@ def main():
         " default settings).",
         "- Driver: the same `scopekeeper bench` workload code for all three: the native client,"
         " the Rust `zookeeper-client` crate, the `etcd-client` crate. Each client has its own"
-        " connection, spread round-robin over the servers. A create fails if the key exists"
+        " connection, spread round-robin over the servers (Scopekeeper's clients dial from one"
+        " shared UDP socket, `Client::alongside`). A create fails if the key exists"
         " (etcd: a transaction on the key's create revision); reads are linearizable in"
         " Scopekeeper and etcd, sequentially consistent in ZooKeeper; the rows marked \"SK"
         " sequential reads\" run Scopekeeper with ZooKeeper's guarantee (`--reads sequential`:"

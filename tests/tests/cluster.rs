@@ -93,6 +93,17 @@ async fn writes_through_any_node_are_seen_by_every_node() -> anyhow::Result<()> 
         .await?;
     assert_eq!(seq, "/m/seq-0000000001");
     client.sync("/").await?;
+
+    // A client alongside another dials from its socket, over a connection of its own: writes
+    // through either reach the other, whichever node each is connected to.
+    let beside = client.alongside(&[cluster.addr(leader)]).await?;
+    assert_eq!(beside.local_addr()?, client.local_addr()?);
+    beside
+        .create("/beside", b"from beside", CreateMode::Persistent)
+        .await?;
+    assert_eq!(client.get("/beside").await?.0, b"from beside");
+    client.set("/beside", b"from the first", -1).await?;
+    assert_eq!(beside.get("/beside").await?.0, b"from the first");
     Ok(())
 }
 

@@ -86,7 +86,14 @@ enum Conn {
 
 #[derive(Clone)]
 enum TargetSpec {
-    Scopekeeper(ClientConfig, scopekeeper_client::Reads),
+    /// The sessionless clients share the UDP socket of the first: one socket per client cost
+    /// the bench a wakeup and an empty read per packet, CPU the nodes under test then lacked
+    /// (bench/scaling.py's 9 capped nodes leave the bench about 0.3 of this machine's 2 cores).
+    Scopekeeper(
+        ClientConfig,
+        scopekeeper_client::Reads,
+        Arc<tokio::sync::OnceCell<Client>>,
+    ),
     ZooKeeper(String),
     #[cfg(feature = "etcd")]
     Etcd(Vec<String>),
@@ -132,13 +139,16 @@ impl TargetSpec {
     /// As `connect`, with a session of `timeout` (ZooKeeper connections always have one).
     async fn connect_as(&self, i: usize, session: Option<Duration>) -> anyhow::Result<Conn> {
         match self {
-            TargetSpec::Scopekeeper(config, reads) => {
+            TargetSpec::Scopekeeper(config, reads, socket) => {
                 let mut config = config.clone();
                 let n = config.endpoints.len();
                 config.endpoints.rotate_left(i % n);
                 let client = match session {
                     Some(timeout) => Client::connect_with_session(config, timeout).await?,
-                    None => Client::connect(config).await?,
+                    None => {
+                        let first = socket.get_or_try_init(|| Client::connect(config.clone()));
+                        first.await?.alongside(&config.endpoints).await?
+                    }
                 };
                 Ok(Conn::Scopekeeper(Box::new(client.with_reads(*reads))))
             }
@@ -424,7 +434,9 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
         bail!("--clients must be at least 1");
     }
     let target = match args.target.as_str() {
-        "scopekeeper" => TargetSpec::Scopekeeper(connect.resolve()?, args.reads),
+        "scopekeeper" => {
+            TargetSpec::Scopekeeper(connect.resolve()?, args.reads, Default::default())
+        }
         "zookeeper" => TargetSpec::ZooKeeper(args.zk_hosts.clone()),
         #[cfg(feature = "etcd")]
         "etcd" => {
@@ -442,7 +454,7 @@ pub async fn run(args: BenchArgs, connect: &ConnectArgs) -> anyhow::Result<()> {
         other => bail!("unknown --target {other:?}: scopekeeper, zookeeper or etcd"),
     };
     if let Some(n) = args.split_znodes {
-        let TargetSpec::Scopekeeper(config, _) = target else {
+        let TargetSpec::Scopekeeper(config, _, _) = target else {
             bail!("--split-znodes measures Scopekeeper's splits: use --target scopekeeper");
         };
         return super::bench_split::run(config, n, args.value_size, args.split_control).await;
