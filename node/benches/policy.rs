@@ -1,4 +1,6 @@
-//! Per-mutation policy cost: a fresh instance per entry, then `admit` for each of its ops.
+//! Per-mutation policy cost: a fresh instance per entry, then one `admit` call judging its ops
+//! (as apply judges a run of client transactions), and, for comparison, one call per op (as
+//! apply does after a trap, and as every op was judged before WIT 0.4.0).
 //! `cargo bench -p scopekeeper --bench policy`. Prints microseconds per op for entries of 1,
 //! 10 and 100 ops, for `open` and `limits`; compare within one run, absolute times drift.
 
@@ -23,10 +25,12 @@ fn main() -> anyhow::Result<()> {
         id: "bench".into(),
         roles: vec!["writer".into()],
     };
-    let context = wit::Context {
+    let entry = wit::Entry {
         log_index: 1,
         time_ms: 0,
         scope_root: "/".into(),
+    };
+    let context = wit::Context {
         depth: 2,
         target: None,
         parent: None,
@@ -38,9 +42,15 @@ fn main() -> anyhow::Result<()> {
             ms_since_write: 0,
         },
     };
+    let op = wit::JudgedOp {
+        mutation,
+        principal: 0,
+        context,
+    };
+    let principals = [principal];
     println!(
-        "{:<8} {:>14} {:>12} {:>12} {:>12}",
-        "policy", "ops per entry", "us per op", "us/entry", "fuel per op"
+        "{:<8} {:>14} {:>12} {:>12} {:>12} {:>12}",
+        "policy", "ops per entry", "calls", "us per op", "us/entry", "fuel per op"
     );
     for (name, params) in [
         ("open", ""),
@@ -52,28 +62,58 @@ fn main() -> anyhow::Result<()> {
         let compiled = engine
             .compile(&repository_component(name)?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
-        for ops in [1usize, 10, 100] {
+        for (ops, one_call) in [
+            (1usize, true),
+            (10, true),
+            (100, true),
+            (10, false),
+            (100, false),
+        ] {
             let entries = 20_000 / ops;
+            let batch = vec![op.clone(); ops];
+            let judge = |eval: &mut EntryEvaluation| -> anyhow::Result<()> {
+                let verdicts = if one_call {
+                    eval.admit(params, &entry, &principals, &batch)?
+                } else {
+                    let mut verdicts = Vec::with_capacity(ops);
+                    for op in &batch {
+                        verdicts.extend(eval.admit(
+                            params,
+                            &entry,
+                            &principals,
+                            std::slice::from_ref(op),
+                        )?);
+                    }
+                    verdicts
+                };
+                assert!(
+                    verdicts
+                        .iter()
+                        .all(|v| matches!(v.decision, wit::Decision::Allow))
+                );
+                Ok(())
+            };
             // Warm the instance pool and caches.
             for _ in 0..100 {
-                let mut eval = EntryEvaluation::begin(&engine, &compiled, POLICY_FUEL_PER_ENTRY)?;
-                eval.admit(params, &mutation, &principal, &context)?;
+                judge(&mut EntryEvaluation::begin(
+                    &engine,
+                    &compiled,
+                    POLICY_FUEL_PER_ENTRY,
+                )?)?;
             }
             let mut fuel = 0;
             let start = Instant::now();
             for _ in 0..entries {
                 let mut eval = EntryEvaluation::begin(&engine, &compiled, POLICY_FUEL_PER_ENTRY)?;
-                for _ in 0..ops {
-                    let verdict = eval.admit(params, &mutation, &principal, &context)?;
-                    assert!(matches!(verdict.decision, wit::Decision::Allow));
-                }
+                judge(&mut eval)?;
                 fuel = eval.fuel_used();
             }
             let elapsed = start.elapsed();
             let per_op = elapsed.as_secs_f64() * 1e6 / (entries * ops) as f64;
             let per_entry = elapsed.as_secs_f64() * 1e6 / entries as f64;
+            let calls = if one_call { "1" } else { "1 per op" };
             println!(
-                "{name:<8} {ops:>14} {per_op:>12.2} {per_entry:>12.2} {:>12}",
+                "{name:<8} {ops:>14} {calls:>12} {per_op:>12.2} {per_entry:>12.2} {:>12}",
                 fuel / ops as u64
             );
         }
@@ -99,8 +139,9 @@ fn main() -> anyhow::Result<()> {
             let start = Instant::now();
             for _ in 0..entries {
                 let mut eval = EntryEvaluation::begin(&engine, &compiled, POLICY_FUEL_PER_ENTRY)?;
-                let verdict = eval.admit(params, &mutation, &principal, &context)?;
-                assert!(matches!(verdict.decision, wit::Decision::Allow));
+                let verdicts =
+                    eval.admit(params, &entry, &principals, std::slice::from_ref(&op))?;
+                assert!(matches!(verdicts[0].decision, wit::Decision::Allow));
                 engine.retire(eval);
                 engine.make_ready(compiled.hash, &bytes);
             }

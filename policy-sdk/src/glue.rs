@@ -37,6 +37,30 @@ fn stats(s: wit::ScopeStats) -> ScopeStats {
     }
 }
 
+fn mutation(m: wit::Mutation) -> Mutation {
+    Mutation {
+        op: match m.op {
+            wit::OpKind::Create => OpKind::Create,
+            wit::OpKind::Delete => OpKind::Delete,
+            wit::OpKind::SetData => OpKind::SetData,
+            wit::OpKind::Check => OpKind::Check,
+            wit::OpKind::Delegate => OpKind::Delegate,
+            wit::OpKind::SetAcl => OpKind::SetAcl,
+        },
+        path: m.path,
+        data: m.data,
+        create_mode: m.create_mode.map(|mode| match mode {
+            wit::CreateMode::Persistent => CreateMode::Persistent,
+            wit::CreateMode::PersistentSequential => CreateMode::PersistentSequential,
+            wit::CreateMode::Ephemeral => CreateMode::Ephemeral,
+            wit::CreateMode::EphemeralSequential => CreateMode::EphemeralSequential,
+            wit::CreateMode::Container => CreateMode::Container,
+            wit::CreateMode::Ttl => CreateMode::Ttl,
+        }),
+        expected_version: m.expected_version,
+    }
+}
+
 fn node(n: wit::Node) -> Node {
     Node {
         id: n.id,
@@ -49,51 +73,56 @@ impl<P: Policy> wit::Guest for Exported<P> {
         P::validate_params(&params)
     }
 
-    fn admit(params: String, m: wit::Mutation, p: wit::Principal, c: wit::Context) -> wit::Verdict {
-        let mutation = Mutation {
-            op: match m.op {
-                wit::OpKind::Create => OpKind::Create,
-                wit::OpKind::Delete => OpKind::Delete,
-                wit::OpKind::SetData => OpKind::SetData,
-                wit::OpKind::Check => OpKind::Check,
-                wit::OpKind::Delegate => OpKind::Delegate,
-                wit::OpKind::SetAcl => OpKind::SetAcl,
-            },
-            path: m.path,
-            data: m.data,
-            create_mode: m.create_mode.map(|mode| match mode {
-                wit::CreateMode::Persistent => CreateMode::Persistent,
-                wit::CreateMode::PersistentSequential => CreateMode::PersistentSequential,
-                wit::CreateMode::Ephemeral => CreateMode::Ephemeral,
-                wit::CreateMode::EphemeralSequential => CreateMode::EphemeralSequential,
-                wit::CreateMode::Container => CreateMode::Container,
-                wit::CreateMode::Ttl => CreateMode::Ttl,
-            }),
-            expected_version: m.expected_version,
-        };
-        let principal = Principal {
-            id: p.id,
-            roles: p.roles,
-        };
-        let context = Context {
-            log_index: c.log_index,
-            time_ms: c.time_ms,
-            scope_root: c.scope_root,
-            depth: c.depth,
-            target: c.target.map(stat),
-            parent: c.parent.map(stat),
-            stats: stats(c.stats),
-        };
-        let Verdict { decision, warnings } = P::admit(&params, &mutation, &principal, &context);
-        wit::Verdict {
-            decision: match decision {
-                Decision::Allow => wit::Decision::Allow,
-                Decision::Deny { code, message } => {
-                    wit::Decision::Deny(wit::Denial { code, message })
-                }
-            },
-            warnings,
+    fn admit(
+        params: String,
+        entry: wit::Entry,
+        principals: Vec<wit::Principal>,
+        ops: Vec<wit::JudgedOp>,
+    ) -> Vec<wit::Verdict> {
+        let principals: Vec<Principal> = principals
+            .into_iter()
+            .map(|p| Principal {
+                id: p.id,
+                roles: p.roles,
+            })
+            .collect();
+        let mut verdicts = Vec::with_capacity(ops.len());
+        for op in ops {
+            let wit::JudgedOp {
+                mutation: m,
+                principal,
+                context: c,
+            } = op;
+            let Some(principal) = principals.get(principal as usize) else {
+                panic!("principal {principal} of {}", principals.len());
+            };
+            let context = Context {
+                log_index: entry.log_index,
+                time_ms: entry.time_ms,
+                scope_root: entry.scope_root.clone(),
+                depth: c.depth,
+                target: c.target.map(stat),
+                parent: c.parent.map(stat),
+                stats: stats(c.stats),
+            };
+            let Verdict { decision, warnings } =
+                P::admit(&params, &mutation(m), principal, &context);
+            let denied = matches!(decision, Decision::Deny { .. });
+            verdicts.push(wit::Verdict {
+                decision: match decision {
+                    Decision::Allow => wit::Decision::Allow,
+                    Decision::Deny { code, message } => {
+                        wit::Decision::Deny(wit::Denial { code, message })
+                    }
+                },
+                warnings,
+            });
+            // The ops after a denial meet another state: the host asks about them again.
+            if denied {
+                break;
+            }
         }
+        verdicts
     }
 
     fn quorum(params: String, anchors: Vec<wit::Node>, acked: Vec<u64>) -> bool {

@@ -61,7 +61,7 @@ pub mod bindings {
 }
 
 /// The version of the WIT world this SDK implements.
-pub const WORLD_VERSION: &str = "scopekeeper:policy@0.3.0";
+pub const WORLD_VERSION: &str = "scopekeeper:policy@0.4.0";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum OpKind {

@@ -283,10 +283,12 @@ async fn test(file: &PathBuf, params: &str, cases_file: &PathBuf) -> anyhow::Res
         let depth = case
             .depth
             .unwrap_or_else(|| crate::policy::admission::depth("/", &case.path));
-        let context = wit::Context {
+        let entry = wit::Entry {
             log_index: i as u64 + 1,
             time_ms: case.time_ms,
             scope_root: "/".into(),
+        };
+        let context = wit::Context {
             depth,
             target: case.target_exists.then(empty_stat),
             parent: case.parent_children.map(|n| wit::Stat {
@@ -304,7 +306,12 @@ async fn test(file: &PathBuf, params: &str, cases_file: &PathBuf) -> anyhow::Res
         // One case, one entry, one fresh instance: as on an anchor.
         let mut eval = EntryEvaluation::begin(&engine, &compiled, limits::POLICY_FUEL_PER_ENTRY)
             .map_err(|e| anyhow::anyhow!("instantiating: {e}"))?;
-        let outcome = eval.admit(params, &mutation, &principal, &context);
+        let op = wit::JudgedOp {
+            mutation,
+            principal: 0,
+            context,
+        };
+        let outcome = eval.admit_one(params, &entry, &principal, op);
         let fuel = eval.fuel_used();
         let (verdict, code, detail) = match outcome {
             Ok(wit::Verdict {

@@ -34,20 +34,34 @@ impl Principal {
     }
 }
 
-/// Judges the ops of one entry with one fresh instance.
+/// Judges the ops of one entry with one fresh instance (a second one after a trap).
+///
+/// The ops of a run of client transactions are judged together, in one call: the run is applied
+/// tentatively while this records each op and the context it meets ([`Hook::Record`]), then the
+/// policy answers for all of them ([`PolicyAdmission::judge_recorded`]). If it admits them all,
+/// the run stands. If it denies one, the caller takes back the transactions from the denied
+/// one's on, applies that one again with the verdicts already given ([`Hook::Replay`]), and
+/// starts a new run after it. Each op so meets exactly the state it would meet one call per op,
+/// at one call per run rather than per op: per op, a call into the instance (with a guest
+/// allocation for every string and list it carries) cost more than the judgement itself.
 pub struct PolicyAdmission<'a> {
     pub engine: &'a PolicyEngine,
     pub compiled: &'a Compiled,
     pub params: &'a str,
     pub mode: PolicyMode,
-    /// Who proposed the transaction being judged; set per transaction of a batch.
-    pub principal: &'a Principal,
-    pub log_index: u64,
-    pub time_ms: i64,
-    pub scope_root: &'a str,
+    entry: wit::Entry,
+    /// Who proposed the transactions, each once, in the order they first proposed one.
+    principals: Vec<wit::Principal>,
+    /// Who proposed the transaction being applied: an index into `principals`.
+    principal: u32,
+    hook: Hook,
+    /// The ops recorded since the run began, with their contexts.
+    recorded: Vec<wit::JudgedOp>,
     eval: Option<EntryEvaluation>,
-    /// Fuel of instances already discarded after a trap.
+    /// Fuel of an instance discarded after a trap.
     fuel_spent: u64,
+    /// Set once a run trapped: every later op is asked about alone.
+    one_per_call: bool,
     /// Set when the host, not the policy, failed: the entry must be retried, not judged.
     pub host_fault: Option<String>,
     /// Warnings and audit-mode denials, for the log.
@@ -60,6 +74,29 @@ pub struct PolicyAdmission<'a> {
     pub ms_since_write: u64,
 }
 
+/// What the tree's `Admit` hook does with an op.
+enum Hook {
+    /// Asks the policy about the op now: delegations, and every op after a trap.
+    Ask,
+    /// Records the op and its context and admits it for now; see [`PolicyAdmission`].
+    Record,
+    /// Answers with the verdicts the policy already gave for these ops, in order.
+    Replay(std::vec::IntoIter<wit::Verdict>),
+}
+
+/// The policy's answer for a recorded run.
+pub enum RunVerdict {
+    /// Every op stands (in audit mode, denials included: they are logged).
+    Admitted,
+    /// The recorded op `at` was denied: the verdicts up to it, for [`PolicyAdmission::replay`].
+    DeniedAt {
+        at: usize,
+        verdicts: Vec<wit::Verdict>,
+    },
+    /// The policy trapped: the run must be applied again, one op per call in a fresh instance.
+    Trapped,
+}
+
 impl<'a> PolicyAdmission<'a> {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -67,32 +104,44 @@ impl<'a> PolicyAdmission<'a> {
         compiled: &'a Compiled,
         params: &'a str,
         mode: PolicyMode,
-        principal: &'a Principal,
+        principal: &Principal,
         log_index: u64,
         time_ms: i64,
-        scope_root: &'a str,
+        scope_root: &str,
     ) -> Self {
-        PolicyAdmission {
+        let mut admission = PolicyAdmission {
             engine,
             compiled,
             params,
             mode,
-            principal,
-            log_index,
-            time_ms,
-            scope_root,
+            entry: wit::Entry {
+                log_index,
+                time_ms,
+                scope_root: scope_root.to_string(),
+            },
+            principals: Vec::new(),
+            principal: 0,
+            hook: Hook::Ask,
+            recorded: Vec::new(),
             eval: None,
             fuel_spent: 0,
+            one_per_call: false,
             host_fault: None,
             notes: Vec::new(),
             writes_per_sec: 0,
             ms_since_split: 0,
             ms_since_write: 0,
-        }
+        };
+        admission.set_principal(principal);
+        admission
     }
 
     pub fn hash(&self) -> PolicyHash {
         self.compiled.hash
+    }
+
+    fn log_index(&self) -> u64 {
+        self.entry.log_index
     }
 
     /// Fuel this entry burnt (0 if no op reached the policy).
@@ -114,80 +163,189 @@ impl<'a> PolicyAdmission<'a> {
         Ok(())
     }
 
+    /// The transactions applied next are `principal`'s.
+    pub fn set_principal(&mut self, principal: &Principal) {
+        let found = self
+            .principals
+            .iter()
+            .position(|p| p.id == principal.id && p.roles == principal.roles);
+        let index = found.unwrap_or_else(|| {
+            self.principals.push(wit::Principal {
+                id: principal.id.clone(),
+                roles: principal.roles.clone(),
+            });
+            self.principals.len() - 1
+        });
+        self.principal = u32::try_from(index).expect("fewer principals than transactions");
+    }
+
+    /// Whether ops are asked about one per call: after a trap, for the rest of the entry.
+    pub fn asks_each_op(&self) -> bool {
+        self.one_per_call
+    }
+
+    /// Asks about each op as it comes, until told otherwise.
+    pub fn ask(&mut self) {
+        self.hook = Hook::Ask;
+    }
+
+    /// Starts recording a run: ops are admitted for now, and judged by `judge_recorded`.
+    pub fn record(&mut self) {
+        self.hook = Hook::Record;
+        self.recorded.clear();
+    }
+
+    /// How many ops were recorded since the run began.
+    pub fn recorded(&self) -> usize {
+        self.recorded.len()
+    }
+
+    /// Answers the ops of a transaction applied again with `verdicts`, given for them before.
+    pub fn replay(&mut self, verdicts: Vec<wit::Verdict>) {
+        self.hook = Hook::Replay(verdicts.into_iter());
+    }
+
+    /// The policy's verdicts on the recorded run, in one call (in audit mode, one more per
+    /// denial, the denied op standing). `Err` is a host fault, also left in `host_fault`.
+    pub fn judge_recorded(&mut self) -> Result<RunVerdict, String> {
+        let recorded = std::mem::take(&mut self.recorded);
+        let mut from = 0;
+        while from < recorded.len() {
+            let verdicts = match self.call(&recorded[from..]) {
+                Ok(verdicts) => verdicts,
+                Err(EvalError::Trap(trap)) => {
+                    tracing::info!(log_index = self.log_index(), policy = %self.hash(), "the policy trapped on a run of {} ops; asking about each op in a fresh instance: {trap}", recorded.len());
+                    // Its fuel still counts; the next op takes a fresh instance.
+                    if let Some(used) = self.eval.take() {
+                        self.fuel_spent += used.fuel_used();
+                        self.engine.retire(used);
+                    }
+                    self.one_per_call = true;
+                    self.hook = Hook::Ask;
+                    return Ok(RunVerdict::Trapped);
+                }
+                Err(EvalError::HostFault(fault)) => {
+                    self.host_fault = Some(fault.clone());
+                    return Err(fault);
+                }
+            };
+            for v in &verdicts {
+                self.warn(&v.warnings);
+            }
+            let answered = verdicts.len();
+            if let Some(wit::Verdict {
+                decision: wit::Decision::Deny(d),
+                ..
+            }) = verdicts.last()
+            {
+                if self.mode == PolicyMode::Enforce {
+                    // Enforced, the first denial ends the run: this is the first call.
+                    assert_eq!(from, 0, "an enforced run asks once");
+                    return Ok(RunVerdict::DeniedAt {
+                        at: answered - 1,
+                        verdicts,
+                    });
+                }
+                let (code, message) = (d.code.clone(), d.message.clone());
+                let _ = self.deny(&code, &message);
+            }
+            from += answered;
+        }
+        Ok(RunVerdict::Admitted)
+    }
+
+    fn call(&mut self, ops: &[wit::JudgedOp]) -> Result<Vec<wit::Verdict>, EvalError> {
+        let eval = match &mut self.eval {
+            Some(eval) => eval,
+            none => none.insert(EntryEvaluation::begin(
+                self.engine,
+                self.compiled,
+                limits::POLICY_FUEL_PER_ENTRY,
+            )?),
+        };
+        eval.admit(self.params, &self.entry, &self.principals, ops)
+    }
+
+    fn warn(&mut self, warnings: &[String]) {
+        for w in warnings {
+            tracing::info!(log_index = self.log_index(), policy = %self.hash(), "policy warning: {w}");
+            self.notes.push(w.clone());
+        }
+    }
+
     fn deny(&mut self, code: &str, message: &str) -> Result<(), ApiError> {
         let hash = self.hash();
+        let log_index = self.log_index();
         if self.mode == PolicyMode::Audit {
-            tracing::warn!(log_index = self.log_index, policy = %hash, code, "audit: the policy would deny: {message}");
+            tracing::warn!(log_index, policy = %hash, code, "audit: the policy would deny: {message}");
             self.notes.push(format!("audit: {code}: {message}"));
             return Ok(());
         }
-        tracing::info!(log_index = self.log_index, policy = %hash, code, "policy denied: {message}");
+        tracing::info!(log_index, policy = %hash, code, "policy denied: {message}");
         Err(ApiError::new(
             ErrorCode::PolicyDenied,
             format!("denied by policy {hash} ({code}): {message}"),
         ))
     }
 
-    fn judge(
-        &mut self,
-        mutation: wit::Mutation,
-        view: OpView<'_>,
-    ) -> Result<wit::Verdict, EvalError> {
-        if self.eval.is_none() {
-            self.eval = Some(EntryEvaluation::begin(
-                self.engine,
-                self.compiled,
-                limits::POLICY_FUEL_PER_ENTRY,
-            )?);
-        }
-        let principal = wit::Principal {
-            id: self.principal.id.clone(),
-            roles: self.principal.roles.clone(),
-        };
-        let context = wit::Context {
-            log_index: self.log_index,
-            time_ms: self.time_ms,
-            scope_root: self.scope_root.to_string(),
-            depth: depth(self.scope_root, &mutation.path),
-            target: view.target().map(stat),
-            parent: view.parent().map(stat),
-            stats: wit::ScopeStats {
-                znodes: view.znodes(),
-                data_bytes: view.data_bytes(),
-                writes_per_sec: self.writes_per_sec,
-                ms_since_split: self.ms_since_split,
-                ms_since_write: self.ms_since_write,
+    /// The op as the policy sees it, with the context it meets.
+    fn judged_op(&self, mutation: wit::Mutation, view: OpView<'_>) -> wit::JudgedOp {
+        wit::JudgedOp {
+            context: wit::Context {
+                depth: depth(&self.entry.scope_root, &mutation.path),
+                target: view.target().map(stat),
+                parent: view.parent().map(stat),
+                stats: wit::ScopeStats {
+                    znodes: view.znodes(),
+                    data_bytes: view.data_bytes(),
+                    writes_per_sec: self.writes_per_sec,
+                    ms_since_split: self.ms_since_split,
+                    ms_since_write: self.ms_since_write,
+                },
             },
-        };
-        let eval = self.eval.as_mut().expect("begun above");
-        eval.admit(self.params, &mutation, &principal, &context)
-    }
-}
-
-impl Drop for PolicyAdmission<'_> {
-    fn drop(&mut self) {
-        if let Some(used) = self.eval.take() {
-            self.engine.retire(used);
+            mutation,
+            principal: self.principal,
         }
     }
-}
 
-impl PolicyAdmission<'_> {
     fn verdict(&mut self, mutation: wit::Mutation, view: OpView<'_>) -> Result<(), ApiError> {
         if let Some(fault) = &self.host_fault {
             return Err(ApiError::new(ErrorCode::SystemError, fault.clone()));
         }
-        match self.judge(mutation, view) {
-            Ok(wit::Verdict { decision, warnings }) => {
-                for w in warnings {
-                    tracing::info!(log_index = self.log_index, policy = %self.hash(), "policy warning: {w}");
-                    self.notes.push(w);
-                }
-                match decision {
-                    wit::Decision::Allow => Ok(()),
-                    wit::Decision::Deny(d) => self.deny(&d.code, &d.message),
-                }
+        let asked = match &mut self.hook {
+            Hook::Record => {
+                let op = self.judged_op(mutation, view);
+                self.recorded.push(op);
+                return Ok(());
             }
+            Hook::Replay(verdicts) => verdicts.next().ok_or_else(|| {
+                EvalError::HostFault(
+                    "a replayed transaction asked about more ops than it did before".into(),
+                )
+            }),
+            Hook::Ask => {
+                let op = self.judged_op(mutation, view);
+                let principal = self.principals[self.principal as usize].clone();
+                match &mut self.eval {
+                    Some(eval) => eval.admit_one(self.params, &self.entry, &principal, op),
+                    none => EntryEvaluation::begin(
+                        self.engine,
+                        self.compiled,
+                        limits::POLICY_FUEL_PER_ENTRY,
+                    )
+                    .and_then(|eval| {
+                        none.insert(eval)
+                            .admit_one(self.params, &self.entry, &principal, op)
+                    }),
+                }
+                .inspect(|v| self.warn(&v.warnings))
+            }
+        };
+        match asked {
+            Ok(wit::Verdict { decision, .. }) => match decision {
+                wit::Decision::Allow => Ok(()),
+                wit::Decision::Deny(d) => self.deny(&d.code, &d.message),
+            },
             Err(EvalError::Trap(trap)) => self.deny(
                 "trap",
                 &format!("the policy failed and fails closed: {trap}"),
@@ -196,6 +354,14 @@ impl PolicyAdmission<'_> {
                 self.host_fault = Some(fault.clone());
                 Err(ApiError::new(ErrorCode::SystemError, fault))
             }
+        }
+    }
+}
+
+impl Drop for PolicyAdmission<'_> {
+    fn drop(&mut self) {
+        if let Some(used) = self.eval.take() {
+            self.engine.retire(used);
         }
     }
 }

@@ -65,37 +65,74 @@ impl EntryEvaluation {
         })
     }
 
+    /// Judges `ops` in order: their verdicts, up to and including the first denial.
     pub fn admit(
         &mut self,
         params: &str,
-        mutation: &wit::Mutation,
-        principal: &wit::Principal,
-        context: &wit::Context,
-    ) -> Result<wit::Verdict, EvalError> {
+        entry: &wit::Entry,
+        principals: &[wit::Principal],
+        ops: &[wit::JudgedOp],
+    ) -> Result<Vec<wit::Verdict>, EvalError> {
         if let Some(trap) = &self.trapped {
             return Err(EvalError::Trap(trap.clone()));
         }
-        match self.policy.scopekeeper_policy_rules().call_admit(
+        let answer = self.policy.scopekeeper_policy_rules().call_admit(
             &mut self.store,
             params,
-            mutation,
-            principal,
-            context,
-        ) {
-            Ok(verdict) => Ok(verdict),
-            Err(e) => {
-                let err = classify(e);
-                if let EvalError::Trap(t) = &err {
-                    self.trapped = Some(t.clone());
-                }
-                Err(err)
-            }
+            entry,
+            principals,
+            ops,
+        );
+        let err = match answer {
+            Ok(verdicts) => match answered(ops.len(), &verdicts) {
+                Ok(()) => return Ok(verdicts),
+                // The guest broke the contract: as deterministic as a trap, and handled as one.
+                Err(why) => EvalError::Trap(why),
+            },
+            Err(e) => classify(e),
+        };
+        if let EvalError::Trap(t) = &err {
+            self.trapped = Some(t.clone());
         }
+        Err(err)
+    }
+
+    /// As [`EntryEvaluation::admit`], for one op.
+    pub fn admit_one(
+        &mut self,
+        params: &str,
+        entry: &wit::Entry,
+        principal: &wit::Principal,
+        op: wit::JudgedOp,
+    ) -> Result<wit::Verdict, EvalError> {
+        let op = wit::JudgedOp { principal: 0, ..op };
+        let mut verdicts = self.admit(params, entry, std::slice::from_ref(principal), &[op])?;
+        Ok(verdicts.remove(0))
     }
 
     /// Fuel burnt so far by this entry.
     pub fn fuel_used(&self) -> u64 {
         self.fuel_budget - self.store.get_fuel().unwrap_or(0)
+    }
+}
+
+/// Whether `verdicts` answer `ops` ops as `admit` promises: one each, in order, ending early
+/// only at a denial.
+fn answered(ops: usize, verdicts: &[wit::Verdict]) -> Result<(), String> {
+    let denied_last = matches!(
+        verdicts.last(),
+        Some(wit::Verdict {
+            decision: wit::Decision::Deny(_),
+            ..
+        })
+    );
+    if verdicts.len() == ops || (verdicts.len() < ops && denied_last) {
+        Ok(())
+    } else {
+        Err(format!(
+            "the policy answered {} verdicts for {ops} ops; admit answers each op up to the first denial",
+            verdicts.len()
+        ))
     }
 }
 

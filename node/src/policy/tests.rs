@@ -30,11 +30,25 @@ fn mutation(data: &[u8]) -> wit::Mutation {
     }
 }
 
-fn context() -> wit::Context {
-    wit::Context {
+fn entry() -> wit::Entry {
+    wit::Entry {
         log_index: 7,
         time_ms: 0,
         scope_root: "/".into(),
+    }
+}
+
+/// A create of `/a` holding `data`, as the first op of an entry finds it.
+fn op(data: &[u8]) -> wit::JudgedOp {
+    wit::JudgedOp {
+        mutation: mutation(data),
+        principal: 0,
+        context: context(),
+    }
+}
+
+fn context() -> wit::Context {
+    wit::Context {
         depth: 1,
         target: None,
         parent: None,
@@ -64,7 +78,7 @@ fn verdict(
     let compiled = engine.compile(&component(name)).expect("compiles");
     let mut eval = EntryEvaluation::begin(engine, &compiled, crate::limits::POLICY_FUEL_PER_ENTRY)
         .expect("instance");
-    let result = eval.admit(params, &mutation(data), &principal(), &context());
+    let result = eval.admit_one(params, &entry(), &principal(), op(data));
     (result, eval.fuel_used())
 }
 
@@ -116,7 +130,7 @@ fn an_entry_parses_its_parameters_once() {
         let mut denied = Vec::new();
         for data in [&b"ab"[..], b"abcdef", b"abc"] {
             let before = eval.fuel_used();
-            let verdict = eval.admit(params, &mutation(data), &principal(), &context());
+            let verdict = eval.admit_one(params, &entry(), &principal(), op(data));
             denied.push(matches!(
                 verdict.expect("runs").decision,
                 wit::Decision::Deny(_)
@@ -285,7 +299,7 @@ fn recycled_instances_burn_identical_fuel() {
         let mut eval =
             EntryEvaluation::begin(&engine, &compiled, crate::limits::POLICY_FUEL_PER_ENTRY)
                 .expect("instance");
-        eval.admit(params, &mutation(b"value"), &principal(), &context())
+        eval.admit_one(params, &entry(), &principal(), op(b"value"))
             .expect("runs");
         seen.insert(eval.fuel_used());
     }
@@ -351,7 +365,7 @@ fn an_instance_made_ahead_judges_as_one_made_on_the_spot() {
         let mut eval =
             EntryEvaluation::begin(&engine, &compiled, crate::limits::POLICY_FUEL_PER_ENTRY)
                 .expect("instance");
-        let verdict = eval.admit(params, &mutation(data), &principal(), &context());
+        let verdict = eval.admit_one(params, &entry(), &principal(), op(data));
         let denied = matches!(verdict.expect("runs").decision, wit::Decision::Deny(_));
         (denied, eval.fuel_used())
     };

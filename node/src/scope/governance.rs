@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::types::{Proposal, SetPolicy};
 use crate::limits;
-use crate::policy::admission::{PolicyAdmission, Principal};
+use crate::policy::admission::{PolicyAdmission, Principal, RunVerdict};
 use crate::policy::engine::PolicyEngine;
 use crate::policy::{ADMIN_ROLE, NODE_ROLE, PolicyHash};
 use crate::tree::{AdmitAll, Applied, Outcome, Stamp, Tree, Txn};
@@ -270,28 +270,107 @@ pub fn apply_txns(
         host_fault(attempt, log_index, hash, &fault);
     }
     let mut applied = Vec::with_capacity(proposals.len());
-    for proposal in proposals {
-        if let Some(result) = apply_unjudged(tree, stamp, proposal) {
+    let fault = |applied: &Vec<Applied>, fault: String| {
+        HostFault(format!(
+            "policy {hash} failed in the host at log index {log_index} after {} of {} transactions: {fault}",
+            applied.len(),
+            proposals.len()
+        ))
+    };
+    while applied.len() < proposals.len() {
+        let next = &proposals[applied.len()..];
+        if let Some(result) = apply_unjudged(tree, stamp, &next[0]) {
             applied.push(result);
             continue;
         }
-        admission.principal = &proposal.principal;
-        let auth = proposal.principal.auth();
-        let result = tree.apply_by(stamp, proposal.session, auth, &proposal.txn, &mut admission);
-        if let Some(fault) = admission.host_fault.take() {
-            return Err(HostFault(format!(
-                "policy {hash} failed in the host at log index {log_index} after {} of {} transactions: {fault}",
-                applied.len(),
-                proposals.len()
-            )));
+        let run = next.iter().take_while(|p| is_client_txn(&p.txn)).count();
+        if run == 0 || admission.asks_each_op() {
+            // A delegation (its carve cannot be taken back), or every op after a trap.
+            let proposal = &next[0];
+            admission.ask();
+            admission.set_principal(&proposal.principal);
+            let auth = proposal.principal.auth();
+            let result =
+                tree.apply_by(stamp, proposal.session, auth, &proposal.txn, &mut admission);
+            if let Some(f) = admission.host_fault.take() {
+                return Err(fault(&applied, f));
+            }
+            applied.push(result);
+            continue;
         }
-        applied.push(result);
+        judge_run(tree, stamp, &next[..run], &mut admission, &mut applied)
+            .map_err(|f| fault(&applied, f))?;
     }
     let outcomes: Vec<&crate::tree::Outcome> = applied.iter().map(|a| &a.outcome).collect();
     governance
         .judged
         .record(log_index, admission.fuel_used(), &outcomes);
     Ok(applied)
+}
+
+/// A client's transaction: what a run judged in one call is made of (see `PolicyAdmission`).
+fn is_client_txn(txn: &Txn) -> bool {
+    matches!(txn, Txn::Single(_) | Txn::Multi(_))
+}
+
+/// Applies a run of client transactions tentatively, records their ops, and has the policy
+/// judge them in one call. Keeps the transactions up to the first denied one, which is
+/// applied again with the verdicts given (so it fails as it would have, judged alone), and
+/// takes back those after it: the caller goes on from there. After a trap, takes back the
+/// whole run, for the caller to apply one op per call. At least one transaction is applied
+/// unless the policy trapped.
+fn judge_run(
+    tree: &mut Tree,
+    stamp: Stamp,
+    run: &[Proposal],
+    admission: &mut PolicyAdmission<'_>,
+    applied: &mut Vec<Applied>,
+) -> Result<(), String> {
+    admission.record();
+    // Each transaction's result, how to take it back, and where its recorded ops begin.
+    let mut tentative = Vec::with_capacity(run.len());
+    for proposal in run {
+        admission.set_principal(&proposal.principal);
+        let first_op = admission.recorded();
+        let auth = proposal.principal.auth();
+        let (result, undo) =
+            tree.apply_tentatively(stamp, proposal.session, auth, &proposal.txn, admission);
+        tentative.push((result, undo, first_op));
+    }
+    let verdict = if admission.recorded() == 0 {
+        RunVerdict::Admitted
+    } else {
+        admission.judge_recorded()?
+    };
+    let (keep, replay) = match verdict {
+        RunVerdict::Admitted => (run.len(), None),
+        RunVerdict::Trapped => (0, None),
+        RunVerdict::DeniedAt { at, verdicts } => {
+            let denied = tentative
+                .iter()
+                .rposition(|(_, _, first_op)| *first_op <= at)
+                .expect("the first transaction's ops begin at 0");
+            let first_op = tentative[denied].2;
+            (denied, Some(verdicts[first_op..].to_vec()))
+        }
+    };
+    while tentative.len() > keep {
+        let (_, undo, _) = tentative.pop().expect("longer than keep");
+        tree.retract(undo);
+    }
+    applied.extend(tentative.into_iter().map(|(result, _, _)| result));
+    if let Some(verdicts) = replay {
+        let proposal = &run[keep];
+        admission.replay(verdicts);
+        admission.set_principal(&proposal.principal);
+        let auth = proposal.principal.auth();
+        let result = tree.apply_by(stamp, proposal.session, auth, &proposal.txn, admission);
+        if let Some(fault) = admission.host_fault.take() {
+            return Err(fault);
+        }
+        applied.push(result);
+    }
+    Ok(())
 }
 
 /// Session bookkeeping and reaping are the cluster's own transactions: no policy judges them,
@@ -325,4 +404,163 @@ fn host_fault(attempt: u32, log_index: u64, hash: PolicyHash, why: &str) {
         tracing::error!(log_index, policy = %hash, attempt, "policy host fault; apply halts and retries: {why}");
     }
     std::thread::sleep(Duration::from_millis(200).min(Duration::from_millis(10) * attempt));
+}
+
+#[cfg(test)]
+mod tests {
+    use scopekeeper_client::proto::{CreateMode, Op};
+
+    use super::*;
+    use crate::policy::PolicyMode;
+    use crate::policy::build::repository_component;
+    use crate::scope::types::SetPolicy;
+    use crate::tree::Outcome;
+
+    fn principal(id: &str, roles: &[&str]) -> Principal {
+        Principal {
+            id: id.into(),
+            roles: roles.iter().map(|r| r.to_string()).collect(),
+            ids: Vec::new(),
+        }
+    }
+
+    /// Entries of client transactions drawn from a fixed generator: creates under a few
+    /// parents (so `max_children` counts what earlier ops of the entry created), data of 0 to
+    /// 7 bytes, deletes, sets and multis, from two principals with different roles.
+    fn entries(seed: u64) -> Vec<Vec<Proposal>> {
+        let mut state = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move |n: u64| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state % n
+        };
+        let who = [principal("alice", &[]), principal("bob", &["writer"])];
+        (0..12)
+            .map(|_| {
+                let len = 1 + next(30) as usize;
+                (0..len)
+                    .map(|_| {
+                        let op = |next: &mut dyn FnMut(u64) -> u64| {
+                            let parent = ["/a", "/b", "/prod"][next(3) as usize];
+                            let path = format!("{parent}/n{}", next(6));
+                            let data = vec![b'x'; next(8) as usize];
+                            match next(6) {
+                                0 => Op::create(parent, Vec::new(), CreateMode::Persistent),
+                                1 => Op::Delete { path, version: -1 },
+                                2 => Op::SetData {
+                                    path,
+                                    data,
+                                    version: -1,
+                                },
+                                _ => Op::create(&path, data, CreateMode::Persistent),
+                            }
+                        };
+                        let txn = if next(5) == 0 {
+                            Txn::Multi(vec![op(&mut next), op(&mut next)])
+                        } else {
+                            Txn::Single(op(&mut next))
+                        };
+                        Proposal {
+                            principal: who[next(2) as usize].clone(),
+                            session: 0,
+                            txn,
+                        }
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// What judging one op per call gives: the reference a run judged in one call must match.
+    fn one_op_per_call(
+        engine: &PolicyEngine,
+        active: &ActivePolicy,
+        tree: &mut Tree,
+        entry: EntryContext<'_>,
+        proposals: &[Proposal],
+    ) -> Vec<Applied> {
+        let compiled = engine
+            .compiled(active.hash, &active.component)
+            .expect("compiles");
+        let mut admission = PolicyAdmission::new(
+            engine,
+            &compiled,
+            &active.info.params,
+            active.info.mode,
+            &Principal::default(),
+            entry.log_index,
+            entry.stamp.time_ms,
+            entry.scope_root,
+        );
+        proposals
+            .iter()
+            .map(|p| {
+                admission.set_principal(&p.principal);
+                let auth = p.principal.auth();
+                tree.apply_by(entry.stamp, p.session, auth, &p.txn, &mut admission)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_run_judged_in_one_call_matches_one_op_per_call() {
+        let engine = PolicyEngine::new().expect("engine");
+        let admin = principal("root", &[crate::policy::ADMIN_ROLE]);
+        let limits = r#"{"max_data_bytes": 4, "max_children": 3}"#;
+        let roles = r#"{"rules": [{"prefix": "/prod", "role": "writer"}]}"#;
+        for (name, params, mode) in [
+            ("limits", limits, PolicyMode::Enforce),
+            ("limits", limits, PolicyMode::Audit),
+            ("roles", roles, PolicyMode::Enforce),
+        ] {
+            let component = repository_component(name).expect("builds");
+            let mut governance = Governance::default();
+            let set = SetPolicy {
+                component,
+                params: params.into(),
+                mode,
+            };
+            let stamp = Stamp {
+                zxid_hint: 0,
+                time_ms: 1_000,
+            };
+            governance.install(&admin, &set, 1, stamp, 0);
+            let active = governance.active.clone().expect("installed");
+            let (mut batched, mut reference) = (Tree::new(), Tree::new());
+            let mut denied = 0;
+            for (i, proposals) in entries(7).iter().enumerate() {
+                let entry = EntryContext {
+                    stamp: Stamp {
+                        zxid_hint: 0,
+                        time_ms: 1_000 + i as i64,
+                    },
+                    log_index: 2 + i as u64,
+                    scope_root: "/",
+                    writes_per_sec: 0,
+                    ms_since_split: 0,
+                    ms_since_write: 0,
+                };
+                let got = apply_txns(&engine, &mut governance, &mut batched, entry, proposals)
+                    .expect("no host fault");
+                let want = one_op_per_call(&engine, &active, &mut reference, entry, proposals);
+                assert_eq!(got, want, "{name} {mode:?}, entry {i}");
+                assert_eq!(batched, reference, "{name} {mode:?}, entry {i}");
+                denied += got
+                    .iter()
+                    .filter(|a| match &a.outcome {
+                        Outcome::Single(Err(e)) => e.code == ErrorCode::PolicyDenied,
+                        _ => false,
+                    })
+                    .count();
+            }
+            // The entries exercise the path that takes transactions back (a denial after
+            // admitted ops of the same run), except in audit mode, which denies nothing.
+            assert_eq!(
+                denied > 0,
+                mode == PolicyMode::Enforce,
+                "{name} {mode:?}: {denied} denied"
+            );
+        }
+    }
 }

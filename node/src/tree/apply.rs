@@ -16,6 +16,15 @@ use super::{
     check_path_len, checked_path,
 };
 
+/// A transaction applied by [`Tree::apply_tentatively`], and how to take it back.
+#[must_use = "a tentative transaction is either kept (dropped) or taken back (Tree::retract)"]
+pub struct Tentative {
+    undo: Vec<Undo>,
+    zxid: i64,
+    /// The tree's last zxid before the transaction.
+    last_zxid: i64,
+}
+
 /// The inverse of one change, applied in reverse order on rollback.
 enum Undo {
     RemoveNode(String),
@@ -73,6 +82,57 @@ impl Tree {
         txn: &Txn,
         admit: &mut impl Admit,
     ) -> Applied {
+        self.apply_keeping_undo(stamp, session, auth, txn, admit).0
+    }
+
+    /// As [`Tree::apply_by`], keeping what [`Tree::retract`] needs to take the transaction
+    /// back: a policy that judges a run of transactions in one call may deny one after later
+    /// ones were applied. For clients' transactions only (one op or a multi): a delegation's
+    /// carve and session bookkeeping change what the undo log does not cover.
+    pub fn apply_tentatively(
+        &mut self,
+        stamp: Stamp,
+        session: i64,
+        auth: AuthInfo<'_>,
+        txn: &Txn,
+        admit: &mut impl Admit,
+    ) -> (Applied, Tentative) {
+        assert!(
+            matches!(txn, Txn::Single(_) | Txn::Multi(_)),
+            "only a client's transaction can be taken back"
+        );
+        let last_zxid = self.last_zxid;
+        let (applied, undo) = self.apply_keeping_undo(stamp, session, auth, txn, admit);
+        let zxid = applied.zxid;
+        (
+            applied,
+            Tentative {
+                undo,
+                zxid,
+                last_zxid,
+            },
+        )
+    }
+
+    /// Takes back a transaction [`Tree::apply_tentatively`] applied, which must be the last
+    /// one applied: the tree is then exactly as it was before it.
+    pub fn retract(&mut self, mut t: Tentative) {
+        assert_eq!(
+            self.last_zxid, t.zxid,
+            "transactions are taken back latest first"
+        );
+        self.undo(&mut t.undo);
+        self.last_zxid = t.last_zxid;
+    }
+
+    fn apply_keeping_undo(
+        &mut self,
+        stamp: Stamp,
+        session: i64,
+        auth: AuthInfo<'_>,
+        txn: &Txn,
+        admit: &mut impl Admit,
+    ) -> (Applied, Vec<Undo>) {
         let zxid = stamp.zxid_hint.max(self.last_zxid.saturating_add(1));
         assert!(
             zxid > self.last_zxid,
@@ -108,14 +168,16 @@ impl Tree {
                 Ok(carved) => {
                     let mut changes = std::mem::take(&mut txc.changes);
                     changes.push(Change::Carved(path.clone()));
+                    let undo = std::mem::take(&mut txc.undo);
                     drop(txc);
-                    return Applied {
+                    let applied = Applied {
                         zxid,
                         outcome: Outcome::Delegated(Ok(())),
                         touched,
                         carved: Some(carved),
                         changes,
                     };
+                    return (applied, undo);
                 }
                 Err(e) => {
                     self.rollback(&mut txc);
@@ -138,13 +200,16 @@ impl Tree {
             }
         };
         let changes = std::mem::take(&mut txc.changes);
-        Applied {
+        let undo = std::mem::take(&mut txc.undo);
+        drop(txc);
+        let applied = Applied {
             zxid,
             outcome,
             touched,
             carved: None,
             changes,
-        }
+        };
+        (applied, undo)
     }
 
     fn apply_session(
@@ -267,7 +332,13 @@ impl Tree {
     }
 
     fn rollback(&mut self, txc: &mut Txc<'_>) {
-        while let Some(undo) = txc.undo.pop() {
+        self.undo(&mut txc.undo);
+        txc.touched.clear();
+        txc.changes.clear();
+    }
+
+    fn undo(&mut self, log: &mut Vec<Undo>) {
+        while let Some(undo) = log.pop() {
             match undo {
                 Undo::RemoveNode(p) => {
                     self.remove_node(&p);
@@ -297,8 +368,6 @@ impl Tree {
                 }
             }
         }
-        txc.touched.clear();
-        txc.changes.clear();
     }
 
     fn node_mut(&mut self, p: &str) -> &mut Znode {

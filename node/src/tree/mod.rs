@@ -28,6 +28,7 @@ use scopekeeper_client::{limits, path};
 use serde::{Deserialize, Serialize};
 
 pub use acl::AuthInfo;
+pub use apply::Tentative;
 pub use session::{SessionBook, SessionOutcome, SessionTxn};
 
 /// One znode: its data and Stat. Children are kept as names for `getChildren`, and the extent

@@ -472,4 +472,50 @@ proptest! {
         }
         prop_assert_eq!(a, b);
     }
+
+    #[test]
+    fn taking_back_tentative_transactions_restores_the_tree(
+        before in prop::collection::vec(arb_txn(), 0..30),
+        tentative in prop::collection::vec(arb_txn(), 1..20),
+        keep in 0usize..20,
+    ) {
+        // A policy judging a run in one call keeps its first transactions and takes back the
+        // rest, latest first: the tree must then be exactly the tree that never saw them.
+        let mut tree = Tree::new();
+        for (stamp, session, txn) in &before {
+            tree.apply_as(*stamp, *session, txn, &mut super::AdmitAll);
+        }
+        let clients: Vec<&(Stamp, i64, Txn)> = tentative
+            .iter()
+            .filter(|(_, _, txn)| matches!(txn, Txn::Single(_) | Txn::Multi(_)))
+            .collect();
+        let keep = keep.min(clients.len());
+        let mut expected = tree.clone();
+        let mut kept = Vec::new();
+        for (stamp, session, txn) in &clients[..keep] {
+            kept.push(expected.apply_as(*stamp, *session, txn, &mut super::AdmitAll));
+        }
+        let mut undo = Vec::new();
+        let mut applied = Vec::new();
+        for (stamp, session, txn) in &clients {
+            let (result, t) =
+                tree.apply_tentatively(*stamp, *session, AuthInfo::SUPER, txn, &mut super::AdmitAll);
+            applied.push(result);
+            undo.push(t);
+        }
+        while undo.len() > keep {
+            tree.retract(undo.pop().expect("longer than keep"));
+        }
+        applied.truncate(keep);
+        prop_assert_eq!(applied, kept);
+        tree.check_invariants().map_err(TestCaseError::fail)?;
+        prop_assert_eq!(&tree, &expected);
+        // And it goes on as the other does.
+        for (stamp, session, txn) in &tentative {
+            let x = tree.apply_as(*stamp, *session, txn, &mut super::AdmitAll);
+            let y = expected.apply_as(*stamp, *session, txn, &mut super::AdmitAll);
+            prop_assert_eq!(x, y);
+        }
+        prop_assert_eq!(tree, expected);
+    }
 }
