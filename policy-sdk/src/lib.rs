@@ -23,7 +23,7 @@
 //! The normative interface is `wit/policy.wit`; these types mirror it one to one. A policy has no
 //! imports: no clock (use `Context::time_ms`), no randomness, no I/O. The host runs a fresh
 //! instance for each log entry, with a fuel budget and a memory cap; running out of either, or
-//! panicking, denies the entry on every anchor alike.
+//! panicking, denies that op and the entry's later ones, on every anchor alike.
 //!
 //! Because an instance lives for one entry, the SDK gives policies a simpler allocator than
 //! Rust's default (free lists by size class, no memory returned; see `allocator.rs`), which
@@ -297,7 +297,9 @@ pub trait Policy {
         Ok(())
     }
 
-    /// Judges one mutation.
+    /// Judges one mutation. The answer must follow from the arguments alone (no state kept
+    /// between calls, beyond caches such as [`parse_params_once`]): the host judges the ops of
+    /// an entry in one instance, many per call, and after a trap asks again one op at a time.
     fn admit(
         params: &str,
         mutation: &Mutation,
