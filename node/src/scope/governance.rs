@@ -513,6 +513,9 @@ mod tests {
             ("limits", limits, PolicyMode::Enforce),
             ("limits", limits, PolicyMode::Audit),
             ("roles", roles, PolicyMode::Enforce),
+            // A trap in a run: the run is taken back and judged one op per call, the op that
+            // traps denied with every later op of the entry, as one call per op would.
+            ("hostile", "trap-under-b", PolicyMode::Enforce),
         ] {
             let component = repository_component(name).expect("builds");
             let mut governance = Governance::default();

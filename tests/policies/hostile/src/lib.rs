@@ -1,5 +1,6 @@
 //! A policy that misbehaves on purpose, as its parameters say, for the host's tests:
-//! `loop` spins forever, `bomb` allocates until memory runs out, `trap` panics, `deny-data`
+//! `loop` spins forever, `bomb` allocates until memory runs out, `trap` panics (and
+//! `trap-under-b` only for paths under `/b`: a trap in the middle of an entry), `deny-data`
 //! denies any mutation with data (and spends fuel proportional to it), anything else admits.
 //! Two broken quorum rules: `quorum-exactly-two` (not monotone) and `quorum-any` (one ack is
 //! enough, so disjoint quorums exist).
@@ -11,9 +12,8 @@ pub struct Hostile;
 impl Policy for Hostile {
     fn validate_params(params: &str) -> Result<(), String> {
         match params {
-            "loop" | "bomb" | "trap" | "deny-data" | "quorum-exactly-two" | "quorum-any" | "" => {
-                Ok(())
-            }
+            "loop" | "bomb" | "trap" | "trap-under-b" | "deny-data" | "quorum-exactly-two"
+            | "quorum-any" | "" => Ok(()),
             other => Err(format!("unknown behaviour {other:?}")),
         }
     }
@@ -38,6 +38,9 @@ impl Policy for Hostile {
                 }
             }
             "trap" => panic!("this policy panics on purpose"),
+            "trap-under-b" if m.path.starts_with("/b/") => {
+                panic!("this policy panics on purpose under /b")
+            }
             "deny-data" => {
                 let sum: u64 = m.data.iter().map(|b| u64::from(*b)).sum();
                 if m.data.is_empty() {
