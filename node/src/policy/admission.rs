@@ -151,16 +151,12 @@ impl<'a> PolicyAdmission<'a> {
 
     /// Instantiates the policy now, so that a host fault shows before anything is applied.
     pub fn prepare(&mut self) -> Result<(), String> {
-        if self.eval.is_none() {
-            match EntryEvaluation::begin(self.engine, self.compiled, limits::POLICY_FUEL_PER_ENTRY)
-            {
-                Ok(eval) => self.eval = Some(eval),
-                Err(EvalError::HostFault(f)) => return Err(f),
-                // A trap while instantiating is deterministic: the first op will meet it again.
-                Err(EvalError::Trap(_)) => {}
-            }
+        match instance(&mut self.eval, self.engine, self.compiled) {
+            Ok(_) => Ok(()),
+            Err(EvalError::HostFault(f)) => Err(f),
+            // A trap while instantiating is deterministic: the first op will meet it again.
+            Err(EvalError::Trap(_)) => Ok(()),
         }
-        Ok(())
     }
 
     /// The transactions applied next are `principal`'s.
@@ -255,15 +251,12 @@ impl<'a> PolicyAdmission<'a> {
     }
 
     fn call(&mut self, ops: &[wit::JudgedOp]) -> Result<Vec<wit::Verdict>, EvalError> {
-        let eval = match &mut self.eval {
-            Some(eval) => eval,
-            none => none.insert(EntryEvaluation::begin(
-                self.engine,
-                self.compiled,
-                limits::POLICY_FUEL_PER_ENTRY,
-            )?),
-        };
-        eval.admit(self.params, &self.entry, &self.principals, ops)
+        instance(&mut self.eval, self.engine, self.compiled)?.admit(
+            self.params,
+            &self.entry,
+            &self.principals,
+            ops,
+        )
     }
 
     fn warn(&mut self, warnings: &[String]) {
@@ -325,20 +318,10 @@ impl<'a> PolicyAdmission<'a> {
             }),
             Hook::Ask => {
                 let op = self.judged_op(mutation, view);
-                let principal = self.principals[self.principal as usize].clone();
-                match &mut self.eval {
-                    Some(eval) => eval.admit_one(self.params, &self.entry, &principal, op),
-                    none => EntryEvaluation::begin(
-                        self.engine,
-                        self.compiled,
-                        limits::POLICY_FUEL_PER_ENTRY,
-                    )
-                    .and_then(|eval| {
-                        none.insert(eval)
-                            .admit_one(self.params, &self.entry, &principal, op)
-                    }),
-                }
-                .inspect(|v| self.warn(&v.warnings))
+                // `admit` answers one op with one verdict (`eval::answered` checks).
+                self.call(std::slice::from_ref(&op))
+                    .map(|mut verdicts| verdicts.remove(0))
+                    .inspect(|v| self.warn(&v.warnings))
             }
         };
         match asked {
@@ -355,6 +338,22 @@ impl<'a> PolicyAdmission<'a> {
                 Err(ApiError::new(ErrorCode::SystemError, fault))
             }
         }
+    }
+}
+
+/// The entry's instance, made (or taken from those made ahead) on first use.
+fn instance<'e>(
+    eval: &'e mut Option<EntryEvaluation>,
+    engine: &PolicyEngine,
+    compiled: &Compiled,
+) -> Result<&'e mut EntryEvaluation, EvalError> {
+    match eval {
+        Some(eval) => Ok(eval),
+        none => Ok(none.insert(EntryEvaluation::begin(
+            engine,
+            compiled,
+            limits::POLICY_FUEL_PER_ENTRY,
+        )?)),
     }
 }
 

@@ -286,15 +286,9 @@ pub fn apply_txns(
         let run = next.iter().take_while(|p| is_client_txn(&p.txn)).count();
         if run == 0 || admission.asks_each_op() {
             // A delegation (its carve cannot be taken back), or every op after a trap.
-            let proposal = &next[0];
             admission.ask();
-            admission.set_principal(&proposal.principal);
-            let auth = proposal.principal.auth();
-            let result =
-                tree.apply_by(stamp, proposal.session, auth, &proposal.txn, &mut admission);
-            if let Some(f) = admission.host_fault.take() {
-                return Err(fault(&applied, f));
-            }
+            let result = apply_judged(tree, stamp, &next[0], &mut admission)
+                .map_err(|f| fault(&applied, f))?;
             applied.push(result);
             continue;
         }
@@ -360,17 +354,26 @@ fn judge_run(
     }
     applied.extend(tentative.into_iter().map(|(result, _, _)| result));
     if let Some(verdicts) = replay {
-        let proposal = &run[keep];
         admission.replay(verdicts);
-        admission.set_principal(&proposal.principal);
-        let auth = proposal.principal.auth();
-        let result = tree.apply_by(stamp, proposal.session, auth, &proposal.txn, admission);
-        if let Some(fault) = admission.host_fault.take() {
-            return Err(fault);
-        }
-        applied.push(result);
+        applied.push(apply_judged(tree, stamp, &run[keep], admission)?);
     }
     Ok(())
+}
+
+/// Applies one proposal, judged as `admission`'s hook stands. `Err` is a host fault.
+fn apply_judged(
+    tree: &mut Tree,
+    stamp: Stamp,
+    proposal: &Proposal,
+    admission: &mut PolicyAdmission<'_>,
+) -> Result<Applied, String> {
+    admission.set_principal(&proposal.principal);
+    let auth = proposal.principal.auth();
+    let result = tree.apply_by(stamp, proposal.session, auth, &proposal.txn, admission);
+    match admission.host_fault.take() {
+        Some(fault) => Err(fault),
+        None => Ok(result),
+    }
 }
 
 /// Session bookkeeping and reaping are the cluster's own transactions: no policy judges them,
