@@ -54,34 +54,4 @@ for ((pair = 0; pair < pairs; pair++)); do
   done
 done
 
-python3 - "$work/runs" "$policy" "$ticks" "$clients" <<'PY'
-import json, math, statistics, sys
-runs, policy, ticks, clients = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-pairs = {}
-for line in open(runs):
-    pair, variant, rest = line.split(" ", 2)
-    report, cpu = rest.rsplit(" ", 1)
-    d = json.loads(report)
-    pairs.setdefault(pair, {})[variant] = (d["ops_per_sec"], d["p50_ms"] * 1000,
-                                           1e6 * int(cpu) / ticks / d["ops"])
-print(f"{'pair':>4} {'creates/s none':>15} {policy:>8} {'ratio':>6} {'p50 none us':>12} {policy:>8} "
-      f"{'added':>6} {'CPU/create none':>16} {policy:>8} {'added':>7}")
-for k, v in pairs.items():
-    n, p = v["none"], v[policy]
-    print(f"{k:>4} {n[0]:15.0f} {p[0]:8.0f} {p[0] / n[0]:6.3f} {n[1]:12.0f} {p[1]:8.0f} {p[1] - n[1]:+6.0f} "
-          f"{n[2]:16.1f} {p[2]:8.1f} {p[2] - n[2]:+7.1f}")
-def median(f, fmt):
-    """The median over the pairs and, with no assumption about the pairs' distribution, a 95%
-    confidence interval for it: the order statistics k and n-k+1, k the largest with
-    P(Binomial(n, 1/2) < k) <= 2.5%."""
-    xs = sorted(f(v["none"], v[policy]) for v in pairs.values())
-    n, k = len(xs), 0
-    while sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n <= 0.025:
-        k += 1
-    ci = f" (95% CI {xs[k - 1]:{fmt}} to {xs[n - k]:{fmt}})" if k > 0 else " (too few pairs for a 95% CI)"
-    return f"{statistics.median(xs):{fmt}}{ci}"
-print(f"median over {len(pairs)} pairs at {clients} clients: throughput "
-      f"{median(lambda n, p: p[0] / n[0], '.3f')} of none; p50 added "
-      f"{median(lambda n, p: p[1] - n[1], '+.0f')} us; node CPU per create added "
-      f"{median(lambda n, p: p[2] - n[2], '+.1f')} us (all three anchors)")
-PY
+python3 bench/paired_stats.py "$work/runs" "$policy" "$ticks" "$clients"
