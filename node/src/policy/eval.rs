@@ -3,9 +3,9 @@
 //! (the same on every anchor: deny) and a host fault (ours: stop and retry, never skip).
 
 use wasmtime::Store;
+use wasmtime::component::{ComponentExportIndex, Func, InstancePre, TypedFunc};
 
 use super::engine::{Compiled, PolicyEngine, Refused};
-use super::wit::Policy;
 use super::wit::exports::scopekeeper::policy::rules as wit;
 use crate::limits;
 
@@ -28,10 +28,48 @@ fn classify(e: wasmtime::Error) -> EvalError {
     EvalError::HostFault(format!("{e:#}"))
 }
 
+/// The interface a policy exports, as `policy-sdk/wit/policy.wit` names it.
+const RULES_INTERFACE: &str = "scopekeeper:policy/rules@0.4.0";
+
+/// `admit`'s parameters and results, as `TypedFunc` sees them.
+type AdmitParams<'a> = (
+    &'a str,
+    &'a wit::Entry,
+    &'a [wit::Principal],
+    &'a [wit::JudgedOp],
+);
+type AdmitResults = (Vec<wit::Verdict>,);
+
+/// Where a component exports `admit`, after checking, in one instance made for the purpose,
+/// that its type is exactly what [`EntryEvaluation::admit`] calls it with. Every later
+/// instance of the component has the same type, so calls need not check it again.
+pub(super) fn admit_export(
+    engine: &PolicyEngine,
+    pre: &InstancePre<()>,
+) -> Result<ComponentExportIndex, String> {
+    let component = pre.component();
+    let rules = component
+        .get_export_index(None, RULES_INTERFACE)
+        .ok_or_else(|| format!("no export named {RULES_INTERFACE}"))?;
+    let admit = component
+        .get_export_index(Some(&rules), "admit")
+        .ok_or_else(|| format!("{RULES_INTERFACE} exports no `admit`"))?;
+    let mut store = Store::new(engine.engine(), ());
+    store
+        .set_fuel(limits::POLICY_FUEL_VALIDATE)
+        .map_err(|e| format!("{e:#}"))?;
+    let instance = pre.instantiate(&mut store).map_err(|e| format!("{e:#}"))?;
+    instance
+        .get_typed_func::<AdmitParams<'_>, AdmitResults>(&mut store, &admit)
+        .map_err(|e| format!("`admit` has the wrong type: {e:#}"))?;
+    Ok(admit)
+}
+
 /// One entry's evaluation: a fresh instance and its fuel.
 pub struct EntryEvaluation {
     store: Store<()>,
-    policy: Policy,
+    /// The instance's `admit`, of the type [`admit_export`] checked.
+    admit: Func,
     fuel_budget: u64,
     /// Set once the instance trapped; every later op of the entry is denied with it.
     trapped: Option<String>,
@@ -56,10 +94,17 @@ impl EntryEvaluation {
         store
             .set_fuel(fuel)
             .map_err(|e| EvalError::HostFault(format!("{e:#}")))?;
-        let policy = compiled.pre.instantiate(&mut store).map_err(classify)?;
+        let instance = compiled
+            .pre
+            .instance_pre()
+            .instantiate(&mut store)
+            .map_err(classify)?;
+        let admit = instance
+            .get_func(&mut store, compiled.admit)
+            .ok_or_else(|| EvalError::HostFault("the instance has no `admit` export".into()))?;
         Ok(EntryEvaluation {
             store,
-            policy,
+            admit,
             fuel_budget: fuel,
             trapped: None,
         })
@@ -76,13 +121,13 @@ impl EntryEvaluation {
         if let Some(trap) = &self.trapped {
             return Err(EvalError::Trap(trap.clone()));
         }
-        let answer = self.policy.scopekeeper_policy_rules().call_admit(
-            &mut self.store,
-            params,
-            entry,
-            principals,
-            ops,
-        );
+        // SAFETY: `admit` is the export `admit_export` found and type-checked against exactly
+        // `AdmitParams` and `AdmitResults`, in an instance of the same component as this one.
+        let typed =
+            unsafe { TypedFunc::<AdmitParams<'_>, AdmitResults>::new_unchecked(self.admit) };
+        let answer = typed
+            .call(&mut self.store, (params, entry, principals, ops))
+            .map(|(verdicts,)| verdicts);
         let err = match answer {
             Ok(verdicts) => match answered(ops.len(), &verdicts) {
                 Ok(()) => return Ok(verdicts),

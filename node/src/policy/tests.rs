@@ -249,6 +249,25 @@ async fn hostile_components_are_refused_before_commit() {
         .await
         .expect_err("wrong world");
     assert!(matches!(err, Refused::WrongWorld(_)), "{err}");
+    // An `admit` of another type: calls skip the type check, so compiling must not.
+    let wrong_admit = wat::parse_str(
+        r#"(component
+            (core module $m (func (export "admit")))
+            (core instance $i (instantiate $m))
+            (func $admit (canon lift (core func $i "admit")))
+            (instance $rules (export "admit" (func $admit)))
+            (export "scopekeeper:policy/rules@0.4.0" (instance $rules)))"#,
+    )
+    .expect("wat");
+    let err = engine
+        .check(Arc::new(wrong_admit), "")
+        .await
+        .expect_err("wrong admit");
+    assert!(matches!(err, Refused::WrongWorld(_)), "{err}");
+    assert!(
+        err.to_string().contains("`admit` has the wrong type"),
+        "{err}"
+    );
     // Too large.
     let err = engine
         .check(Arc::new(vec![0; crate::limits::POLICY_BYTES_MAX + 1]), "")
