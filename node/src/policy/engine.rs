@@ -79,11 +79,14 @@ pub fn deterministic_engine() -> anyhow::Result<Engine> {
     // under write load); zeroing the first pages in place is far cheaper.
     pool.linear_memory_keep_resident(limits::POLICY_MEMORY_KEEP_RESIDENT_BYTES);
     pool.table_keep_resident(limits::POLICY_TABLE_KEEP_RESIDENT_BYTES);
-    // With PAGEMAP_SCAN (Linux 6.7+), the reset copies back only the pages the instance wrote
-    // rather than the first `keep_resident` bytes of its memory (node CPU per create under
-    // `limits` at 64 clients, alternating: lower in 5 of 6 pairs, by 3-35%). Where the ioctl
-    // is missing, the reset is as before; either way the next instance sees the same memory.
-    pool.pagemap_scan(wasmtime::Enabled::Auto);
+    // No PAGEMAP_SCAN: the reset rewrites the slot's accessible memory (up to `keep_resident`)
+    // rather than asking the kernel which pages the instance wrote. A policy's memory is a few
+    // 64 KiB pages (the stock ones start at two), and for so few the ioctl cost more than the
+    // copy: 6 us per instance under load (perf). bench/binary-ab.sh, `limits`, against `Auto`:
+    // at 1 client, 12 pairs, node CPU per create -23.7 us (95% CI -38.9 to -14.1), p50 -14 us
+    // (CI -26 to -9); at 64 clients, 10 pairs, -0.5 us (CI -3.0 to +2.1). A policy that grows
+    // its memory toward `keep_resident` pays for a larger copy per entry.
+    pool.pagemap_scan(wasmtime::Enabled::No);
     config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
     Engine::new(&config).map_err(|e| anyhow::anyhow!("configuring the policy engine: {e:#}"))
 }
