@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use scopekeeper::limits::POLICY_FUEL_PER_ENTRY;
 use scopekeeper::policy::build::repository_component;
-use scopekeeper::policy::engine::PolicyEngine;
+use scopekeeper::policy::engine::{PolicyEngine, Supply};
 use scopekeeper::policy::eval::EntryEvaluation;
 use scopekeeper::policy::wit::exports::scopekeeper::policy::rules as wit;
 
@@ -99,12 +99,18 @@ fn main() -> anyhow::Result<()> {
                     &engine,
                     &compiled,
                     POLICY_FUEL_PER_ENTRY,
+                    Supply::OnTheSpot,
                 )?)?;
             }
             let mut fuel = 0;
             let start = Instant::now();
             for _ in 0..entries {
-                let mut eval = EntryEvaluation::begin(&engine, &compiled, POLICY_FUEL_PER_ENTRY)?;
+                let mut eval = EntryEvaluation::begin(
+                    &engine,
+                    &compiled,
+                    POLICY_FUEL_PER_ENTRY,
+                    Supply::OnTheSpot,
+                )?;
                 judge(&mut eval)?;
                 fuel = eval.fuel_used();
             }
@@ -138,7 +144,12 @@ fn main() -> anyhow::Result<()> {
         let run = |entries: usize| -> anyhow::Result<f64> {
             let start = Instant::now();
             for _ in 0..entries {
-                let mut eval = EntryEvaluation::begin(&engine, &compiled, POLICY_FUEL_PER_ENTRY)?;
+                let mut eval = EntryEvaluation::begin(
+                    &engine,
+                    &compiled,
+                    POLICY_FUEL_PER_ENTRY,
+                    Supply::MadeAhead,
+                )?;
                 let verdicts =
                     eval.admit(params, &entry, &principals, std::slice::from_ref(&op))?;
                 assert!(matches!(verdicts[0].decision, wit::Decision::Allow));

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::context::ConnectArgs;
 use crate::limits;
 use crate::policy::build;
-use crate::policy::engine::PolicyEngine;
+use crate::policy::engine::{PolicyEngine, Supply};
 use crate::policy::eval::{EntryEvaluation, EvalError};
 use crate::policy::wit::exports::scopekeeper::policy::rules as wit;
 
@@ -304,8 +304,13 @@ async fn test(file: &PathBuf, params: &str, cases_file: &PathBuf) -> anyhow::Res
             },
         };
         // One case, one entry, one fresh instance: as on an anchor.
-        let mut eval = EntryEvaluation::begin(&engine, &compiled, limits::POLICY_FUEL_PER_ENTRY)
-            .map_err(|e| anyhow::anyhow!("instantiating: {e}"))?;
+        let mut eval = EntryEvaluation::begin(
+            &engine,
+            &compiled,
+            limits::POLICY_FUEL_PER_ENTRY,
+            Supply::OnTheSpot,
+        )
+        .map_err(|e| anyhow::anyhow!("instantiating: {e}"))?;
         let op = wit::JudgedOp {
             mutation,
             principal: 0,

@@ -2,7 +2,7 @@
 
 use scopekeeper_client::proto::{ApiError, CreateMode, ErrorCode, Id, Op, Stat};
 
-use super::engine::{Compiled, PolicyEngine};
+use super::engine::{Compiled, PolicyEngine, Supply};
 use super::eval::{EntryEvaluation, EvalError};
 use super::wit::exports::scopekeeper::policy::rules as wit;
 use super::{PolicyHash, PolicyMode};
@@ -72,6 +72,8 @@ pub struct PolicyAdmission<'a> {
     pub ms_since_split: u64,
     /// Leader-stamped ms since the scope's last write before this entry.
     pub ms_since_write: u64,
+    /// Where the entry's instances come from and go.
+    pub supply: Supply,
 }
 
 /// What the tree's `Admit` hook does with an op.
@@ -131,6 +133,7 @@ impl<'a> PolicyAdmission<'a> {
             writes_per_sec: 0,
             ms_since_split: 0,
             ms_since_write: 0,
+            supply: Supply::OnTheSpot,
         };
         admission.set_principal(principal);
         admission
@@ -151,7 +154,7 @@ impl<'a> PolicyAdmission<'a> {
 
     /// Instantiates the policy now, so that a host fault shows before anything is applied.
     pub fn prepare(&mut self) -> Result<(), String> {
-        match instance(&mut self.eval, self.engine, self.compiled) {
+        match instance(&mut self.eval, self.engine, self.compiled, self.supply) {
             Ok(_) => Ok(()),
             Err(EvalError::HostFault(f)) => Err(f),
             // A trap while instantiating is deterministic: the first op will meet it again.
@@ -214,7 +217,7 @@ impl<'a> PolicyAdmission<'a> {
                     // Its fuel still counts; the next op takes a fresh instance.
                     if let Some(used) = self.eval.take() {
                         self.fuel_spent += used.fuel_used();
-                        self.engine.retire(used);
+                        self.discard(used);
                     }
                     self.one_per_call = true;
                     self.hook = Hook::Ask;
@@ -250,8 +253,16 @@ impl<'a> PolicyAdmission<'a> {
         Ok(RunVerdict::Admitted)
     }
 
+    /// Done with a used instance: back to the preparer, or dropped here.
+    fn discard(&self, used: EntryEvaluation) {
+        match self.supply {
+            Supply::MadeAhead => self.engine.retire(used),
+            Supply::OnTheSpot => drop(used),
+        }
+    }
+
     fn call(&mut self, ops: &[wit::JudgedOp]) -> Result<Vec<wit::Verdict>, EvalError> {
-        instance(&mut self.eval, self.engine, self.compiled)?.admit(
+        instance(&mut self.eval, self.engine, self.compiled, self.supply)?.admit(
             self.params,
             &self.entry,
             &self.principals,
@@ -346,6 +357,7 @@ fn instance<'e>(
     eval: &'e mut Option<EntryEvaluation>,
     engine: &PolicyEngine,
     compiled: &Compiled,
+    supply: Supply,
 ) -> Result<&'e mut EntryEvaluation, EvalError> {
     match eval {
         Some(eval) => Ok(eval),
@@ -353,6 +365,7 @@ fn instance<'e>(
             engine,
             compiled,
             limits::POLICY_FUEL_PER_ENTRY,
+            supply,
         )?)),
     }
 }
@@ -360,7 +373,7 @@ fn instance<'e>(
 impl Drop for PolicyAdmission<'_> {
     fn drop(&mut self) {
         if let Some(used) = self.eval.take() {
-            self.engine.retire(used);
+            self.discard(used);
         }
     }
 }

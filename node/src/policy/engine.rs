@@ -91,6 +91,23 @@ pub fn deterministic_engine() -> anyhow::Result<Engine> {
     Engine::new(&config).map_err(|e| anyhow::anyhow!("configuring the policy engine: {e:#}"))
 }
 
+/// Where an entry's instance comes from, and where it goes once used.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Supply {
+    /// Taken from those made ahead on the preparer thread and handed back to it: for an entry
+    /// somebody waits for on this replica (the leader that proposed it answers its clients
+    /// when it is applied).
+    MadeAhead,
+    /// Made and dropped by the entry itself: for an entry nobody waits for here (a follower's
+    /// apply). Asking the preparer costs a wake-up of its thread per entry, and the instance
+    /// it makes sits in another core's cache; that pays only where it shortens an answer.
+    /// `bash bench/binary-ab.sh` against every anchor made ahead, `limits`: at 1 client (12
+    /// pairs) p50 -28 us (95% CI -39 to -2), throughput 1.036 (CI 1.002 to 1.059), node CPU
+    /// per create -38 us (CI -74 to -13); at 64 clients (8 pairs) throughput 1.056 (CI 0.961
+    /// to 1.105), node CPU per create -9.2 us (CI -15.0 to +0.2).
+    OnTheSpot,
+}
+
 /// A component compiled, checked and ready to instantiate.
 pub struct Compiled {
     pub hash: PolicyHash,
@@ -111,12 +128,14 @@ impl std::fmt::Debug for Compiled {
 
 /// Compiled components by hash. Apply finds the active policy here; only a cache miss compiles.
 ///
-/// It also keeps instances out of an entry's way. Making an instance and returning its pool
-/// slot (which resets its memory) are most of a policy's cost per entry; both are done on a
-/// thread of the engine's own, at the lowest priority, rather than in apply: the next entry
-/// finds a fresh instance made ahead ([`PolicyEngine::prepare_ahead`]), and a used one is
-/// dropped there ([`PolicyEngine::retire`]). An instance made ahead is as fresh as one made on
-/// the spot: it has run nothing, and its fuel is the full budget.
+/// It also keeps instances out of the way of the entries somebody waits for ([`Supply`]).
+/// Making an instance and returning its pool slot (which resets its memory) are most of a
+/// policy's cost per entry; for the entries a leader answers, both are done on a thread of the
+/// engine's own, at the lowest priority, rather than in apply: the next such entry finds a
+/// fresh instance made ahead ([`PolicyEngine::prepare_ahead`]), and a used one is dropped
+/// there ([`PolicyEngine::retire`]). A follower's entries make and drop their own. An instance
+/// made ahead is as fresh as one made on the spot: it has run nothing, and its fuel is the
+/// full budget.
 ///
 /// Why a thread and not the apply task after the responses: with every anchor's apply doing
 /// it, the work landed on the cores the next write needed (1-client creates on the dev cluster

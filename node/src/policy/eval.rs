@@ -5,7 +5,7 @@
 use wasmtime::Store;
 use wasmtime::component::{ComponentExportIndex, Func, InstancePre, TypedFunc};
 
-use super::engine::{Compiled, PolicyEngine, Refused};
+use super::engine::{Compiled, PolicyEngine, Refused, Supply};
 use super::wit::exports::scopekeeper::policy::rules as wit;
 use crate::limits;
 
@@ -76,9 +76,19 @@ pub struct EntryEvaluation {
 }
 
 impl EntryEvaluation {
-    /// A fresh instance for one entry: the one made ahead for this policy if there is one.
-    pub fn begin(engine: &PolicyEngine, compiled: &Compiled, fuel: u64) -> Result<Self, EvalError> {
-        match engine.take_ready(compiled.hash, fuel) {
+    /// A fresh instance for one entry: with [`Supply::MadeAhead`], the one made ahead for this
+    /// policy if there is one.
+    pub fn begin(
+        engine: &PolicyEngine,
+        compiled: &Compiled,
+        fuel: u64,
+        supply: Supply,
+    ) -> Result<Self, EvalError> {
+        let ready = match supply {
+            Supply::MadeAhead => engine.take_ready(compiled.hash, fuel),
+            Supply::OnTheSpot => None,
+        };
+        match ready {
             Some(ready) => Ok(ready),
             None => Self::instantiate(engine, compiled, fuel),
         }

@@ -6,7 +6,7 @@ use scopekeeper_client::proto::{CreateMode, Op};
 
 use super::admission::{PolicyAdmission, Principal};
 use super::build::repository_component;
-use super::engine::{PolicyEngine, Refused};
+use super::engine::{PolicyEngine, Refused, Supply};
 use super::eval::{EntryEvaluation, EvalError};
 use super::wit::exports::scopekeeper::policy::rules as wit;
 use super::{PolicyHash, PolicyMode};
@@ -76,8 +76,13 @@ fn verdict(
     data: &[u8],
 ) -> (Result<wit::Verdict, EvalError>, u64) {
     let compiled = engine.compile(&component(name)).expect("compiles");
-    let mut eval = EntryEvaluation::begin(engine, &compiled, crate::limits::POLICY_FUEL_PER_ENTRY)
-        .expect("instance");
+    let mut eval = EntryEvaluation::begin(
+        engine,
+        &compiled,
+        crate::limits::POLICY_FUEL_PER_ENTRY,
+        Supply::OnTheSpot,
+    )
+    .expect("instance");
     let result = eval.admit_one(params, &entry(), &principal(), op(data));
     (result, eval.fuel_used())
 }
@@ -123,9 +128,13 @@ fn an_entry_parses_its_parameters_once() {
     let params = r#"{"max_data_bytes": 4, "max_depth": 8}"#;
     let compiled = engine.compile(&component("limits")).expect("compiles");
     let entry = || {
-        let mut eval =
-            EntryEvaluation::begin(&engine, &compiled, crate::limits::POLICY_FUEL_PER_ENTRY)
-                .expect("instance");
+        let mut eval = EntryEvaluation::begin(
+            &engine,
+            &compiled,
+            crate::limits::POLICY_FUEL_PER_ENTRY,
+            Supply::OnTheSpot,
+        )
+        .expect("instance");
         let mut burnt = Vec::new();
         let mut denied = Vec::new();
         for data in [&b"ab"[..], b"abcdef", b"abc"] {
@@ -315,9 +324,13 @@ fn recycled_instances_burn_identical_fuel() {
     let compiled = engine.compile(&component("limits")).expect("compiles");
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..500 {
-        let mut eval =
-            EntryEvaluation::begin(&engine, &compiled, crate::limits::POLICY_FUEL_PER_ENTRY)
-                .expect("instance");
+        let mut eval = EntryEvaluation::begin(
+            &engine,
+            &compiled,
+            crate::limits::POLICY_FUEL_PER_ENTRY,
+            Supply::OnTheSpot,
+        )
+        .expect("instance");
         eval.admit_one(params, &entry(), &principal(), op(b"value"))
             .expect("runs");
         seen.insert(eval.fuel_used());
@@ -381,9 +394,13 @@ fn an_instance_made_ahead_judges_as_one_made_on_the_spot() {
     let bytes = component("limits");
     let compiled = engine.compile(&bytes).expect("compiles");
     let judge = |data: &[u8]| {
-        let mut eval =
-            EntryEvaluation::begin(&engine, &compiled, crate::limits::POLICY_FUEL_PER_ENTRY)
-                .expect("instance");
+        let mut eval = EntryEvaluation::begin(
+            &engine,
+            &compiled,
+            crate::limits::POLICY_FUEL_PER_ENTRY,
+            Supply::MadeAhead,
+        )
+        .expect("instance");
         let verdict = eval.admit_one(params, &entry(), &principal(), op(data));
         let denied = matches!(verdict.expect("runs").decision, wit::Decision::Deny(_));
         (denied, eval.fuel_used())
@@ -404,6 +421,29 @@ fn an_instance_made_ahead_judges_as_one_made_on_the_spot() {
         assert_eq!([ahead, judge(b"abcde")], on_the_spot);
     }
     assert_eq!(on_the_spot.map(|(denied, _)| denied), [false, true]);
+}
+
+#[test]
+fn entries_on_the_spot_leave_the_instances_made_ahead_alone() {
+    // A follower's entry makes and drops its own: the ones made ahead are for the entries a
+    // leader answers.
+    let engine = engine();
+    let bytes = component("open");
+    let compiled = engine.compile(&bytes).expect("compiles");
+    engine.make_ready(compiled.hash, &bytes);
+    let fuel = crate::limits::POLICY_FUEL_PER_ENTRY;
+    let own =
+        EntryEvaluation::begin(&engine, &compiled, fuel, Supply::OnTheSpot).expect("makes its own");
+    assert_eq!(
+        engine.ready_count(compiled.hash),
+        1,
+        "it took one made ahead"
+    );
+    drop(own);
+    let ahead = EntryEvaluation::begin(&engine, &compiled, fuel, Supply::MadeAhead)
+        .expect("takes the one made ahead");
+    assert_eq!(engine.ready_count(compiled.hash), 0, "it made its own");
+    engine.retire(ahead);
 }
 
 #[test]
@@ -435,7 +475,8 @@ fn apply_never_waits_for_the_instances_held_elsewhere() {
     let fuel = crate::limits::POLICY_FUEL_PER_ENTRY;
     let held = engine.hold_instances();
     assert!(engine.take_ready(compiled.hash, fuel).is_none());
-    let own = EntryEvaluation::begin(&engine, &compiled, fuel).expect("makes its own");
+    let own =
+        EntryEvaluation::begin(&engine, &compiled, fuel, Supply::MadeAhead).expect("makes its own");
     engine.retire(own);
     drop(held);
     assert_eq!(

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use super::types::{Proposal, SetPolicy};
 use crate::limits;
 use crate::policy::admission::{PolicyAdmission, Principal, RunVerdict};
-use crate::policy::engine::PolicyEngine;
+use crate::policy::engine::{PolicyEngine, Supply};
 use crate::policy::{ADMIN_ROLE, NODE_ROLE, PolicyHash};
 use crate::tree::{AdmitAll, Applied, Outcome, Stamp, Tree, Txn};
 
@@ -211,6 +211,7 @@ pub fn apply_txns(
     tree: &mut Tree,
     entry: EntryContext<'_>,
     proposals: &[Proposal],
+    supply: Supply,
 ) -> Result<Vec<Applied>, HostFault> {
     let EntryContext {
         stamp,
@@ -265,6 +266,7 @@ pub fn apply_txns(
     admission.writes_per_sec = writes_per_sec;
     admission.ms_since_split = ms_since_split;
     admission.ms_since_write = ms_since_write;
+    admission.supply = supply;
     while let Err(fault) = admission.prepare() {
         attempt += 1;
         host_fault(attempt, log_index, hash, &fault);
@@ -547,8 +549,21 @@ mod tests {
                     ms_since_split: 0,
                     ms_since_write: 0,
                 };
-                let got = apply_txns(&engine, &mut governance, &mut batched, entry, proposals)
-                    .expect("no host fault");
+                // Where the instance comes from changes nothing the policy decides.
+                let supply = if i % 2 == 0 {
+                    Supply::MadeAhead
+                } else {
+                    Supply::OnTheSpot
+                };
+                let got = apply_txns(
+                    &engine,
+                    &mut governance,
+                    &mut batched,
+                    entry,
+                    proposals,
+                    supply,
+                )
+                .expect("no host fault");
                 let want = one_op_per_call(&engine, &active, &mut reference, entry, proposals);
                 assert_eq!(got, want, "{name} {mode:?}, entry {i}");
                 assert_eq!(batched, reference, "{name} {mode:?}, entry {i}");

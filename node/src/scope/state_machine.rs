@@ -27,7 +27,7 @@ use super::types::{
 };
 use crate::directory::{Anchor, Route, ScopeIdentity};
 use crate::policy::admission::Principal;
-use crate::policy::engine::PolicyEngine;
+use crate::policy::engine::{PolicyEngine, Supply};
 use crate::storage::{ScopeId, Store, corrupt, decode, encode, io_err, key};
 use crate::tree::{Outcome, Stamp, Txn};
 use crate::tree::{StoredZnode, Tree};
@@ -1045,12 +1045,14 @@ impl ScopeStateMachine {
         let mut applied = if d.kind == DelegationKind::Session {
             vec![self.carve_session_scope(state, d.stamp, d.path, touched)]
         } else {
+            // Rare: its instance is made on the spot, whoever waits for it.
             governance::apply_txns(
                 &self.engine,
                 &mut state.governance,
                 &mut state.tree,
                 entry,
                 std::slice::from_ref(&proposal),
+                Supply::OnTheSpot,
             )
             .map_err(|fault| {
                 tracing::error!(scope = self.scope, "apply halts: {}", fault.0);
@@ -1201,6 +1203,7 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         let unborn = self.newborns.is_pending(self.scope);
         let applied = entries.len();
         let persist;
+        let answered = entries.iter().any(|(_, responder)| responder.is_some());
         let mut responses = Vec::with_capacity(entries.len());
         let mut batch = self.store.db.batch();
         let mut created = Vec::new();
@@ -1248,12 +1251,18 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
                                     command.stamp.time_ms,
                                 ),
                             };
+                            let supply = if responder.is_some() {
+                                Supply::MadeAhead
+                            } else {
+                                Supply::OnTheSpot
+                            };
                             let applied = governance::apply_txns(
                                 &self.engine,
                                 &mut state.governance,
                                 &mut state.tree,
                                 entry,
                                 proposals,
+                                supply,
                             )
                             .map_err(|fault| {
                                 tracing::error!(scope = self.scope, "apply halts: {}", fault.0);
@@ -1496,8 +1505,10 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
         for (responder, result) in responses {
             responder.send(result);
         }
-        let active =
-            (self.view.read().governance.active.as_ref()).map(|a| (a.hash, a.component.clone()));
+        // The next entry answered here finds an instance made ahead; followers make their own.
+        let active = (self.view.read().governance.active.as_ref())
+            .filter(|_| answered)
+            .map(|a| (a.hash, a.component.clone()));
         if let Some((hash, component)) = active {
             self.engine.prepare_ahead(hash, component);
         }
