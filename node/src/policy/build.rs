@@ -19,6 +19,23 @@ pub fn componentize(core_module: &[u8]) -> anyhow::Result<Vec<u8>> {
         .context("encoding the component")
 }
 
+/// How every policy is built, whatever the crate's profile says: no debug info, optimized for
+/// size, one codegen unit, and a small stack.
+fn build_settings() -> [(&'static str, String); 5] {
+    [
+        ("CARGO_PROFILE_RELEASE_DEBUG", "false".into()),
+        ("CARGO_PROFILE_RELEASE_STRIP", "debuginfo".into()),
+        ("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s".into()),
+        ("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1".into()),
+        // A 64 KiB shadow stack instead of rustc's 1 MiB: the host zeroes every page of a
+        // recycled instance, once per log entry, so a small initial memory is a faster policy.
+        (
+            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
+            format!("-C link-arg=-zstack-size={POLICY_STACK_BYTES}"),
+        ),
+    ]
+}
+
 /// Builds the crate at `dir` in release mode for wasm32 and returns the component's bytes.
 /// Debug info is dropped, the module optimized for size and linked with a small stack, whatever
 /// the crate's profile says.
@@ -40,16 +57,7 @@ pub fn build_crate(dir: &Path) -> anyhow::Result<Vec<u8>> {
             "--manifest-path",
         ])
         .arg(&manifest)
-        .env("CARGO_PROFILE_RELEASE_DEBUG", "false")
-        .env("CARGO_PROFILE_RELEASE_STRIP", "debuginfo")
-        .env("CARGO_PROFILE_RELEASE_OPT_LEVEL", "s")
-        .env("CARGO_PROFILE_RELEASE_CODEGEN_UNITS", "1")
-        // A 64 KiB shadow stack instead of rustc's 1 MiB: the host zeroes every page of a
-        // recycled instance, once per log entry, so a small initial memory is a faster policy.
-        .env(
-            "CARGO_TARGET_WASM32_UNKNOWN_UNKNOWN_RUSTFLAGS",
-            format!("-C link-arg=-zstack-size={POLICY_STACK_BYTES}"),
-        )
+        .envs(build_settings())
         .stderr(std::process::Stdio::inherit())
         .output()
         .context("running cargo; is the Rust toolchain installed?")?;
@@ -80,7 +88,8 @@ fn find_artifact(messages: &str) -> Option<PathBuf> {
 }
 
 /// A policy crate of this repository, built once and cached under `target/policies/`, keyed by
-/// a digest of its sources and the SDK's (so a changed WIT world or policy is rebuilt):
+/// a digest of its sources, the SDK's and the build settings (so a changed WIT world, policy or
+/// stack size is rebuilt):
 /// `policies/<name>` or `tests/policies/<name>`. For tests and benchmarks.
 #[doc(hidden)]
 pub fn repository_component(name: &str) -> anyhow::Result<Vec<u8>> {
@@ -113,7 +122,8 @@ pub fn repository_component(name: &str) -> anyhow::Result<Vec<u8>> {
     Ok(component)
 }
 
-/// A short digest of every `Cargo.toml`, `.rs` and `.wit` file under `dirs`, in path order.
+/// A short digest of the build settings and every `Cargo.toml`, `.rs` and `.wit` file under
+/// `dirs`, in path order.
 fn sources_digest(dirs: &[PathBuf]) -> anyhow::Result<String> {
     use sha2::Digest as _;
     fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
@@ -138,6 +148,9 @@ fn sources_digest(dirs: &[PathBuf]) -> anyhow::Result<String> {
     }
     files.sort();
     let mut hasher = sha2::Sha256::new();
+    for (name, value) in build_settings() {
+        hasher.update(format!("{name}={value}\n").as_bytes());
+    }
     for file in files {
         hasher.update(file.to_string_lossy().as_bytes());
         hasher.update(std::fs::read(&file).with_context(|| format!("reading {}", file.display()))?);
