@@ -423,14 +423,20 @@ fn an_instance_made_ahead_judges_as_one_made_on_the_spot() {
     assert_eq!(on_the_spot.map(|(denied, _)| denied), [false, true]);
 }
 
-#[test]
-fn entries_on_the_spot_leave_the_instances_made_ahead_alone() {
-    // A follower's entry makes and drops its own: the ones made ahead are for the entries a
-    // leader answers.
+/// An engine with the `open` policy compiled and one instance of it made ahead.
+fn open_with_one_made_ahead() -> (PolicyEngine, Arc<super::engine::Compiled>) {
     let engine = engine();
     let bytes = component("open");
     let compiled = engine.compile(&bytes).expect("compiles");
     engine.make_ready(compiled.hash, &bytes);
+    (engine, compiled)
+}
+
+#[test]
+fn entries_on_the_spot_leave_the_instances_made_ahead_alone() {
+    // A follower's entry makes and drops its own: the ones made ahead are for the entries a
+    // leader answers.
+    let (engine, compiled) = open_with_one_made_ahead();
     let fuel = crate::limits::POLICY_FUEL_PER_ENTRY;
     let own =
         EntryEvaluation::begin(&engine, &compiled, fuel, Supply::OnTheSpot).expect("makes its own");
@@ -467,10 +473,7 @@ fn the_preparer_thread_makes_instances_ahead() {
 fn apply_never_waits_for_the_instances_held_elsewhere() {
     // The preparer holds the instances at idle priority and may be preempted for long: an
     // entry then makes and drops its own instead of waiting.
-    let engine = engine();
-    let bytes = component("open");
-    let compiled = engine.compile(&bytes).expect("compiles");
-    engine.make_ready(compiled.hash, &bytes);
+    let (engine, compiled) = open_with_one_made_ahead();
     assert_eq!(engine.ready_count(compiled.hash), 1);
     let fuel = crate::limits::POLICY_FUEL_PER_ENTRY;
     let held = engine.hold_instances();

@@ -1506,10 +1506,10 @@ impl RaftStateMachine<TypeConfig> for ScopeStateMachine {
             responder.send(result);
         }
         // The next entry answered here finds an instance made ahead; followers make their own.
-        let active = (self.view.read().governance.active.as_ref())
-            .filter(|_| answered)
-            .map(|a| (a.hash, a.component.clone()));
-        if let Some((hash, component)) = active {
+        if answered
+            && let Some((hash, component)) =
+                (self.view.read().governance.active.as_ref()).map(|a| (a.hash, a.component.clone()))
+        {
             self.engine.prepare_ahead(hash, component);
         }
         Ok(())
