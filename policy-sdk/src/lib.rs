@@ -37,6 +37,8 @@ pub use wit_bindgen as __wit_bindgen;
 
 #[cfg(target_arch = "wasm32")]
 mod allocator;
+#[cfg(any(target_arch = "wasm32", test))]
+mod compare;
 #[cfg(all(target_arch = "wasm32", feature = "allocator"))]
 #[global_allocator]
 static ALLOCATOR: allocator::SizeClasses = allocator::SizeClasses::new();
