@@ -10,6 +10,8 @@
 #   git stash && cargo build --release -p scopekeeper && cp target/release/scopekeeper /tmp/sk-old
 #   git stash pop && cargo build --release -p scopekeeper
 #   bash bench/binary-ab.sh /tmp/sk-old target/release/scopekeeper
+# To A/B two builds of the policy instead (an SDK or build-setting change), give the same binary
+# twice and the two components in POLICY_OLD and POLICY_NEW (each built with `policy build`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { sed -n 2,12p "$0" >&2; exit 2; }
@@ -24,11 +26,16 @@ case "$policy" in
   *) echo "policy must be none, open or limits, not $policy" >&2; exit 2 ;;
 esac
 work=$(mktemp -d /tmp/sk-binary-ab.XXXXXX)
-args=(--scopes 1)
+declare -A args
+for v in old new; do
+  args[$v]="--scopes 1"
+done
 if [ "$policy" != none ]; then
   "${bin[new]}" policy build "policies/$policy" --out "$work/policy.wasm" >/dev/null 2>&1
-  args+=(--scope-policy "$work/policy.wasm")
-  [ -n "$params" ] && args+=(--scope-params "$params")
+  declare -A component=([old]=${POLICY_OLD:-$work/policy.wasm} [new]=${POLICY_NEW:-$work/policy.wasm})
+  for v in old new; do
+    args[$v]+=" --scope-policy $(realpath "${component[$v]}")"
+  done
 fi
 declare -A pid
 port=17800
@@ -50,7 +57,7 @@ for ((pair = 0; pair < pairs; pair++)); do
   for k in 0 1; do
     if [ $(( (pair + k) % 2 )) = 0 ]; then v=old; else v=new; fi
     SCOPEKEEPER_CONFIG="$work/$v.toml" "${bin[$v]}" bench --clients "$clients" --duration "$secs" \
-      --mix create=1 --value-size 100 "${args[@]}" --json > "$work/out" 2> "$work/err" &
+      --mix create=1 --value-size 100 ${args[$v]} ${params:+--scope-params "$params"} --json > "$work/out" 2> "$work/err" &
     bench_pid=$!
     # As in bench/policy-paired.sh: the CPU window opens once the new scope has settled.
     until grep -q "anchors" "$work/err" || ! kill -0 $bench_pid 2>/dev/null; do sleep 0.02; done
