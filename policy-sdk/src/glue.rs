@@ -87,6 +87,17 @@ impl<P: Policy> wit::Guest for Exported<P> {
             })
             .collect();
         let mut verdicts = Vec::with_capacity(ops.len());
+        // One context for all the ops, its per-op fields replaced for each: the entry's fields
+        // (the scope's root a string) are the same for every op.
+        let mut context = Context {
+            log_index: entry.log_index,
+            time_ms: entry.time_ms,
+            scope_root: entry.scope_root,
+            depth: 0,
+            target: None,
+            parent: None,
+            stats: ScopeStats::default(),
+        };
         for op in ops {
             let wit::JudgedOp {
                 mutation: m,
@@ -96,15 +107,10 @@ impl<P: Policy> wit::Guest for Exported<P> {
             let Some(principal) = principals.get(principal as usize) else {
                 panic!("principal {principal} of {}", principals.len());
             };
-            let context = Context {
-                log_index: entry.log_index,
-                time_ms: entry.time_ms,
-                scope_root: entry.scope_root.clone(),
-                depth: c.depth,
-                target: c.target.map(stat),
-                parent: c.parent.map(stat),
-                stats: stats(c.stats),
-            };
+            context.depth = c.depth;
+            context.target = c.target.map(stat);
+            context.parent = c.parent.map(stat);
+            context.stats = stats(c.stats);
             let Verdict { decision, warnings } =
                 P::admit(&params, &mutation(m), principal, &context);
             let denied = matches!(decision, Decision::Deny { .. });
