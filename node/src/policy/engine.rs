@@ -142,6 +142,12 @@ impl std::fmt::Debug for Compiled {
 /// with `open`, 5 alternating rounds: p50 +155 us over no policy when apply made the
 /// instances, +97 us when a low-priority thread did). On a busy machine that thread may not
 /// run at all; entries then make and drop their own instances, as they would without it.
+///
+/// Measured again once only a leader's entries used the thread (`bash bench/binary-ab.sh`,
+/// `limits`, 1 client, 12 pairs, twice): without it, with each entry making its instance in
+/// apply and a leader dropping its used ones after the answers, node CPU per create was -17.4
+/// and -19.4 us (95% CIs -24.9 to +10.7, -39.3 to +9.9) but p50 +7 us both times (CIs -1 to
+/// +14, -8 to +21). The thread stays for the latency.
 #[derive(Clone)]
 pub struct PolicyEngine {
     shared: Arc<Shared>,
