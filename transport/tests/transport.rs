@@ -313,10 +313,31 @@ async fn a_one_shot_stream_is_one_frame_then_its_end() {
 fn restarted_peer_is_noticed_by_stateless_reset() {
     let ca = Ca::new();
     let keys = EndpointKeys::generate();
+    // A runtime shut down in the background drops its tasks in no set order: now and then the
+    // server's connection goes before the endpoint's driver, which still sends the
+    // CONNECTION_CLOSE quinn queues for a dropped connection, and that peer did not die
+    // silently after all. Such a round proves nothing either way and is run again.
+    for round in 1..=5 {
+        match error_after_silent_restart(&ca, &keys) {
+            // Reset, not an idle timeout: the restarted endpoint recognised its old
+            // connection ids.
+            Error::Connection(quinn::ConnectionError::Reset) => return,
+            Error::Connection(quinn::ConnectionError::ApplicationClosed(close)) => {
+                eprintln!("round {round}: the dying endpoint still sent {close}; again");
+            }
+            err => panic!("expected a stateless reset, got {err}"),
+        }
+    }
+    panic!("in every round the dying endpoint closed its connection: no silent death to test");
+}
+
+/// What a call on a connection meets once its server's process "dies" (its tasks stop
+/// without sending CONNECTION_CLOSE) and a new one with the same keys binds the same address.
+fn error_after_silent_restart(ca: &Ca, keys: &EndpointKeys) -> Error {
     let client_rt = tokio::runtime::Runtime::new().expect("runtime");
     let first = tokio::runtime::Runtime::new().expect("runtime");
     let addr = first.block_on(async {
-        let server = server(&ca, 1, &keys, loopback());
+        let server = server(ca, 1, keys, loopback());
         let addr = server.local_addr().expect("addr");
         std::mem::drop(serve(server));
         addr
@@ -329,14 +350,13 @@ fn restarted_peer_is_noticed_by_stateless_reset() {
         assert_eq!(conn.call::<u32, u32>(&1, CAP).await.expect("rpc"), 2);
         conn
     });
-    // The process "dies": its tasks stop without sending CONNECTION_CLOSE.
     first.shutdown_background();
     let second = tokio::runtime::Runtime::new().expect("runtime");
     // The dead runtime releases its socket asynchronously; wait for the port to be free.
     let _server = second.block_on(async {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
         let server = loop {
-            match Endpoint::bind(addr, &ca.node(1), &keys, CLUSTER, true) {
+            match Endpoint::bind(addr, &ca.node(1), keys, CLUSTER, true) {
                 Ok(server) => break server,
                 Err(e) if std::time::Instant::now() < deadline => {
                     let _ = e;
@@ -348,14 +368,9 @@ fn restarted_peer_is_noticed_by_stateless_reset() {
         std::mem::drop(serve(server.clone()));
         server
     });
-    let err = client_rt
+    client_rt
         .block_on(conn.call::<u32, u32>(&1, CAP))
-        .expect_err("the old connection is gone");
-    // Reset, not an idle timeout: the restarted endpoint recognised its old connection ids.
-    assert!(
-        matches!(err, Error::Connection(quinn::ConnectionError::Reset)),
-        "expected a stateless reset, got {err}"
-    );
+        .expect_err("the old connection is gone")
 }
 
 #[tokio::test]
