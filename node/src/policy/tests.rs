@@ -76,13 +76,7 @@ fn verdict(
     data: &[u8],
 ) -> (Result<wit::Verdict, EvalError>, u64) {
     let compiled = engine.compile(&component(name)).expect("compiles");
-    let mut eval = EntryEvaluation::begin(
-        engine,
-        &compiled,
-        crate::limits::POLICY_FUEL_PER_ENTRY,
-        Supply::OnTheSpot,
-    )
-    .expect("instance");
+    let mut eval = fresh(engine, &compiled, Supply::OnTheSpot);
     let result = eval.admit_one(params, &entry(), &principal(), op(data));
     (result, eval.fuel_used())
 }
@@ -120,6 +114,21 @@ fn limits_allows_and_denies_with_the_same_fuel_every_time() {
     );
 }
 
+/// An instance for one entry, with the entry's fuel.
+fn fresh(
+    engine: &PolicyEngine,
+    compiled: &super::engine::Compiled,
+    supply: Supply,
+) -> EntryEvaluation {
+    EntryEvaluation::begin(
+        engine,
+        compiled,
+        crate::limits::POLICY_FUEL_PER_ENTRY,
+        supply,
+    )
+    .expect("instance")
+}
+
 #[test]
 fn an_entry_parses_its_parameters_once() {
     // The ops of one entry share an instance: `limits` parses its parameters for the first
@@ -128,13 +137,7 @@ fn an_entry_parses_its_parameters_once() {
     let params = r#"{"max_data_bytes": 4, "max_depth": 8}"#;
     let compiled = engine.compile(&component("limits")).expect("compiles");
     let entry = || {
-        let mut eval = EntryEvaluation::begin(
-            &engine,
-            &compiled,
-            crate::limits::POLICY_FUEL_PER_ENTRY,
-            Supply::OnTheSpot,
-        )
-        .expect("instance");
+        let mut eval = fresh(&engine, &compiled, Supply::OnTheSpot);
         let mut burnt = Vec::new();
         let mut denied = Vec::new();
         for data in [&b"ab"[..], b"abcdef", b"abc"] {
@@ -324,13 +327,7 @@ fn recycled_instances_burn_identical_fuel() {
     let compiled = engine.compile(&component("limits")).expect("compiles");
     let mut seen = std::collections::BTreeSet::new();
     for _ in 0..500 {
-        let mut eval = EntryEvaluation::begin(
-            &engine,
-            &compiled,
-            crate::limits::POLICY_FUEL_PER_ENTRY,
-            Supply::OnTheSpot,
-        )
-        .expect("instance");
+        let mut eval = fresh(&engine, &compiled, Supply::OnTheSpot);
         eval.admit_one(params, &entry(), &principal(), op(b"value"))
             .expect("runs");
         seen.insert(eval.fuel_used());
@@ -394,13 +391,7 @@ fn an_instance_made_ahead_judges_as_one_made_on_the_spot() {
     let bytes = component("limits");
     let compiled = engine.compile(&bytes).expect("compiles");
     let judge = |data: &[u8]| {
-        let mut eval = EntryEvaluation::begin(
-            &engine,
-            &compiled,
-            crate::limits::POLICY_FUEL_PER_ENTRY,
-            Supply::MadeAhead,
-        )
-        .expect("instance");
+        let mut eval = fresh(&engine, &compiled, Supply::MadeAhead);
         let verdict = eval.admit_one(params, &entry(), &principal(), op(data));
         let denied = matches!(verdict.expect("runs").decision, wit::Decision::Deny(_));
         (denied, eval.fuel_used())
@@ -437,17 +428,14 @@ fn entries_on_the_spot_leave_the_instances_made_ahead_alone() {
     // A follower's entry makes and drops its own: the ones made ahead are for the entries a
     // leader answers.
     let (engine, compiled) = open_with_one_made_ahead();
-    let fuel = crate::limits::POLICY_FUEL_PER_ENTRY;
-    let own =
-        EntryEvaluation::begin(&engine, &compiled, fuel, Supply::OnTheSpot).expect("makes its own");
+    let own = fresh(&engine, &compiled, Supply::OnTheSpot);
     assert_eq!(
         engine.ready_count(compiled.hash),
         1,
         "it took one made ahead"
     );
     drop(own);
-    let ahead = EntryEvaluation::begin(&engine, &compiled, fuel, Supply::MadeAhead)
-        .expect("takes the one made ahead");
+    let ahead = fresh(&engine, &compiled, Supply::MadeAhead);
     assert_eq!(engine.ready_count(compiled.hash), 0, "it made its own");
     engine.retire(ahead);
 }
@@ -478,8 +466,7 @@ fn apply_never_waits_for_the_instances_held_elsewhere() {
     let fuel = crate::limits::POLICY_FUEL_PER_ENTRY;
     let held = engine.hold_instances();
     assert!(engine.take_ready(compiled.hash, fuel).is_none());
-    let own =
-        EntryEvaluation::begin(&engine, &compiled, fuel, Supply::MadeAhead).expect("makes its own");
+    let own = fresh(&engine, &compiled, Supply::MadeAhead);
     engine.retire(own);
     drop(held);
     assert_eq!(
