@@ -14,7 +14,7 @@
 # twice and the two components in POLICY_OLD and POLICY_NEW (each built with `policy build`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ $# -ge 2 ] || { sed -n 2,12p "$0" >&2; exit 2; }
+[ $# -ge 2 ] || { sed -n 2,14p "$0" >&2; exit 2; }
 declare -A bin=([old]=$(realpath "$1") [new]=$(realpath "$2"))
 pairs=${3:-12}
 secs=${4:-5}
