@@ -4,10 +4,13 @@
 # variant, and between two fresh clusters the figures move by as much as the policy's share
 # (its per-round ratios to no policy spread from 0.65 to 1.36 in one run); here one
 # `scopekeeper dev` serves every run, and each pair is two bench runs back to back, each into a
-# new scope of its own: one without a policy, one with POLICY (`open` or `limits`), in
+# new scope of its own: one without a policy, one with POLICY (`open`, `limits` or `floor`), in
 # alternating order. The figures are medians over the pairs of each pair's ratio or difference,
 # each with a 95% confidence interval that assumes nothing about how the pairs are distributed.
-#   bash bench/policy-paired.sh [pairs, default 10] [seconds per run, default 5] [policy, default open] [clients, default 1]
+# POLICY `floor` (tests/policies/floor: the bindings alone, admitting everything) measures what
+# any policy costs at least: the host's fresh instance per entry on every anchor, and the call.
+#   bash bench/policy-paired.sh [pairs, default 10] [seconds per run, default 5]
+#                               [policy: open|limits|floor, default open] [clients, default 1]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 pairs=${1:-10}
@@ -15,15 +18,16 @@ secs=${2:-5}
 policy=${3:-open}
 clients=${4:-1}
 case "$policy" in
-  open) params="" ;;
-  limits) params='{"max_data_bytes": 1024, "max_children": 1000000, "max_depth": 8}' ;;
-  *) echo "policy must be open or limits, not $policy" >&2; exit 2 ;;
+  open) params=""; crate=policies/open ;;
+  limits) params='{"max_data_bytes": 1024, "max_children": 1000000, "max_depth": 8}'; crate=policies/limits ;;
+  floor) params=""; crate=tests/policies/floor ;;
+  *) echo "policy must be open, limits or floor, not $policy" >&2; exit 2 ;;
 esac
 work=$(mktemp -d /tmp/sk-policy-paired.XXXXXX)
 export SCOPEKEEPER_CONFIG="$work/client.toml"
 cargo build --release -p scopekeeper >/dev/null
 bin=target/release/scopekeeper
-"$bin" policy build "policies/$policy" --out "$work/policy.wasm" >/dev/null 2>&1
+"$bin" policy build "$crate" --out "$work/policy.wasm" >/dev/null 2>&1
 
 "$bin" dev --data "$work/dev" --base-port 17301 > "$work/dev.log" 2>&1 &
 dev_pid=$!

@@ -2,7 +2,7 @@
 //! (as apply judges a run of client transactions), and, for comparison, one call per op (as
 //! apply does after a trap, and as every op was judged before WIT 0.4.0).
 //! `cargo bench -p scopekeeper --bench policy`. Prints microseconds per op for entries of 1,
-//! 10 and 100 ops, for `open` and `limits`; compare within one run, absolute times drift.
+//! 10 and 100 ops, for `floor`, `open` and `limits`; compare within one run, absolute times drift.
 
 use std::time::Instant;
 
@@ -11,6 +11,17 @@ use scopekeeper::policy::build::repository_component;
 use scopekeeper::policy::engine::{PolicyEngine, Supply};
 use scopekeeper::policy::eval::EntryEvaluation;
 use scopekeeper::policy::wit::exports::scopekeeper::policy::rules as wit;
+
+/// `floor` (tests/policies/floor) is the generated bindings alone, admitting everything: what
+/// any policy costs at least. `open` adds the SDK's glue; `limits` parses its parameters.
+const POLICIES: [(&str, &str); 3] = [
+    ("floor", ""),
+    ("open", ""),
+    (
+        "limits",
+        r#"{"max_data_bytes": 1024, "max_children": 100000, "max_depth": 8}"#,
+    ),
+];
 
 fn main() -> anyhow::Result<()> {
     let engine = PolicyEngine::new()?;
@@ -52,13 +63,7 @@ fn main() -> anyhow::Result<()> {
         "{:<8} {:>14} {:>12} {:>12} {:>12} {:>12}",
         "policy", "ops per entry", "calls", "us per op", "us/entry", "fuel per op"
     );
-    for (name, params) in [
-        ("open", ""),
-        (
-            "limits",
-            r#"{"max_data_bytes": 1024, "max_children": 100000, "max_depth": 8}"#,
-        ),
-    ] {
+    for (name, params) in POLICIES {
         let compiled = engine
             .compile(&repository_component(name)?)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
@@ -131,13 +136,7 @@ fn main() -> anyhow::Result<()> {
         "\n{:<8} {:>26} {:>12}",
         "policy", "as apply runs it", "us/entry"
     );
-    for (name, params) in [
-        ("open", ""),
-        (
-            "limits",
-            r#"{"max_data_bytes": 1024, "max_children": 100000, "max_depth": 8}"#,
-        ),
-    ] {
+    for (name, params) in POLICIES {
         let bytes = repository_component(name)?;
         let compiled = engine.compile(&bytes).map_err(|e| anyhow::anyhow!("{e}"))?;
         let entries = 20_000;

@@ -81,6 +81,24 @@ fn verdict(
     (result, eval.fuel_used())
 }
 
+/// The benchmarks' `floor` is what it claims: it admits, and burns less than `open`, which adds
+/// only the SDK's glue to the same bindings.
+#[test]
+fn the_floor_policy_admits_for_less_fuel_than_open() {
+    let engine = engine();
+    let (floor, floor_fuel) = verdict(&engine, "floor", "", b"abcd");
+    let (open, open_fuel) = verdict(&engine, "open", "", b"abcd");
+    for verdict in [floor, open] {
+        let verdict = verdict.expect("no trap");
+        assert!(matches!(verdict.decision, wit::Decision::Allow));
+        assert!(verdict.warnings.is_empty());
+    }
+    assert!(
+        0 < floor_fuel && floor_fuel < open_fuel,
+        "floor {floor_fuel} fuel, open {open_fuel}"
+    );
+}
+
 #[test]
 fn limits_allows_and_denies_with_the_same_fuel_every_time() {
     let engine = engine();
