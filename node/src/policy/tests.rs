@@ -69,6 +69,21 @@ fn principal() -> wit::Principal {
     }
 }
 
+/// An instance for one entry, with the entry's fuel.
+fn fresh(
+    engine: &PolicyEngine,
+    compiled: &super::engine::Compiled,
+    supply: Supply,
+) -> EntryEvaluation {
+    EntryEvaluation::begin(
+        engine,
+        compiled,
+        crate::limits::POLICY_FUEL_PER_ENTRY,
+        supply,
+    )
+    .expect("instance")
+}
+
 fn verdict(
     engine: &PolicyEngine,
     name: &str,
@@ -130,21 +145,6 @@ fn limits_allows_and_denies_with_the_same_fuel_every_time() {
         .1,
         fuel_small
     );
-}
-
-/// An instance for one entry, with the entry's fuel.
-fn fresh(
-    engine: &PolicyEngine,
-    compiled: &super::engine::Compiled,
-    supply: Supply,
-) -> EntryEvaluation {
-    EntryEvaluation::begin(
-        engine,
-        compiled,
-        crate::limits::POLICY_FUEL_PER_ENTRY,
-        supply,
-    )
-    .expect("instance")
 }
 
 #[test]

@@ -24,11 +24,12 @@ impl wit::Guest for Floor {
         _principals: Vec<wit::Principal>,
         ops: Vec<wit::JudgedOp>,
     ) -> Vec<wit::Verdict> {
-        let allow = || wit::Verdict {
-            decision: wit::Decision::Allow,
-            warnings: Vec::new(),
-        };
-        ops.iter().map(|_| allow()).collect()
+        ops.iter()
+            .map(|_| wit::Verdict {
+                decision: wit::Decision::Allow,
+                warnings: Vec::new(),
+            })
+            .collect()
     }
 
     /// A majority, as the SDK's default: the host refuses a rule that admits disjoint quorums.
